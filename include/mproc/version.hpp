@@ -1,0 +1,28 @@
+// mproc: Python's multiprocessing for C++20 on Linux.
+// Version macros and the versioned inline namespace every public name lives in.
+#pragma once
+
+#define MPROC_VERSION_MAJOR 0
+#define MPROC_VERSION_MINOR 1
+#define MPROC_VERSION_PATCH 0
+
+#define MPROC_DETAIL_CAT2(a, b) a##b
+#define MPROC_DETAIL_CAT(a, b) MPROC_DETAIL_CAT2(a, b)
+
+// The ABI namespace follows the major version: a program that links two copies of mproc with
+// different majors gets distinct symbols instead of silent ODR violations.
+#define MPROC_ABI_NAMESPACE MPROC_DETAIL_CAT(v, MPROC_VERSION_MAJOR)
+
+#define MPROC_NAMESPACE_BEGIN \
+    namespace mproc {         \
+    inline namespace MPROC_ABI_NAMESPACE {
+#define MPROC_NAMESPACE_END \
+    }                       \
+    }
+
+MPROC_NAMESPACE_BEGIN
+
+/// The library version as "major.minor.patch".
+inline constexpr const char* version_string = "0.1.0";
+
+MPROC_NAMESPACE_END
