@@ -1,0 +1,155 @@
+// Forking a child, watching it, and reaping it: the process half of the POSIX layer.
+#pragma once
+
+#include <mproc/detail/fd.hpp>
+
+#include <sched.h>
+#include <sys/prctl.h>
+
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <vector>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+/// Flushes C stdio and the standard C++ streams. Done in the parent before fork, so a buffer
+/// is never printed twice, and in the child before _exit, so nothing it printed is lost.
+inline void flush_standard_streams() noexcept {
+    std::cout.flush();
+    std::clog.flush();
+    std::fflush(nullptr);
+}
+
+/// Forks; the child runs `body()` (returning its exit code) and leaves with _exit, so it never
+/// runs the parent's atexit handlers or static destructors. The child is SIGKILLed when the
+/// parent dies (PR_SET_PDEATHSIG); if the parent died between fork and prctl, the child sees a
+/// new parent id and leaves at once. Returns the child's pid in the parent.
+template <class Body>
+[[nodiscard]] pid_t fork_child(Body&& body) {
+    flush_standard_streams();
+    const pid_t parent = ::getpid();
+    const pid_t pid = sys().fork();
+    if (pid < 0) throw_errno("fork");
+    if (pid > 0) return pid;
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);
+    int code = 70;
+    try {
+        code = body();
+    } catch (...) {
+        code = 70;  // body() reports its own errors; this is a last resort (EX_SOFTWARE)
+    }
+    flush_standard_streams();
+    ::_exit(code);
+}
+
+/// Python's exitcode from a wait status: the exit code, or minus the signal that killed it.
+[[nodiscard]] inline int exitcode_from_status(int status) noexcept {
+    if (WIFSIGNALED(status)) return -WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+/// One started child: its pid, a pidfd to wait on (when the kernel has pidfd_open), and its
+/// exit code once reaped.
+class child_handle {
+public:
+    child_handle() noexcept = default;
+    explicit child_handle(pid_t pid) : pid_(pid), pidfd_(sys().pidfd_open(pid, 0)) {}
+    // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
+    child_handle(child_handle&& other) noexcept
+        : pid_(std::exchange(other.pid_, 0)), pidfd_(std::move(other.pidfd_)),
+          exitcode_(std::exchange(other.exitcode_, std::nullopt)) {}
+    child_handle& operator=(child_handle&& other) noexcept {
+        pid_ = std::exchange(other.pid_, 0);
+        pidfd_ = std::move(other.pidfd_);
+        exitcode_ = std::exchange(other.exitcode_, std::nullopt);
+        return *this;
+    }
+
+    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+    [[nodiscard]] bool started() const noexcept { return pid_ > 0; }
+    [[nodiscard]] bool reaped() const noexcept { return exitcode_.has_value(); }
+    [[nodiscard]] const std::optional<int>& exitcode() const noexcept { return exitcode_; }
+    /// A descriptor that polls readable when the child exits, or -1 without pidfd support.
+    [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+
+    /// Reaps the child if it has exited; never blocks. Returns true once reaped.
+    bool try_reap() {
+        if (!started() || reaped()) return reaped();
+        int status = 0;
+        pid_t r;
+        do r = sys().waitpid(pid_, &status, WNOHANG);
+        while (r < 0 && errno == EINTR);
+        if (r < 0) throw_errno("waitpid");
+        if (r == pid_) {
+            exitcode_ = exitcode_from_status(status);
+            pidfd_.reset();
+        }
+        return reaped();
+    }
+
+    /// Waits until the child exits or the deadline passes; true once reaped.
+    bool wait(const Deadline& deadline) {
+        for (;;) {
+            if (try_reap()) return true;
+            if (deadline.expired()) return false;
+            sleep_until_exit_or(deadline);
+        }
+    }
+
+    /// Sends a signal unless the child was already reaped (its pid may belong to another process
+    /// by now). A child that exited but is not yet reaped is a zombie: kill succeeds harmlessly.
+    void signal(int sig) {
+        if (!started() || reaped()) return;
+        if (sys().kill(pid_, sig) != 0 && errno != ESRCH) throw_errno("kill");
+    }
+
+    /// Blocks on the pidfd (or sleeps briefly without one) until the child may have exited.
+    void sleep_until_exit_or(const Deadline& deadline) {
+        if (pidfd_) {
+            pollfd p{pidfd_.get(), POLLIN, 0};
+            poll_until(std::span(&p, 1), deadline);
+        } else {
+            pollfd none{-1, 0, 0};
+            sys().poll(&none, 1, std::min(deadline.poll_ms() < 0 ? 5 : deadline.poll_ms(), 5));
+        }
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL; always reaps. Never throws.
+    void stop_and_reap(std::chrono::milliseconds grace) noexcept {
+        try {
+            if (!started() || try_reap()) return;
+            signal(SIGTERM);
+            if (wait(Deadline::after(grace))) return;
+            signal(SIGKILL);
+            wait(Deadline::never());
+        } catch (...) {
+            // Reaping failed (another party reaped it: ECHILD); nothing is left to clean.
+        }
+    }
+
+private:
+    pid_t pid_ = 0;
+    unique_fd pidfd_;
+    std::optional<int> exitcode_;
+};
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1.
+[[nodiscard]] inline unsigned usable_cpu_count() noexcept {
+    for (std::size_t cpus = 1024; cpus <= (1u << 20); cpus *= 4) {
+        cpu_set_t* set = CPU_ALLOC(cpus);
+        if (!set) break;
+        const std::size_t bytes = CPU_ALLOC_SIZE(cpus);
+        const int rc = ::sched_getaffinity(0, bytes, set);
+        const int count = rc == 0 ? CPU_COUNT_S(bytes, set) : 0;
+        CPU_FREE(set);
+        if (rc == 0) return count > 0 ? static_cast<unsigned>(count) : 1u;
+        if (errno != EINVAL) break;  // EINVAL: the mask is larger than our set; try bigger
+    }
+    long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? static_cast<unsigned>(online) : 1u;
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END

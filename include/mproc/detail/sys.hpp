@@ -1,0 +1,59 @@
+// The one seam through which mproc makes its system calls.
+//
+// Every POSIX call that can fail in an interesting way (EINTR, EAGAIN, ENOSPC, EMFILE) goes through
+// `sys()`, a table of function pointers. Tests replace an entry to inject a failure and watch the
+// library cope (the idea of fmt's posix-mock); the cost is one indirect call next to a syscall.
+#pragma once
+
+#include <mproc/version.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+inline int raw_pidfd_open(pid_t pid, unsigned flags) {
+#ifdef SYS_pidfd_open
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags));
+#else
+    (void)pid;
+    (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+inline int raw_socketpair(int domain, int type, int protocol, int* fds) {
+    return ::socketpair(domain, type, protocol, fds);
+}
+
+/// The system calls mproc makes, as replaceable function pointers.
+struct sys_table {
+    ssize_t (*read)(int, void*, size_t) = ::read;
+    ssize_t (*sendmsg)(int, const msghdr*, int) = ::sendmsg;
+    int (*poll)(pollfd*, nfds_t, int) = ::poll;
+    int (*close)(int) = ::close;
+    int (*socketpair)(int, int, int, int*) = raw_socketpair;
+    pid_t (*fork)() = ::fork;
+    pid_t (*waitpid)(pid_t, int*, int) = ::waitpid;
+    int (*kill)(pid_t, int) = ::kill;
+    int (*pidfd_open)(pid_t, unsigned) = raw_pidfd_open;
+};
+
+/// The table in use. Tests may assign entries; restore them afterwards.
+inline sys_table& sys() noexcept {
+    static constinit sys_table table{};
+    return table;
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END

@@ -1,0 +1,8 @@
+// mproc: Python's multiprocessing for C++20 on Linux. The umbrella header: includes every part.
+#pragma once
+
+#include <mproc/codec.hpp>
+#include <mproc/error.hpp>
+#include <mproc/pipe.hpp>
+#include <mproc/process.hpp>
+#include <mproc/version.hpp>

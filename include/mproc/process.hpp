@@ -1,0 +1,215 @@
+// mproc::Process: run a callable in a child process and get its result back, like Python's
+// multiprocessing.Process with a return value.
+#pragma once
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/child.hpp>
+#include <mproc/detail/frame.hpp>
+#include <mproc/detail/outcome.hpp>
+#include <mproc/error.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+MPROC_NAMESPACE_BEGIN
+
+/// The number of CPUs this process may run on (its affinity mask, as `taskset` sets it), not
+/// every core of the machine. Pool uses it as its default worker count.
+[[nodiscard]] inline unsigned cpu_count() noexcept { return detail::usable_cpu_count(); }
+
+namespace detail {
+template <class R>
+struct process_task {
+    virtual ~process_task() = default;
+    virtual R run() = 0;
+};
+
+template <class R, class F, class... Args>
+struct bound_process_task final : process_task<R> {
+    template <class G, class... A>
+    explicit bound_process_task(G&& g, A&&... a)
+        : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
+    R run() override { return std::apply(std::move(fn), std::move(args)); }
+
+    F fn;
+    std::tuple<Args...> args;
+};
+}  // namespace detail
+
+/// A callable run in a child process. `R` is its return type, sent back through the codec.
+///
+/// The child is made by fork() at start(): the callable, its arguments and everything they point
+/// to are the parent's memory as it was at that moment (captures included). The child ends with
+/// _exit, so the parent's atexit handlers and static destructors never run twice, and it is
+/// SIGKILLed if the parent dies (PR_SET_PDEATHSIG; note that Linux ties this to the *thread* that
+/// called start()).
+///
+/// Destructor: a child that is still running when its Process is destroyed is terminated
+/// (SIGTERM, then SIGKILL after `ProcessOptions::terminate_grace`) and reaped, so no zombie and
+/// no orphan is left; join() first to wait for it instead.
+/// @code
+/// mproc::Process p([](int n) { return n * n; }, 7);
+/// p.start();
+/// int r = p.result();   // 49
+/// @endcode
+template <class R>
+class Process {
+    static_assert(std::is_void_v<R> || Encodable<R>,
+                  "mproc::Process: the callable's return type must be encodable by mproc::codec "
+                  "(give it a member serialize(Ar&) or specialize mproc::codec<T>)");
+    static_assert(!std::is_reference_v<R>, "mproc::Process: R must be a value type");
+
+public:
+    using result_type = R;
+
+    /// Binds f(args...) to run in the child. Arguments are stored by value (decayed copies).
+    template <class F, class... Args>
+        requires std::invocable<std::decay_t<F>, std::decay_t<Args>...> &&
+                 std::convertible_to<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>, R>
+    explicit Process(F&& f, Args&&... args)
+        : task_(std::make_unique<detail::bound_process_task<R, std::decay_t<F>, std::decay_t<Args>...>>(
+              std::forward<F>(f), std::forward<Args>(args)...)) {}
+
+    Process(Process&&) noexcept = default;
+    Process& operator=(Process&& other) noexcept {
+        if (this != &other) {
+            child_.stop_and_reap(terminate_grace);
+            child_ = std::move(other.child_);
+            task_ = std::move(other.task_);
+            channel_ = std::move(other.channel_);
+            received_ = std::move(other.received_);
+            terminate_grace = other.terminate_grace;
+        }
+        return *this;
+    }
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+    ~Process() { child_.stop_and_reap(terminate_grace); }
+
+    /// Forks the child. A Process starts once.
+    /// @throws StateError when already started; SystemError when fork or socketpair fails.
+    void start();
+
+    /// Waits for the child to end. Never throws the child's exception (result() does).
+    void join() { (void)wait_for_exit(detail::Deadline::never()); }
+
+    /// Waits at most `timeout`; true when the child has ended.
+    template <class Rep, class Period>
+    bool join(std::chrono::duration<Rep, Period> timeout) {
+        return wait_for_exit(detail::Deadline::after(timeout));
+    }
+
+    /// True between start() and the child's end.
+    [[nodiscard]] bool is_alive() { return child_.started() && !child_.try_reap(); }
+
+    /// The child's pid, or 0 before start().
+    [[nodiscard]] pid_t pid() const noexcept { return child_.pid(); }
+
+    /// Python's exitcode: nullopt while running (or before start), the exit code 0..255, or
+    /// minus the signal that killed it (-9 for SIGKILL).
+    [[nodiscard]] std::optional<int> exitcode() {
+        if (child_.started()) child_.try_reap();
+        return child_.exitcode();
+    }
+
+    /// Sends SIGTERM (no effect once the child has ended).
+    void terminate() { child_.signal(SIGTERM); }
+    /// Sends SIGKILL (no effect once the child has ended).
+    void kill() { child_.signal(SIGKILL); }
+
+    /// Joins, then returns the callable's return value (or nothing, for void).
+    /// @throws RemoteError when the callable threw (type name and message of the original);
+    ///         ProcessCrashed when the child ended without a result (signal, _exit, abort).
+    R result();
+
+    /// How long the destructor waits after SIGTERM before it sends SIGKILL.
+    std::chrono::milliseconds terminate_grace{1000};
+
+private:
+    bool wait_for_exit(const detail::Deadline& deadline);
+    void drain_channel();
+
+    std::unique_ptr<detail::process_task<R>> task_;
+    detail::child_handle child_;
+    detail::unique_fd channel_;       // parent's end of the result socket
+    std::vector<std::byte> received_;  // bytes of the result frame received so far
+};
+
+template <class F, class... Args>
+Process(F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+
+template <class R>
+void Process<R>::start() {
+    if (child_.started()) throw StateError("mproc::Process: start() called twice");
+    if (!task_) throw StateError("mproc::Process: start() on a moved-from Process");
+    auto [parent_end, child_end] = detail::make_socketpair();
+    const pid_t pid = detail::fork_child([&, &child_fd = child_end] {
+        parent_end.reset();
+        std::vector<std::byte> message;
+        const bool ok = detail::run_and_encode_outcome<R>(message, [&] { return task_->run(); });
+        try {
+            detail::send_frame(child_fd.get(), message);
+        } catch (...) {
+            return 71;  // the parent is gone or the socket failed: nobody can read the result
+        }
+        return ok ? 0 : 1;  // 1, like Python's exitcode when run() raised
+    });
+    child_ = detail::child_handle(pid);
+    child_end.reset();
+    detail::set_nonblocking(parent_end.get(), true);
+    channel_ = std::move(parent_end);
+    // The parent never runs the task: dropping it now closes any descriptor (a Pipe end, say)
+    // that was moved into the arguments, as Python users close their copy after start().
+    task_.reset();
+}
+
+template <class R>
+void Process<R>::drain_channel() {
+    std::byte chunk[64 * 1024];
+    for (;;) {
+        ssize_t got = detail::read_some(channel_.get(), chunk);
+        if (got < 0) return;  // nothing more for now
+        if (got == 0) {
+            channel_.reset();
+            return;
+        }
+        received_.insert(received_.end(), chunk, chunk + got);
+    }
+}
+
+template <class R>
+bool Process<R>::wait_for_exit(const detail::Deadline& deadline) {
+    if (!child_.started()) throw StateError("mproc::Process: join() before start()");
+    // The child may block writing a large result until we read it, so read while waiting.
+    while (!child_.try_reap()) {
+        if (channel_) drain_channel();
+        if (child_.try_reap()) break;
+        if (deadline.expired()) return false;
+        pollfd fds[2] = {{child_.pidfd(), POLLIN, 0}, {channel_.get(), POLLIN, 0}};
+        if (child_.pidfd() < 0) {
+            child_.sleep_until_exit_or(deadline);
+            continue;
+        }
+        detail::poll_until(fds, deadline);
+    }
+    if (channel_) drain_channel();
+    channel_.reset();
+    return true;
+}
+
+template <class R>
+R Process<R>::result() {
+    join();
+    auto frame = detail::complete_frame(received_);
+    if (!frame) throw ProcessCrashed(child_.pid(), child_.exitcode().value_or(0));
+    return detail::decode_outcome<R>(*frame);
+}
+
+MPROC_NAMESPACE_END

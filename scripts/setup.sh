@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what mproc's build, tests, examples and benchmarks need, from Debian 12's packages,
+# skipping what is already there. The library itself needs only a C++20 compiler.
+set -euo pipefail
+packages=(g++ cmake ninja-build pkg-config catch2 libbenchmark-dev libfmt-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

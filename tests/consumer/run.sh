@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the consumer program every way a user can take mproc: find_package from an install
+# prefix, add_subdirectory, and pkg-config; and checks that asking for a wrong major version fails.
+#   tests/consumer/run.sh <mproc source dir> <scratch dir>
+set -euo pipefail
+src=$(cd "$1" && pwd)
+work=$2
+rm -rf "$work" && mkdir -p "$work"
+here="$src/tests/consumer"
+quiet() { "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log"; return 1; }; }
+
+echo "== install mproc into a prefix"
+quiet cmake -S "$src" -B "$work/mproc" -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF \
+    -DMPROC_BUILD_BENCHMARKS=OFF -DMPROC_INSTALL=ON -DCMAKE_INSTALL_PREFIX="$work/prefix"
+quiet cmake --install "$work/mproc"
+
+echo "== find_package(mproc CONFIG REQUIRED)"
+quiet cmake -S "$here" -B "$work/by_package" -DCMAKE_PREFIX_PATH="$work/prefix"
+quiet cmake --build "$work/by_package"
+"$work/by_package/consumer"
+
+echo "== find_package(mproc 0.1) accepts the same major version"
+quiet cmake -S "$here" -B "$work/same_major" -DCMAKE_PREFIX_PATH="$work/prefix" -DMPROC_REQUEST_VERSION=0.1
+
+echo "== find_package(mproc 1.0) refuses another major version"
+if cmake -S "$here" -B "$work/wrong_major" -DCMAKE_PREFIX_PATH="$work/prefix" \
+        -DMPROC_REQUEST_VERSION=1.0 >"$work/wrong.log" 2>&1; then
+    echo "a request for mproc 1.0 was accepted by 0.x"; exit 1
+fi
+
+echo "== add_subdirectory"
+quiet cmake -S "$here" -B "$work/by_subdirectory" -DMPROC_SOURCE_DIR="$src"
+quiet cmake --build "$work/by_subdirectory"
+"$work/by_subdirectory/consumer"
+
+echo "== pkg-config"
+export PKG_CONFIG_PATH="$work/prefix/share/pkgconfig"
+# shellcheck disable=SC2046
+${CXX:-c++} $(pkg-config --cflags mproc) "$here/main.cpp" -o "$work/by_pkgconfig" $(pkg-config --libs mproc)
+"$work/by_pkgconfig"
+echo "consumer checks passed"

@@ -1,0 +1,221 @@
+#include "support.hpp"
+
+#include <mproc/pipe.hpp>
+#include <mproc/process.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+// Writes raw bytes on a connection's descriptor, bypassing the codec and the framing.
+void write_raw(int fd, const void* data, std::size_t size) {
+    REQUIRE(::write(fd, data, size) == static_cast<ssize_t>(size));
+}
+}  // namespace
+
+TEST_CASE("Pipe.duplex.both_directions", "[pipe]") {
+    auto [a, b] = mproc::Pipe<std::string>();
+    CHECK((a.readable() && a.writable() && b.readable() && b.writable()));
+    b.send("hello");
+    CHECK(a.recv() == "hello");
+    a.send("back");
+    CHECK(b.recv() == "back");
+}
+
+TEST_CASE("Pipe.simplex.direction_is_enforced", "[pipe]") {
+    auto [reader, writer] = mproc::Pipe<int>(false);
+    CHECK((reader.readable() && !reader.writable()));
+    CHECK((!writer.readable() && writer.writable()));
+    CHECK_THROWS_AS(reader.send(1), mproc::StateError);
+    CHECK_THROWS_AS((void)writer.recv(), mproc::StateError);
+    CHECK_THROWS_AS((void)writer.poll(), mproc::StateError);
+    writer.send(5);
+    CHECK(reader.recv() == 5);
+}
+
+TEST_CASE("Pipe.closed_end_is_an_error", "[pipe]") {
+    auto [a, b] = mproc::Pipe<int>();
+    a.close();
+    a.close();  // harmless twice
+    CHECK(a.closed());
+    CHECK(a.fileno() == -1);
+    CHECK_THROWS_AS(a.send(1), mproc::StateError);
+    CHECK_THROWS_AS((void)a.recv(), mproc::StateError);
+}
+
+TEST_CASE("Pipe.between_processes.order_kept", "[pipe]") {
+    auto [reader, writer] = mproc::Pipe<std::vector<int>>(false);
+    mproc::Process sender([&writer = writer] {
+        for (int i = 0; i < 1000; ++i) writer.send(std::vector<int>(static_cast<std::size_t>(i % 17), i));
+    });
+    sender.start();
+    writer.close();  // the child holds the only writer now
+    for (int i = 0; i < 1000; ++i) {
+        auto v = reader.recv();
+        REQUIRE(v.size() == static_cast<std::size_t>(i % 17));
+        REQUIRE(std::all_of(v.begin(), v.end(), [i](int x) { return x == i; }));
+    }
+    CHECK_THROWS_AS((void)reader.recv(), mproc::EndOfStream);
+    sender.join();
+    CHECK(sender.exitcode() == 0);
+}
+
+TEST_CASE("Pipe.two_way_between_processes", "[pipe]") {
+    auto [here, there] = mproc::Pipe<std::string>();
+    mproc::Process peer([&there = there] {
+        const std::string greeting = there.recv();
+        there.send(greeting + ", and hello back");
+    });
+    peer.start();
+    there.close();
+    here.send("hello");
+    CHECK(here.recv() == "hello, and hello back");
+    peer.join();
+}
+
+TEST_CASE("Pipe.sizes.one_byte_to_one_gib", "[pipe][large]") {
+    auto [reader, writer] = mproc::Pipe<std::vector<char>>(false);
+    const std::vector<std::size_t> sizes{1, 65536, (1u << 20) + 1, std::size_t{1} << 30};
+    mproc::Process sender([&writer = writer, &sizes] {
+        for (std::size_t n : sizes) {
+            std::vector<char> v(n, 'x');
+            v.front() = 'a';
+            v.back() = 'z';
+            writer.send(v);
+        }
+    });
+    sender.start();
+    writer.close();
+    for (std::size_t n : sizes) {
+        auto v = reader.recv();
+        REQUIRE(v.size() == n);
+        CHECK(v.back() == 'z');
+        if (n > 1) CHECK(v.front() == 'a');
+    }
+    sender.join();
+    CHECK(sender.exitcode() == 0);
+}
+
+TEST_CASE("Pipe.end_of_stream_when_peer_process_exits", "[pipe]") {
+    auto [a, b] = mproc::Pipe<int>();
+    mproc::Process peer([&b = b] { b.send(1); });
+    peer.start();
+    b.close();
+    CHECK(a.recv() == 1);
+    CHECK_THROWS_AS((void)a.recv(), mproc::EndOfStream);
+    CHECK(a.poll());  // end of stream counts as ready, as in Python
+}
+
+TEST_CASE("Pipe.send_to_closed_peer_is_end_of_stream_not_sigpipe", "[pipe]") {
+    auto [a, b] = mproc::Pipe<std::string>();
+    a.close();
+    CHECK_THROWS_AS(b.send(std::string(1 << 20, 'x')), mproc::EndOfStream);
+}
+
+TEST_CASE("Pipe.poll.timeout", "[pipe]") {
+    auto [a, b] = mproc::Pipe<int>();
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(a.poll(50ms));
+    CHECK(std::chrono::steady_clock::now() - t0 >= 50ms);
+    CHECK_FALSE(a.poll());
+    b.send(3);
+    CHECK(a.poll(1s));
+    CHECK(a.recv() == 3);
+}
+
+TEST_CASE("Pipe.garbage.undecodable_message_closes_the_end", "[pipe][fault]") {
+    auto [a, b] = mproc::Pipe<std::string>();
+    const std::uint64_t length = 3;  // too short to hold a string's 8-byte length
+    write_raw(b.fileno(), &length, sizeof length);
+    write_raw(b.fileno(), "abc", 3);
+    CHECK_THROWS_AS((void)a.recv(), mproc::DecodeError);
+    CHECK(a.closed());
+}
+
+TEST_CASE("Pipe.garbage.truncated_message_is_end_of_stream", "[pipe][fault]") {
+    auto [a, b] = mproc::Pipe<std::string>();
+    const std::uint64_t length = 100;
+    write_raw(b.fileno(), &length, sizeof length);
+    write_raw(b.fileno(), "only ten..", 10);
+    b.close();
+    CHECK_THROWS_AS((void)a.recv(), mproc::EndOfStream);
+    CHECK(a.closed());
+}
+
+TEST_CASE("Pipe.garbage.hostile_length_allocates_nothing_huge", "[pipe][fault]") {
+    auto [a, b] = mproc::Pipe<std::string>();
+    const std::uint64_t length = std::uint64_t{1} << 62;
+    write_raw(b.fileno(), &length, sizeof length);
+    write_raw(b.fileno(), "tiny", 4);
+    b.close();
+    CHECK_THROWS_AS((void)a.recv(), mproc::EndOfStream);
+}
+
+TEST_CASE("Pipe.garbage.half_a_header", "[pipe][fault]") {
+    auto [a, b] = mproc::Pipe<int>();
+    write_raw(b.fileno(), "abc", 3);
+    b.close();
+    CHECK_THROWS_AS((void)a.recv(), mproc::EndOfStream);
+}
+
+namespace {
+int eintr_reads = 0;
+ssize_t read_with_eintr(int fd, void* buf, size_t n) {
+    if (eintr_reads-- > 0) {
+        errno = EINTR;
+        return -1;
+    }
+    return ::read(fd, buf, n);
+}
+// A kernel that takes at most 1000 bytes a call, and is interrupted every other call.
+int send_calls = 0;
+ssize_t sendmsg_in_pieces(int fd, const msghdr* msg, int flags) {
+    if (++send_calls % 2 == 0) {
+        errno = EINTR;
+        return -1;
+    }
+    msghdr small = *msg;
+    iovec first = msg->msg_iov[0];
+    first.iov_len = std::min<std::size_t>(first.iov_len, 1000);
+    small.msg_iov = &first;
+    small.msg_iovlen = 1;
+    return ::sendmsg(fd, &small, flags);
+}
+}  // namespace
+
+TEST_CASE("Pipe.eintr_and_partial_writes", "[pipe][fault]") {
+    auto [reader, writer] = mproc::Pipe<std::string>(false);
+    std::string message(200'000, 'q');
+    for (std::size_t i = 0; i < message.size(); i += 7) message[i] = static_cast<char>('a' + i % 26);
+    mproc::Process sender([&writer = writer, &message] {
+        mproc::detail::sys().sendmsg = sendmsg_in_pieces;
+        writer.send(message);
+    });
+    sender.start();
+    writer.close();
+    mproc_test::ScopedSys sys;
+    eintr_reads = 5;
+    sys->read = read_with_eintr;
+    CHECK(reader.recv() == message);
+    sender.join();
+    CHECK(sender.exitcode() == 0);
+}
+
+TEST_CASE("Pipe.no_descriptor_leak", "[pipe]") {
+    const int before = mproc_test::open_fd_count();
+    for (int i = 0; i < 1000; ++i) {
+        auto [a, b] = mproc::Pipe<int>(i % 2 == 0);
+        b.send(i);
+        REQUIRE(a.recv() == i);
+    }
+    CHECK(mproc_test::open_fd_count() == before);
+}
