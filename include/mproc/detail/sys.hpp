@@ -9,6 +9,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -17,6 +19,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdint>
+#include <ctime>
 
 MPROC_NAMESPACE_BEGIN
 namespace detail {
@@ -36,6 +40,15 @@ inline int raw_socketpair(int domain, int type, int protocol, int* fds) {
     return ::socketpair(domain, type, protocol, fds);
 }
 
+/// futex(2) without the unused uaddr2/val3 arguments (glibc has no wrapper).
+inline long raw_futex(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) {
+    return ::syscall(SYS_futex, word, op, value, timeout, nullptr, 0);
+}
+
+inline void* raw_mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
+    return ::mmap(addr, length, prot, flags, fd, offset);
+}
+
 /// The system calls mproc makes, as replaceable function pointers.
 struct sys_table {
     ssize_t (*read)(int, void*, size_t) = ::read;
@@ -47,6 +60,10 @@ struct sys_table {
     pid_t (*waitpid)(pid_t, int*, int) = ::waitpid;
     int (*kill)(pid_t, int) = ::kill;
     int (*pidfd_open)(pid_t, unsigned) = raw_pidfd_open;
+    long (*futex)(std::uint32_t*, int, std::uint32_t, const timespec*) = raw_futex;
+    void* (*mmap)(void*, size_t, int, int, int, off_t) = raw_mmap;
+    int (*shm_open)(const char*, int, mode_t) = ::shm_open;
+    int (*ftruncate)(int, off_t) = ::ftruncate;
 };
 
 /// The table in use. Tests may assign entries; restore them afterwards.
