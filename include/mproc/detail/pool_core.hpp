@@ -1,0 +1,333 @@
+// The parent side of the Pool: owns the arena, the workers and the job ring; posts jobs, waits
+// for them (sleeping on an eventfd and every worker's pidfd in one poll, so a dead worker wakes
+// the parent as surely as a finished chunk does), reports and replaces dead workers.
+#pragma once
+
+#include <mproc/detail/child.hpp>
+#include <mproc/detail/pool_worker.hpp>
+#include <mproc/error.hpp>
+
+#include <sys/eventfd.h>
+
+#include <array>
+#include <exception>
+#include <memory>
+#include <vector>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+/// The parent's view of one job slot.
+struct job_record {
+    bool live = false;      // posted and not yet retired
+    bool recount = false;   // a worker died after finishing a chunk: count chunk states instead
+    std::uint32_t lost = 0; // chunks whose worker died running them
+    std::uint64_t chunks = 0;
+    std::uint64_t seq = 0;
+    std::function<void()> on_settled;  // harvests a submitted call's outcome into its Future
+};
+
+class pool_core {
+public:
+    explicit pool_core(unsigned workers);
+    pool_core(const pool_core&) = delete;
+    pool_core& operator=(const pool_core&) = delete;
+    ~pool_core() { terminate(); }
+
+    [[nodiscard]] unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+    [[nodiscard]] shared_arena& arena() noexcept { return arena_; }
+    [[nodiscard]] pool_control& ctl() noexcept { return *ctl_; }
+    [[nodiscard]] job_slot& job(std::uint64_t seq) noexcept { return ctl_->jobs[seq % max_jobs]; }
+    [[nodiscard]] job_record& record(std::uint64_t seq) noexcept { return records_[seq % max_jobs]; }
+    [[nodiscard]] bool running() const noexcept { return !terminated_; }
+    [[nodiscard]] std::vector<pid_t> pids() const;
+
+    /// Reserves the next job slot (waiting for the oldest job to settle if the ring is full) and
+    /// fills in its plan. The caller lays out input and output, then calls publish().
+    std::uint64_t begin_job(function_id runner, function_id fn, std::uint64_t items, std::uint64_t chunk_size);
+    /// Makes the job claimable and wakes workers (all of them, or one for a single chunk).
+    void publish(std::uint64_t seq);
+
+    /// Chunks of the job known done.
+    [[nodiscard]] std::uint64_t done_chunks(std::uint64_t seq);
+    [[nodiscard]] bool complete(std::uint64_t seq) { return done_chunks(seq) == record(seq).chunks; }
+    [[nodiscard]] bool failed(std::uint64_t seq) noexcept {
+        return job(seq).failed.load(std::memory_order_acquire) == job_error_ready;
+    }
+    /// No worker will touch the job again: every claimed chunk is done or lost.
+    [[nodiscard]] bool settled(std::uint64_t seq);
+    /// The job's error as an exception (RemoteError or ProcessCrashed, with the item index).
+    [[nodiscard]] std::exception_ptr error(std::uint64_t seq);
+    /// Stops further claims of the job's chunks (an abandoned imap, a failed map).
+    void cancel(std::uint64_t seq) noexcept {
+        job(seq).claim.fetch_or(claim_word::cancelled_bit, std::memory_order_acq_rel);
+    }
+    /// Frees the slot once settled (now, or later from retire_settled()).
+    void retire(std::uint64_t seq);
+
+    /// Waits until `done()` holds or the deadline passes; handles worker deaths meanwhile.
+    template <class Done>
+    bool wait(Done&& done, const Deadline& deadline = Deadline::never());
+
+    /// Reaps and replaces workers that died while nobody waited; settles what they held.
+    void check_workers();
+
+    void close() noexcept { closed_ = true; }
+    [[nodiscard]] bool closed() const noexcept { return closed_; }
+    /// Waits for every posted job, then lets the workers exit and reaps them.
+    void join();
+    /// Kills every worker now and reaps them. Idempotent; never throws.
+    void terminate() noexcept;
+
+private:
+    void spawn(unsigned index);
+    void on_worker_exit(unsigned index);
+    void fail_with_crash(std::uint64_t seq, pid_t pid, int status, std::uint64_t item) noexcept;
+    void retire_settled();
+    void sleep_once(const Deadline& deadline);
+
+    shared_arena arena_;
+    pool_control* ctl_ = nullptr;
+    unique_fd wake_fd_;
+    std::vector<child_handle> workers_;
+    std::array<job_record, max_jobs> records_{};
+    std::uint64_t live_jobs_ = 0;
+    bool closed_ = false;
+    bool terminated_ = false;
+};
+
+inline pool_core::pool_core(unsigned workers)
+    : arena_(pool_control::bytes_for(workers == 0 ? 1 : workers)) {
+    if (workers == 0) throw Error("mproc::Pool: the number of processes must be at least 1");
+    ctl_ = new (arena_.fixed()) pool_control{};
+    for (unsigned i = 0; i < workers; ++i) new (ctl_->workers() + i) worker_slot{};
+    ctl_->worker_count = workers;
+    wake_fd_ = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake_fd_) throw_errno("eventfd");
+    ctl_->wake_fd = wake_fd_.get();
+    workers_.resize(workers);
+    try {
+        for (unsigned i = 0; i < workers; ++i) spawn(i);
+    } catch (...) {
+        terminate();
+        throw;
+    }
+}
+
+inline std::vector<pid_t> pool_core::pids() const {
+    std::vector<pid_t> out;
+    for (const auto& w : workers_) out.push_back(w.pid());
+    return out;
+}
+
+inline void pool_core::spawn(unsigned index) {
+    worker_slot& slot = ctl_->workers()[index];
+    slot.job.store(0, std::memory_order_relaxed);
+    slot.pid.store(0, std::memory_order_relaxed);
+    workers_[index] = child_handle(fork_child([this, index] { return worker_main(arena_, *ctl_, index); }));
+}
+
+inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, std::uint64_t items,
+                                          std::uint64_t chunk_size) {
+    if (terminated_) throw StateError("mproc::Pool: the pool was terminated");
+    if (closed_) throw StateError("mproc::Pool: the pool is closed");
+    check_workers();
+    retire_settled();
+    const std::uint64_t seq = ctl_->posted.load(std::memory_order_relaxed);
+    if (record(seq).live) {
+        // The ring is full: the job posted max_jobs ago still runs (a failed map's chunks, say).
+        (void)wait([&] { return settled(record(seq).seq); });
+        retire(record(seq).seq);
+    }
+    if (live_jobs_ == 0) arena_.reset();
+    const std::uint64_t chunks = (items + chunk_size - 1) / chunk_size;
+    job_slot& j = job(seq);
+    j.claim.store(claim_word::make(seq, 0) | claim_word::cancelled_bit, std::memory_order_release);
+    j.chunks_done.store(0, std::memory_order_relaxed);
+    j.failed.store(job_ok, std::memory_order_relaxed);
+    j.runner = runner;
+    j.fn = fn;
+    j.items = items;
+    j.chunk_size = chunk_size;
+    j.states = arena_.allocate(2 * chunks * sizeof(std::uint32_t));
+    j.log = j.states + chunks * sizeof(std::uint32_t);
+    j.log_tail.store(0, std::memory_order_relaxed);
+    std::memset(arena_.base() + j.states, 0, 2 * chunks * sizeof(std::uint32_t));
+    job_record& r = record(seq);
+    r = job_record{};
+    r.live = true;
+    r.chunks = chunks;
+    r.seq = seq;
+    ++live_jobs_;
+    return seq;
+}
+
+inline void pool_core::publish(std::uint64_t seq) {
+    job(seq).claim.store(claim_word::make(seq, record(seq).chunks), std::memory_order_release);
+    ctl_->posted.store(seq + 1, std::memory_order_release);
+    ctl_->post_seq.fetch_add(1, std::memory_order_seq_cst);
+    wake_waiters(ctl_->post_seq, ctl_->idle_workers, record(seq).chunks == 1 ? 1 : INT_MAX);
+}
+
+inline std::uint64_t pool_core::done_chunks(std::uint64_t seq) {
+    job_record& r = record(seq);
+    if (!r.recount) return job(seq).chunks_done.load(std::memory_order_acquire);
+    std::uint64_t done = 0;
+    for (std::uint64_t c = 0; c < r.chunks; ++c)
+        done += chunk_state_of(arena_, job(seq), c).load(std::memory_order_acquire) == chunk_done;
+    return done;
+}
+
+inline bool pool_core::settled(std::uint64_t seq) {
+    const std::uint64_t claimed = claim_word::next(job(seq).claim.load(std::memory_order_acquire));
+    return done_chunks(seq) + record(seq).lost >= claimed &&
+           (claim_word::cancelled(job(seq).claim.load()) || claimed == record(seq).chunks);
+}
+
+inline std::exception_ptr pool_core::error(std::uint64_t seq) {
+    const job_slot& j = job(seq);
+    if (j.error_kind == job_error_kind::crash)
+        return std::make_exception_ptr(ProcessCrashed(j.error_pid, j.error_status, j.error_item));
+    std::string type = "unknown exception", message;
+    try {
+        Decoder decoder(arena_bytes(arena_, j.error_text));
+        if (j.error_text.length != 0) decoder(type, message);
+    } catch (const DecodeError&) {
+    }
+    return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), j.error_item));
+}
+
+inline void pool_core::retire(std::uint64_t seq) {
+    job_record& r = record(seq);
+    if (!r.live || r.seq != seq) return;
+    if (!settled(seq)) {
+        cancel(seq);  // finish later (retire_settled), once its running chunks end
+        return;
+    }
+    if (r.on_settled) std::exchange(r.on_settled, nullptr)();
+    r.live = false;
+    --live_jobs_;
+}
+
+inline void pool_core::retire_settled() {
+    for (auto& r : records_)
+        if (r.live && settled(r.seq) && claim_word::cancelled(job(r.seq).claim.load())) retire(r.seq);
+}
+
+inline void pool_core::fail_with_crash(std::uint64_t seq, pid_t pid, int status, std::uint64_t item) noexcept {
+    job_slot& j = job(seq);
+    std::uint32_t state = j.failed.load(std::memory_order_acquire);
+    // Take over when nobody recorded an error, or when the dead worker died recording one.
+    const bool writer_died = state >= job_error_writing &&
+                             ctl_->workers()[state - job_error_writing].pid.load() == pid;
+    if (state == job_ok || writer_died) {
+        if (j.failed.compare_exchange_strong(state, job_error_writing + ctl_->worker_count)) {
+            j.error_kind = job_error_kind::crash;
+            j.error_pid = pid;
+            j.error_status = status;
+            j.error_item = item;
+            j.failed.store(job_error_ready, std::memory_order_release);
+        }
+    }
+    cancel(seq);
+}
+
+inline void pool_core::on_worker_exit(unsigned index) {
+    child_handle& w = workers_[index];
+    if (!w.try_reap()) return;
+    worker_slot& slot = ctl_->workers()[index];
+    const std::uint64_t held = slot.job.load(std::memory_order_acquire);
+    if (held != 0) {
+        const std::uint64_t seq = held - 1;
+        job_record& r = record(seq);
+        if (r.live && r.seq == seq) {
+            const std::uint64_t chunk = slot.chunk.load(std::memory_order_relaxed);
+            if (chunk_state_of(arena_, job(seq), chunk).load(std::memory_order_acquire) == chunk_done) {
+                r.recount = true;  // it died between publishing the chunk and counting it
+            } else {
+                ++r.lost;
+                fail_with_crash(seq, w.pid(), *w.exitcode(), slot.item.load(std::memory_order_relaxed));
+            }
+        }
+    }
+    if (!terminated_ && ctl_->shutdown.load() == 0) spawn(index);
+}
+
+inline void pool_core::check_workers() {
+    for (unsigned i = 0; i < workers_.size(); ++i)
+        if (workers_[i].started() && !workers_[i].reaped() && workers_[i].try_reap()) {
+            // try_reap reaped it: handle as an exit (on_worker_exit sees it reaped).
+            on_worker_exit(i);
+        }
+}
+
+inline void pool_core::sleep_once(const Deadline& deadline) {
+    std::vector<pollfd> fds;
+    fds.reserve(workers_.size() + 1);
+    fds.push_back({wake_fd_.get(), POLLIN, 0});
+    bool every_pidfd = true;
+    for (const auto& w : workers_) {
+        fds.push_back({w.pidfd(), POLLIN, 0});
+        every_pidfd = every_pidfd && w.pidfd() >= 0;
+    }
+    // Without pidfds (Linux < 5.3) deaths are found by polling waitpid every 10 ms.
+    const Deadline slice = every_pidfd ? deadline : bounded_slice(deadline, std::chrono::milliseconds(10));
+    poll_until(fds, slice);
+    std::uint64_t drained;
+    while (::read(wake_fd_.get(), &drained, sizeof drained) > 0) {
+    }
+    check_workers();
+}
+
+template <class Done>
+bool pool_core::wait(Done&& done, const Deadline& deadline) {
+    // A short spin catches a chunk that is about to finish without two context switches.
+    for (int i = 0; i < 2000; ++i) {
+        if (done()) return true;
+        cpu_relax();
+    }
+    for (;;) {
+        ctl_->parent_sleeping.store(1, std::memory_order_seq_cst);
+        if (done()) {
+            ctl_->parent_sleeping.store(0, std::memory_order_relaxed);
+            return true;
+        }
+        if (deadline.expired()) {
+            ctl_->parent_sleeping.store(0, std::memory_order_relaxed);
+            return false;
+        }
+        sleep_once(deadline);
+        ctl_->parent_sleeping.store(0, std::memory_order_relaxed);
+    }
+}
+
+inline void pool_core::join() {
+    if (terminated_) return;
+    closed_ = true;
+    (void)wait([&] {
+        for (auto& r : records_)
+            if (r.live && !settled(r.seq)) return false;
+        return true;
+    });
+    retire_settled();
+    ctl_->shutdown.store(1, std::memory_order_seq_cst);
+    ctl_->post_seq.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(ctl_->post_seq);
+    for (auto& w : workers_) w.wait(Deadline::never());
+    terminated_ = true;
+}
+
+inline void pool_core::terminate() noexcept {
+    if (terminated_ || !ctl_) return;
+    terminated_ = true;
+    closed_ = true;
+    ctl_->shutdown.store(1, std::memory_order_seq_cst);
+    try {
+        for (auto& w : workers_) w.signal(SIGKILL);
+    } catch (...) {
+    }
+    for (auto& w : workers_) w.stop_and_reap(std::chrono::milliseconds(0));
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END

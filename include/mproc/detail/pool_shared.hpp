@@ -1,0 +1,138 @@
+// The Pool's shared state: the control block, the job ring and the worker slots that live in the
+// Pool's shared arena, and the claim protocol by which idle workers pull chunks.
+//
+// A job is a batch of items cut into chunks (a map is one job; a submit is a job of one item).
+// Its claim word packs [generation:16][cancelled:1][next:23][count:24]: a worker claims chunk
+// `next` with one compare-and-swap that also checks the generation (so a worker that lags behind
+// never claims from a reused slot) and the cancelled bit (set when the job failed).
+#pragma once
+
+#include <mproc/detail/arena.hpp>
+#include <mproc/detail/function_id.hpp>
+#include <mproc/detail/futex.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+inline constexpr std::uint64_t max_jobs = 256;           // job slots in the ring
+inline constexpr std::uint64_t max_chunks = (1u << 23) - 1;  // per job (the claim word's fields)
+
+namespace claim_word {
+inline constexpr std::uint64_t count_bits = 24, next_bits = 23;
+inline constexpr std::uint64_t next_one = std::uint64_t{1} << count_bits;
+inline constexpr std::uint64_t cancelled_bit = std::uint64_t{1} << (count_bits + next_bits);
+inline constexpr int gen_shift = static_cast<int>(count_bits + next_bits + 1);
+inline constexpr std::uint64_t count(std::uint64_t w) { return w & (next_one - 1); }
+inline constexpr std::uint64_t next(std::uint64_t w) { return (w >> count_bits) & ((std::uint64_t{1} << next_bits) - 1); }
+inline constexpr std::uint64_t gen(std::uint64_t w) { return w >> gen_shift; }
+inline constexpr bool cancelled(std::uint64_t w) { return (w & cancelled_bit) != 0; }
+inline constexpr std::uint64_t generation_of(std::uint64_t job) { return (job / max_jobs) & 0xffff; }
+inline constexpr std::uint64_t make(std::uint64_t job, std::uint64_t chunks) { return (generation_of(job) << gen_shift) | chunks; }
+}  // namespace claim_word
+
+/// Where a chunk is. Written by the worker that runs it; read by the parent.
+enum chunk_state : std::uint32_t { chunk_pending = 0, chunk_running = 1, chunk_done = 2 };
+
+/// `failed` word of a job: no error, an error recorded, or (2 + w) while worker w writes one.
+enum : std::uint32_t { job_ok = 0, job_error_ready = 1, job_error_writing = 2 };
+
+enum class job_error_kind : std::uint32_t { exception = 0, crash = 1, timeout = 2 };
+
+/// A (offset, length) pair in the arena.
+struct arena_span {
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+};
+
+struct alignas(64) job_slot {
+    std::atomic<std::uint64_t> claim{0};
+    std::atomic<std::uint32_t> chunks_done{0};  // a hint: see pool.hpp's completion check
+    std::atomic<std::uint32_t> failed{job_ok};
+    // Written by the parent before `claim` publishes the job, read-only afterwards:
+    function_id runner;          // the chunk runner instantiated for this job's types
+    function_id fn;              // the user's function, when it is a pointer
+    std::uint64_t items = 0;
+    std::uint64_t chunk_size = 0;
+    std::uint64_t input = 0;     // bulk input array, or a table of arena_span per chunk
+    std::uint64_t output = 0;    // bulk result array, or a table of arena_span per chunk
+    std::uint64_t states = 0;    // std::atomic<std::uint32_t> per chunk (chunk_state)
+    std::uint64_t log = 0;       // std::atomic<std::uint32_t> per chunk: 1 + chunks in completion order
+    std::atomic<std::uint32_t> log_tail{0};
+    // The first error, valid once failed == job_error_ready:
+    job_error_kind error_kind{};
+    std::int32_t error_status = 0;   // crash: Python's exitcode of the worker
+    std::int32_t error_pid = 0;
+    std::uint64_t error_item = 0;
+    arena_span error_text;           // exception: encoded (type name, message)
+};
+
+struct alignas(64) worker_slot {
+    std::atomic<std::uint64_t> job{0};    // 1 + the job whose chunk it runs, 0 when idle
+    std::atomic<std::uint64_t> chunk{0};
+    std::atomic<std::uint64_t> item{0};   // the item it is on, for crash reports
+    std::atomic<std::int32_t> pid{0};
+};
+
+struct alignas(64) pool_control {
+    futex_word post_seq{0};        // bumped on every post; idle workers sleep on it
+    futex_word idle_workers{0};    // how many sleep on post_seq (the waker's test)
+    std::atomic<std::uint32_t> shutdown{0};
+    std::atomic<std::uint32_t> parent_sleeping{0};
+    std::atomic<std::uint64_t> posted{0};  // jobs published so far
+    std::atomic<std::uint64_t> head{0};    // no job before this one has chunks left to claim
+    std::int32_t wake_fd = -1;             // eventfd: a worker writes 1 to wake a sleeping parent
+    std::uint32_t worker_count = 0;
+    job_slot jobs[max_jobs];
+
+    [[nodiscard]] worker_slot* workers() noexcept { return reinterpret_cast<worker_slot*>(this + 1); }
+    [[nodiscard]] static std::size_t bytes_for(unsigned workers) noexcept {
+        return sizeof(pool_control) + workers * sizeof(worker_slot);
+    }
+};
+
+/// A chunk a worker has claimed.
+struct claimed_chunk {
+    std::uint64_t job;
+    std::uint64_t chunk;
+};
+
+/// Claims the next chunk of the oldest job that has one. Never blocks.
+[[nodiscard]] inline std::optional<claimed_chunk> claim_chunk(pool_control& ctl) noexcept {
+    std::uint64_t j = ctl.head.load(std::memory_order_acquire);
+    const std::uint64_t posted = ctl.posted.load(std::memory_order_acquire);
+    for (; j < posted; ++j) {
+        job_slot& job = ctl.jobs[j % max_jobs];
+        std::uint64_t w = job.claim.load(std::memory_order_acquire);
+        for (;;) {
+            if (claim_word::gen(w) != claim_word::generation_of(j) || claim_word::cancelled(w) ||
+                claim_word::next(w) >= claim_word::count(w)) {
+                std::uint64_t expected = j;  // exhausted: let later scans start after it
+                ctl.head.compare_exchange_strong(expected, j + 1, std::memory_order_acq_rel);
+                break;
+            }
+            if (job.claim.compare_exchange_weak(w, w + claim_word::next_one, std::memory_order_acq_rel))
+                return claimed_chunk{j, claim_word::next(w)};
+        }
+    }
+    return std::nullopt;
+}
+
+[[nodiscard]] inline std::atomic<std::uint32_t>& chunk_state_of(shared_arena& arena, const job_slot& job,
+                                                                std::uint64_t chunk) noexcept {
+    return arena.at<std::atomic<std::uint32_t>>(job.states)[chunk];
+}
+
+/// Wakes the parent if it sleeps (or is about to): the worker's half of the parent's wait.
+inline void wake_parent(pool_control& ctl) noexcept {
+    if (ctl.parent_sleeping.load(std::memory_order_seq_cst) != 0) {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t r = ::write(ctl.wake_fd, &one, sizeof one);
+    }
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END

@@ -1,0 +1,228 @@
+// mproc::Pool: long-lived worker processes that map a function over inputs, like Python's
+// multiprocessing.Pool, with chunks pulled by idle workers through shared memory.
+#pragma once
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/pool_core.hpp>
+#include <mproc/detail/pool_imap.hpp>
+#include <mproc/detail/pool_results.hpp>
+#include <mproc/future.hpp>
+#include <mproc/error.hpp>
+#include <mproc/process.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <ranges>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+MPROC_NAMESPACE_BEGIN
+
+/// How a Pool is made.
+struct PoolOptions {
+    /// Worker processes; 0 means mproc::cpu_count().
+    unsigned processes = 0;
+};
+
+namespace detail {
+template <class F>
+constexpr void check_pool_callable() {
+    static_assert(stateless_callable_v<std::decay_t<F>>,
+                  "mproc::Pool: the function must be stateless (a function, or a lambda without "
+                  "captures): a capture would be a stale copy of the parent's memory in the worker. "
+                  "Pass the state as an argument, or use mproc::fork_map, whose workers see the "
+                  "caller's current data");
+}
+
+template <class F>
+[[nodiscard]] function_id function_identity(const F& f) {
+    if constexpr (std::is_pointer_v<F>) return identify(f);
+    else return function_id{};
+}
+
+template <class F, class In, bool Star>
+struct map_result {
+    using type = std::remove_cvref_t<decltype([] {
+        if constexpr (Star) return std::type_identity<decltype(std::apply(std::declval<F&>(), std::declval<const In&>()))>{};
+        else return std::type_identity<std::invoke_result_t<F&, const In&>>{};
+    }())>::type;
+};
+}  // namespace detail
+
+/// A pool of worker processes, one per usable core by default.
+///
+/// What travels to a worker is a stateless callable (a function, or a captureless lambda),
+/// identified by its offset in the binary, plus arguments and results through the codec;
+/// trivially copyable inputs and results are copied in bulk through shared memory.
+/// Failures are reported, never hung on: an exception in a task is a RemoteError naming the
+/// task's index; a worker killed mid-task makes that task fail with ProcessCrashed (the signal and
+/// the index) and is replaced, and the pool goes on.
+///
+/// A Pool and its Futures are meant to be used from one thread. The destructor terminates the
+/// workers (like Python's `with Pool()`), reaping every one; call close() and join() first to let
+/// queued work finish.
+/// @code
+/// mproc::Pool pool;
+/// std::vector<bool> flags = pool.map(is_prime, numbers);
+/// @endcode
+class Pool {
+public:
+    Pool() : Pool(PoolOptions{}) {}
+    explicit Pool(unsigned processes) : Pool(PoolOptions{processes}) {}
+    explicit Pool(const PoolOptions& options)
+        : core_(std::make_shared<detail::pool_core>(options.processes ? options.processes : cpu_count())) {}
+    Pool(Pool&&) noexcept = default;
+    Pool& operator=(Pool&& other) noexcept {
+        if (this != &other) {
+            if (core_) core_->terminate();
+            core_ = std::move(other.core_);
+        }
+        return *this;
+    }
+    ~Pool() {
+        if (core_) core_->terminate();
+    }
+
+    /// The number of worker processes.
+    [[nodiscard]] unsigned processes() const noexcept { return core_ ? core_->size() : 0; }
+    /// The workers' pids (a dead worker's replacement has a new one).
+    [[nodiscard]] std::vector<pid_t> pids() const { return core_ ? core_->pids() : std::vector<pid_t>{}; }
+
+    /// f(x) for every x of `inputs`, in order. Chunks (`chunksize` items, automatic when 0) are
+    /// pulled by idle workers, so uneven work keeps every core busy.
+    /// @throws RemoteError (with the task's index) when f threw; ProcessCrashed when a worker
+    ///         died running a task.
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto map(F&& f, const Range& inputs, std::size_t chunksize = 0) {
+        detail::check_pool_callable<F>();
+        return run_map<false>(std::decay_t<F>(f), inputs, chunksize);
+    }
+
+    /// Like map, with each input a tuple or pair spread as the arguments: g(a, b).
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto starmap(F&& f, const Range& inputs, std::size_t chunksize = 0) {
+        detail::check_pool_callable<F>();
+        return run_map<true>(std::decay_t<F>(f), inputs, chunksize);
+    }
+
+    /// Results as a lazy range, in order, as they complete; an error is thrown when the iteration
+    /// reaches the failed task, after every result before it. Chunks of 1 item by default.
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto imap(F&& f, const Range& inputs, std::size_t chunksize = 1) {
+        detail::check_pool_callable<F>();
+        return start_imap<false>(std::decay_t<F>(f), inputs, chunksize);
+    }
+
+    /// Results as a lazy range in completion order.
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto imap_unordered(F&& f, const Range& inputs, std::size_t chunksize = 1) {
+        detail::check_pool_callable<F>();
+        return start_imap<true>(std::decay_t<F>(f), inputs, chunksize);
+    }
+
+    /// Runs f(args...) in a worker; the Future gives the result.
+    template <class F, class... Args>
+    [[nodiscard]] auto submit(F&& f, Args&&... args) {
+        detail::check_pool_callable<F>();
+        using Fn = std::decay_t<F>;
+        using ArgsTuple = std::tuple<std::decay_t<Args>...>;
+        using R = std::remove_cvref_t<std::invoke_result_t<Fn&, std::decay_t<Args>...>>;
+        const std::uint64_t seq = core().begin_job(
+            detail::identify(&detail::run_call_chunk<Fn, R, ArgsTuple>),
+            detail::function_identity(Fn(f)), 1, 1);
+        detail::job_slot& job = core().job(seq);
+        auto& arena = core().arena();
+        job.input = arena.allocate(sizeof(detail::arena_span));
+        job.output = arena.allocate(sizeof(detail::arena_span));
+        arena.at<detail::arena_span>(job.input)[0] =
+            detail::store_in_arena(arena, encode(ArgsTuple(std::forward<Args>(args)...)));
+        Future<R> future(core_, seq);
+        core().publish(seq);
+        return future;
+    }
+    /// Python's name for submit.
+    template <class F, class... Args>
+    [[nodiscard]] auto apply_async(F&& f, Args&&... args) {
+        return submit(std::forward<F>(f), std::forward<Args>(args)...);
+    }
+    /// submit and get: runs f(args...) in a worker and returns its result.
+    template <class F, class... Args>
+    auto apply(F&& f, Args&&... args) {
+        return submit(std::forward<F>(f), std::forward<Args>(args)...).get();
+    }
+
+    /// No more work may be submitted; work already submitted goes on.
+    void close() noexcept {
+        if (core_) core_->close();
+    }
+    /// Waits for submitted work to finish and the workers to exit (call close() first).
+    void join() {
+        if (!core_) return;
+        if (!core_->closed()) throw StateError("mproc::Pool: join() before close()");
+        core_->join();
+    }
+    /// Kills the workers now; pending Futures then throw StateError.
+    void terminate() noexcept {
+        if (core_) core_->terminate();
+    }
+
+private:
+    detail::pool_core& core() {
+        if (!core_) throw StateError("mproc::Pool: use of a moved-from Pool");
+        return *core_;
+    }
+
+    template <bool Star, class Fn, class Range>
+    auto post_map(const Fn& fn, const Range& inputs, std::size_t chunksize);
+    template <bool Star, class Fn, class Range>
+    auto run_map(const Fn& fn, const Range& inputs, std::size_t chunksize);
+    template <bool Unordered, class Fn, class Range>
+    auto start_imap(const Fn& fn, const Range& inputs, std::size_t chunksize);
+
+    std::shared_ptr<detail::pool_core> core_;
+};
+
+template <bool Star, class Fn, class Range>
+auto Pool::post_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
+    using In = std::ranges::range_value_t<Range>;
+    using R = typename detail::map_result<Fn, In, Star>::type;
+    static_assert(!std::is_void_v<R>, "mproc::Pool::map: the function must return a value");
+    const std::uint64_t n = std::ranges::size(inputs);
+    const std::uint64_t size = detail::chunk_size_for(n, core().size(), chunksize);
+    const std::uint64_t seq = core().begin_job(detail::identify(&detail::run_map_chunk<Fn, In, R, Star>),
+                                               detail::function_identity(fn), n, size);
+    try {
+        detail::lay_out_inputs<In>(core(), seq, inputs);
+        detail::lay_out_outputs<R>(core(), seq);
+    } catch (...) {
+        core().cancel(seq);
+        core().publish(seq);
+        core().retire(seq);
+        throw;
+    }
+    core().publish(seq);
+    return detail::job_ticket<R>{core_, seq};
+}
+
+template <bool Star, class Fn, class Range>
+auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
+    using In = std::ranges::range_value_t<Range>;
+    using R = typename detail::map_result<Fn, In, Star>::type;
+    if (std::ranges::size(inputs) == 0) {
+        (void)core();
+        return std::vector<R>{};
+    }
+    return post_map<Star>(fn, inputs, chunksize).collect_all();
+}
+
+template <bool Unordered, class Fn, class Range>
+auto Pool::start_imap(const Fn& fn, const Range& inputs, std::size_t chunksize) {
+    using In = std::ranges::range_value_t<Range>;
+    using R = typename detail::map_result<Fn, In, false>::type;
+    if (std::ranges::size(inputs) == 0) return ImapRange<R, Unordered>();
+    return ImapRange<R, Unordered>(post_map<false>(fn, inputs, chunksize));
+}
+
+MPROC_NAMESPACE_END
