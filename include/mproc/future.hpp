@@ -44,7 +44,8 @@ public:
     /// True when get() will not block.
     [[nodiscard]] bool ready() {
         check_valid();
-        if (state_->settled || state_->error || !core_->running()) return true;
+        if (state_->settled || state_->error) return true;
+        if (!core_->running()) return true;  // terminated: get() says so
         if (!core_->settled(seq_)) return false;
         core_->retire(seq_);  // harvests the outcome into state_
         return true;
@@ -110,7 +111,7 @@ public:
             return *this;
         }
         void operator++(int) { ++*this; }
-        friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.owner_->current_ == nullptr; }
+        friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.owner_->done(); }
 
     private:
         AsCompleted* owner_ = nullptr;
@@ -118,6 +119,7 @@ public:
 
     iterator begin() { return iterator(this); }
     std::default_sentinel_t end() { return {}; }
+    [[nodiscard]] bool done() const noexcept { return current_ == nullptr; }
 
 private:
     void advance() {

@@ -3,6 +3,8 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/error.hpp>
+#include <mproc/future.hpp>
 #include <mproc/pipe.hpp>
+#include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/version.hpp>

@@ -104,9 +104,17 @@ template <class Fp>
     return last_id;
 }
 
+/// The function `id` names, as a pointer of type Fp; the last one resolved is cached, since a
+/// worker runs chunk after chunk of the same job.
 template <class Fp>
 [[nodiscard]] Fp resolve(const function_id& id) {
-    return reinterpret_cast<Fp>(resolve_function(id));
+    thread_local function_id last_id{};
+    thread_local Fp last = nullptr;
+    if (last == nullptr || !(id == last_id)) {
+        last = reinterpret_cast<Fp>(resolve_function(id));
+        last_id = id;
+    }
+    return last;
 }
 
 }  // namespace detail

@@ -211,7 +211,8 @@ inline void pool_core::retire(std::uint64_t seq) {
 
 inline void pool_core::retire_settled() {
     for (auto& r : records_)
-        if (r.live && settled(r.seq) && claim_word::cancelled(job(r.seq).claim.load())) retire(r.seq);
+        if (r.live && settled(r.seq) && (r.on_settled || claim_word::cancelled(job(r.seq).claim.load())))
+            retire(r.seq);  // a Future's outcome is harvested now; abandoned jobs are let go
 }
 
 inline void pool_core::fail_with_crash(std::uint64_t seq, pid_t pid, int status, std::uint64_t item) noexcept {
@@ -281,8 +282,9 @@ inline void pool_core::sleep_once(const Deadline& deadline) {
 
 template <class Done>
 bool pool_core::wait(Done&& done, const Deadline& deadline) {
-    // A short spin catches a chunk that is about to finish without two context switches.
-    for (int i = 0; i < 2000; ++i) {
+    // A short spin (a few microseconds) catches a chunk that is about to finish without two
+    // context switches; longer would steal the core a worker needs on a small machine.
+    for (int i = 0; i < 200; ++i) {
         if (done()) return true;
         cpu_relax();
     }

@@ -49,9 +49,11 @@ struct arena_span {
 };
 
 struct alignas(64) job_slot {
-    std::atomic<std::uint64_t> claim{0};
-    std::atomic<std::uint32_t> chunks_done{0};  // a hint: see pool.hpp's completion check
-    std::atomic<std::uint32_t> failed{job_ok};
+    // Each hot word on its own cache line: workers claim, count and log chunks at the same time.
+    alignas(64) std::atomic<std::uint64_t> claim{0};
+    alignas(64) std::atomic<std::uint32_t> chunks_done{0};  // a hint: see pool_core's done_chunks
+    alignas(64) std::atomic<std::uint32_t> log_tail{0};
+    alignas(64) std::atomic<std::uint32_t> failed{job_ok};
     // Written by the parent before `claim` publishes the job, read-only afterwards:
     function_id runner;          // the chunk runner instantiated for this job's types
     function_id fn;              // the user's function, when it is a pointer
@@ -61,7 +63,6 @@ struct alignas(64) job_slot {
     std::uint64_t output = 0;    // bulk result array, or a table of arena_span per chunk
     std::uint64_t states = 0;    // std::atomic<std::uint32_t> per chunk (chunk_state)
     std::uint64_t log = 0;       // std::atomic<std::uint32_t> per chunk: 1 + chunks in completion order
-    std::atomic<std::uint32_t> log_tail{0};
     // The first error, valid once failed == job_error_ready:
     job_error_kind error_kind{};
     std::int32_t error_status = 0;   // crash: Python's exitcode of the worker

@@ -1,0 +1,324 @@
+#include "support.hpp"
+
+#include <mproc/pipe.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/prctl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+std::int64_t square(std::int64_t x) { return x * x; }
+
+bool is_prime(std::uint64_t n) {
+    if (n < 2) return false;
+    for (std::uint64_t d = 2; d * d <= n; ++d)
+        if (n % d == 0) return false;
+    return true;
+}
+
+std::vector<std::int64_t> iota_vector(std::int64_t n) {
+    std::vector<std::int64_t> v(static_cast<std::size_t>(n));
+    std::iota(v.begin(), v.end(), 0);
+    return v;
+}
+
+// Waits (bounded) for every pid to be reaped by this process, which adopted them as subreaper.
+bool all_reaped_within(std::vector<pid_t> pids, std::chrono::milliseconds limit) {
+    const auto give_up = std::chrono::steady_clock::now() + limit;
+    while (!pids.empty() && std::chrono::steady_clock::now() < give_up) {
+        std::erase_if(pids, [](pid_t p) {
+            int status;
+            return ::waitpid(p, &status, WNOHANG) == p || (::kill(p, 0) != 0 && errno == ESRCH);
+        });
+        if (!pids.empty()) std::this_thread::sleep_for(5ms);
+    }
+    return pids.empty();
+}
+}  // namespace
+
+TEST_CASE("Pool.map.order_kept_for_every_chunk_size", "[pool]") {
+    mproc::Pool pool(2);
+    CHECK(pool.processes() == 2);
+    const auto inputs = iota_vector(1001);
+    std::vector<std::int64_t> expected;
+    for (auto x : inputs) expected.push_back(x * x);
+    for (std::size_t chunk : {0, 1, 3, 7, 100, 1000, 5000}) {
+        INFO("chunksize " << chunk);
+        CHECK(pool.map(square, inputs, chunk) == expected);
+    }
+}
+
+TEST_CASE("Pool.map.ranges_and_lambdas", "[pool]") {
+    mproc::Pool pool(2);
+    auto r = pool.map([](int x) { return x * 2; }, std::views::iota(0, 10));
+    CHECK(r == std::vector<int>{0, 2, 4, 6, 8, 10, 12, 14, 16, 18});
+    std::vector<std::uint64_t> numbers(10000);
+    std::iota(numbers.begin(), numbers.end(), 1);
+    auto flags = pool.map(is_prime, numbers);
+    static_assert(std::is_same_v<decltype(flags), std::vector<bool>>);
+    CHECK(std::count(flags.begin(), flags.end(), true) == 1229);
+}
+
+TEST_CASE("Pool.map.encoded_inputs_and_results", "[pool]") {
+    mproc::Pool pool(2);
+    std::vector<std::string> words;
+    for (int i = 0; i < 500; ++i) words.push_back(std::string(static_cast<std::size_t>(i % 50), 'a') + std::to_string(i));
+    auto lengths = pool.map([](const std::string& s) { return std::vector<std::size_t>{s.size(), s.size() * 2}; }, words, 7);
+    REQUIRE(lengths.size() == words.size());
+    for (std::size_t i = 0; i < words.size(); ++i) CHECK(lengths[i] == std::vector<std::size_t>{words[i].size(), words[i].size() * 2});
+    auto big = pool.map([](int n) { return std::string(static_cast<std::size_t>(n), 'z'); }, std::vector<int>{1 << 20, 3, 1 << 22});
+    CHECK(big[0].size() == (1u << 20));
+    CHECK(big[2].size() == (1u << 22));
+}
+
+TEST_CASE("Pool.map.edge_sizes", "[pool]") {
+    mproc::Pool pool(4);
+    CHECK(pool.map(square, std::vector<std::int64_t>{}).empty());
+    CHECK(pool.map(square, std::vector<std::int64_t>{9}) == std::vector<std::int64_t>{81});
+    CHECK(pool.map(square, iota_vector(3)) == std::vector<std::int64_t>{0, 1, 4});  // fewer items than workers
+}
+
+TEST_CASE("Pool.starmap.spreads_tuples", "[pool]") {
+    mproc::Pool pool(2);
+    std::vector<std::pair<int, int>> pairs{{2, 3}, {4, 5}, {6, 7}};
+    CHECK(pool.starmap([](int a, int b) { return a * b; }, pairs) == std::vector<int>{6, 20, 42});
+    std::vector<std::tuple<std::string, int>> reps{{"ab", 2}, {"x", 3}};
+    auto out = pool.starmap([](const std::string& s, int n) {
+        std::string r;
+        for (int i = 0; i < n; ++i) r += s;
+        return r;
+    }, reps);
+    CHECK(out == std::vector<std::string>{"abab", "xxx"});
+}
+
+TEST_CASE("Pool.map.exception_names_the_task", "[pool]") {
+    mproc::Pool pool(2);
+    for (std::size_t chunk : {1, 10, 0}) {
+        try {
+            (void)pool.map([](int x) {
+                if (x == 37) throw std::domain_error("bad thirty-seven");
+                return x;
+            }, std::views::iota(0, 100), chunk);
+            FAIL("map did not throw");
+        } catch (const mproc::RemoteError& e) {
+            CHECK(e.task_index() == 37u);
+            CHECK(e.type_name() == "std::domain_error");
+            CHECK(e.message() == "bad thirty-seven");
+        }
+    }
+    CHECK(pool.map(square, iota_vector(5)) == std::vector<std::int64_t>{0, 1, 4, 9, 16});  // the pool goes on
+}
+
+TEST_CASE("Pool.map.worker_killed_mid_task_is_reported_and_replaced", "[pool][fault]") {
+    mproc::Pool pool(2);
+    const auto before = pool.pids();
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        (void)pool.map([](int x) {
+            if (x == 50) std::raise(SIGKILL);
+            return x;
+        }, std::views::iota(0, 100), 1);
+        FAIL("map did not throw");
+    } catch (const mproc::ProcessCrashed& e) {
+        CHECK(e.signal() == SIGKILL);
+        CHECK(e.task_index() == 50u);
+        CHECK(std::string(e.what()).find("SIGKILL") != std::string::npos);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK(pool.map(square, iota_vector(4)) == std::vector<std::int64_t>{0, 1, 4, 9});
+    CHECK(pool.pids() != before);
+    CHECK(pool.processes() == 2);
+}
+
+TEST_CASE("Pool.map.worker_exit_mid_task", "[pool][fault]") {
+    mproc::Pool pool(2);
+    try {
+        (void)pool.map([](int x) {
+            if (x == 3) ::_exit(4);
+            return x;
+        }, std::views::iota(0, 10), 1);
+        FAIL("map did not throw");
+    } catch (const mproc::ProcessCrashed& e) {
+        CHECK(e.exit_code() == 4);
+        CHECK(e.task_index() == 3u);
+    }
+}
+
+TEST_CASE("Pool.map.kill_from_outside_100_trials", "[pool][fault][stress]") {
+    mproc::Pool pool(2);
+    int reported = 0;
+    for (int trial = 0; trial < 100; ++trial) {
+        auto future = pool.submit([](int ms) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+            return ms;
+        }, 10000);
+        std::this_thread::sleep_for(std::chrono::microseconds(200 + trial * 20));
+        for (pid_t p : pool.pids()) ::kill(p, SIGKILL);
+        try {
+            (void)future.get();
+        } catch (const mproc::ProcessCrashed&) {
+            ++reported;
+        }
+        REQUIRE(pool.apply([](int x) { return x + 1; }, trial) == trial + 1);
+    }
+    CHECK(reported == 100);
+}
+
+TEST_CASE("Pool.imap.ordered_then_error", "[pool]") {
+    mproc::Pool pool(2);
+    std::vector<int> seen;
+    for (int x : pool.imap([](int x) { return x * 10; }, std::views::iota(0, 20))) seen.push_back(x);
+    CHECK(seen.size() == 20);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    seen.clear();
+    try {
+        for (int x : pool.imap([](int x) {
+                 if (x == 12) throw std::runtime_error("twelve");
+                 return x;
+             }, std::views::iota(0, 20)))
+            seen.push_back(x);
+        FAIL("imap did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 12u);
+    }
+    CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+}
+
+TEST_CASE("Pool.imap.encoded_results_and_chunks", "[pool]") {
+    mproc::Pool pool(2);
+    std::vector<std::string> seen;
+    for (const std::string& s : pool.imap([](int x) { return std::to_string(x); }, std::views::iota(0, 50), 4))
+        seen.push_back(s);
+    REQUIRE(seen.size() == 50);
+    CHECK(seen[49] == "49");
+}
+
+TEST_CASE("Pool.imap_unordered.all_results", "[pool]") {
+    mproc::Pool pool(2);
+    std::multiset<int> seen;
+    for (int x : pool.imap_unordered([](int x) { return x * x; }, std::views::iota(0, 100), 3)) seen.insert(x);
+    std::multiset<int> expected;
+    for (int i = 0; i < 100; ++i) expected.insert(i * i);
+    CHECK(seen == expected);
+}
+
+TEST_CASE("Pool.imap.abandoned_early", "[pool]") {
+    mproc::Pool pool(2);
+    {
+        auto results = pool.imap([](int x) { return x; }, std::views::iota(0, 1000));
+        for (int x : results)
+            if (x == 3) break;
+    }
+    CHECK(pool.map(square, iota_vector(3)) == std::vector<std::int64_t>{0, 1, 4});
+}
+
+TEST_CASE("Pool.submit.future", "[pool]") {
+    mproc::Pool pool(2);
+    mproc::Future<int> f = pool.submit([](int a, int b) { return a + b; }, 20, 22);
+    CHECK(f.get() == 42);
+    CHECK(f.get() == 42);
+    CHECK(pool.apply([](const std::string& s) { return s + s; }, std::string("ab")) == "abab");
+    auto slow = pool.submit([] {
+        std::this_thread::sleep_for(300ms);
+        return 1;
+    });
+    CHECK_FALSE(slow.wait_for(20ms));
+    CHECK_FALSE(slow.ready());
+    CHECK(slow.wait_for(10s));
+    CHECK(slow.get() == 1);
+    auto throws = pool.submit([]() -> int { throw std::out_of_range("nope"); });
+    CHECK_THROWS_AS(throws.get(), mproc::RemoteError);
+    auto nothing = pool.submit([](int) {}, 1);
+    nothing.get();
+}
+
+TEST_CASE("Pool.submit.many_outstanding_futures", "[pool]") {
+    mproc::Pool pool(2);
+    std::vector<mproc::Future<int>> futures;
+    for (int i = 0; i < 1000; ++i) futures.push_back(pool.submit([](int x) { return x * 3; }, i));
+    for (int i = 0; i < 1000; ++i) REQUIRE(futures[static_cast<std::size_t>(i)].get() == i * 3);
+}
+
+TEST_CASE("Pool.as_completed.completion_order", "[pool]") {
+    mproc::Pool pool(3);
+    std::vector<mproc::Future<int>> futures;
+    for (int i = 0; i < 3; ++i)
+        futures.push_back(pool.submit([](int k) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(60 * (3 - k)));
+            return k;
+        }, i));
+    std::vector<int> order;
+    for (mproc::Future<int>& done : mproc::as_completed(futures)) order.push_back(done.get());
+    CHECK(order == std::vector<int>{2, 1, 0});
+}
+
+TEST_CASE("Pool.close_join_terminate", "[pool]") {
+    mproc::Pool pool(2);
+    auto f = pool.submit([] { return 5; });
+    pool.close();
+    CHECK_THROWS_AS(pool.submit([] { return 1; }), mproc::StateError);
+    pool.join();
+    CHECK(f.get() == 5);
+    CHECK(mproc_test::no_children_left());
+
+    mproc::Pool other(2);
+    auto pending = other.submit([] {
+        std::this_thread::sleep_for(60s);
+        return 0;
+    });
+    other.terminate();
+    CHECK_THROWS_AS(pending.get(), mproc::StateError);
+    CHECK(mproc_test::no_children_left());
+}
+
+TEST_CASE("Pool.no_leaks_after_1000_pools", "[pool][stress]") {
+    const int fds_before = mproc_test::open_fd_count();
+    const auto shm_before = mproc_test::shm_names();
+    for (int i = 0; i < 1000; ++i) {
+        mproc::Pool pool(2);
+        if (i % 100 == 0) REQUIRE(pool.apply(square, 3) == 9);
+    }
+    CHECK(mproc_test::open_fd_count() == fds_before);
+    CHECK(mproc_test::shm_names() == shm_before);
+    CHECK(mproc_test::no_children_left());
+}
+
+TEST_CASE("Pool.workers_die_with_parent", "[pool][fault]") {
+    for (int sig : {SIGKILL, SIGINT}) {
+        INFO("signal " << sig);
+        REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+        auto [reader, writer] = mproc::Pipe<std::vector<pid_t>>(false);
+        mproc::Process parent([&writer = writer] {
+            mproc::Pool pool(2);
+            writer.send(pool.pids());
+            (void)pool.map([](int ms) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+                return ms;
+            }, std::vector<int>(100, 100), 1);
+        });
+        parent.start();
+        writer.close();
+        const auto workers = reader.recv();
+        std::this_thread::sleep_for(50ms);  // inside the map
+        ::kill(parent.pid(), sig);
+        CHECK(parent.join(5s));
+        CHECK(parent.exitcode() == -sig);
+        CHECK(all_reaped_within(workers, 2000ms));
+        ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+    }
+}
