@@ -1,16 +1,16 @@
 // The demo: count the primes below N (10,000,000 by default) by trial division, serially and then
-// over every usable core, and print both times, the speedup, the worker count and both counts.
-//
-// Work is split into small blocks dealt round-robin (block b goes to worker b % workers), so the
-// costlier numbers near N are shared evenly. The Pool (a later part of mproc) will pull chunks
-// dynamically instead; this example then moves to Pool::map.
-#include <mproc/process.hpp>
+// with Pool::map over every usable core, and print both times, the speedup, the worker count and
+// both counts. The numbers near N cost more than the small ones; the Pool's idle workers pull
+// chunks as they go, so no core waits for another.
+#include <mproc/pool.hpp>
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <ranges>
 #include <string_view>
 #include <vector>
 
@@ -22,15 +22,6 @@ bool is_prime(std::uint64_t n) {
     for (std::uint64_t d = 5; d * d <= n; d += 6)
         if (n % d == 0 || n % (d + 2) == 0) return false;
     return true;
-}
-
-constexpr std::uint64_t block = 10'000;
-
-std::uint64_t count_primes_in_blocks(std::uint64_t limit, unsigned worker, unsigned workers) {
-    std::uint64_t count = 0;
-    for (std::uint64_t start = worker * block; start < limit; start += workers * block)
-        for (std::uint64_t n = start; n < std::min(start + block, limit); ++n) count += is_prime(n);
-    return count;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -47,16 +38,17 @@ int main(int argc, char** argv) {
     }
     const unsigned workers = mproc::cpu_count();
 
+    const auto numbers = std::views::iota(std::uint64_t{0}, limit);
+
     auto t0 = std::chrono::steady_clock::now();
-    const std::uint64_t serial = count_primes_in_blocks(limit, 0, 1);
+    std::uint64_t serial = 0;
+    for (std::uint64_t n : numbers) serial += is_prime(n);
     const double serial_s = seconds_since(t0);
 
     t0 = std::chrono::steady_clock::now();
-    std::vector<mproc::Process<std::uint64_t>> procs;
-    for (unsigned w = 0; w < workers; ++w) procs.emplace_back(count_primes_in_blocks, limit, w, workers);
-    for (auto& p : procs) p.start();
-    std::uint64_t parallel = 0;
-    for (auto& p : procs) parallel += p.result();
+    mproc::Pool pool;  // one worker per usable core
+    const std::vector<bool> flags = pool.map(is_prime, numbers);
+    const auto parallel = static_cast<std::uint64_t>(std::count(flags.begin(), flags.end(), true));
     const double parallel_s = seconds_since(t0);
 
     fmt::print("primes below {}: {} (serial), {} (parallel)\n", limit, serial, parallel);
