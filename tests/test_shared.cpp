@@ -1,0 +1,283 @@
+// SharedValue, SharedArray and SharedMemory across processes: values, locks, atomics, owner
+// death, named blocks and what is left in /dev/shm afterwards.
+#include "support.hpp"
+
+#include <mproc/process.hpp>
+#include <mproc/shared.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+template <class Body>
+void run_children(int n, Body body) {
+    std::vector<mproc::Process<void>> children;
+    for (int i = 0; i < n; ++i) children.emplace_back([&body, i] { body(i); });
+    for (auto& c : children) c.start();
+    for (auto& c : children) {
+        REQUIRE(c.join(60s));
+        CHECK(c.exitcode() == 0);
+    }
+}
+
+struct point {
+    double x, y, z;
+};
+
+template <class T>
+concept has_fetch_add = requires(T t) { t.fetch_add(1); };
+template <class T>
+concept has_atomic = requires(T t) { t.atomic(); };
+static_assert(has_fetch_add<mproc::SharedValue<long>>);
+static_assert(has_fetch_add<mproc::SharedValue<double>>);
+static_assert(!has_fetch_add<mproc::SharedValue<point>>);
+static_assert(!has_atomic<mproc::SharedValue<point>>);  // not lock-free: no cross-process atomics
+}  // namespace
+
+TEST_CASE("SharedValue.counter.four_processes_locked", "[shared]") {
+    const auto names_before = mproc_test::shm_names();
+    mproc::SharedValue<long> counter(0);
+    run_children(4, [&](int) {
+        for (int i = 0; i < 100'000; ++i) {
+            std::lock_guard g(counter.get_lock());
+            counter.value() += 1;
+        }
+    });
+    CHECK(counter.value() == 400'000);
+    CHECK(counter.get() == 400'000);
+    CHECK(mproc_test::shm_names() == names_before);
+}
+
+TEST_CASE("SharedValue.atomics.four_processes", "[shared]") {
+    mproc::SharedValue<long> counter(0);
+    mproc::SharedValue<double> sum(0.0);
+    run_children(4, [&](int) {
+        for (int i = 0; i < 100'000; ++i) counter.fetch_add(1);
+        for (int i = 0; i < 1000; ++i) sum.fetch_add(0.5);
+    });
+    CHECK(counter.load() == 400'000);
+    CHECK(sum.load() == 2000.0);
+    counter.store(7);
+    CHECK(counter.exchange(9) == 7);
+    long expected = 8;
+    CHECK_FALSE(counter.compare_exchange(expected, 10));
+    CHECK(expected == 9);
+    CHECK(counter.compare_exchange(expected, 10));
+    CHECK(counter.fetch_sub(1) == 10);
+    CHECK(counter.fetch_or(0x10) == 9);
+    CHECK(counter.fetch_and(0x10) == 0x19);
+    CHECK(counter.fetch_xor(0x11) == 0x10);
+    CHECK(counter.atomic().load() == 1);
+}
+
+TEST_CASE("SharedValue.struct.get_set_and_copies", "[shared]") {
+    mproc::SharedValue<point> p(point{1, 2, 3});
+    mproc::SharedValue<point> copy = p;  // a copy is the same value
+    mproc::Process child([&] { copy.set(point{4, 5, 6}); });
+    child.start();
+    child.join();
+    CHECK(p.get().x == 4);
+    CHECK(p.value().z == 6);
+    mproc::SharedValue<int> zero;
+    CHECK(zero.value() == 0);
+}
+
+TEST_CASE("SharedValue.owner_death.sigkill", "[shared]") {
+    mproc::SharedValue<int> v(0);
+    mproc::Process child([&] {
+        v.get_lock().acquire();
+        v.value() = 13;
+        ::raise(SIGKILL);  // dies holding the value's lock
+    });
+    child.start();
+    REQUIRE(child.join(10s));
+    CHECK(child.exitcode() == -SIGKILL);
+    REQUIRE(v.get_lock().try_acquire_for(5s));
+    CHECK(v.get_lock().owner_died());
+    CHECK(v.value() == 13);
+    v.get_lock().release();
+    CHECK(v.get() == 13);  // the lock is usable again
+    CHECK_FALSE(v.get_lock().owner_died());
+}
+
+TEST_CASE("SharedArray.cross_process", "[shared]") {
+    mproc::SharedArray<double> a(1000);
+    CHECK(a.size() == 1000);
+    CHECK(std::accumulate(a.begin(), a.end(), 0.0) == 0.0);
+    run_children(4, [&](int part) {
+        for (std::size_t i = static_cast<std::size_t>(part); i < a.size(); i += 4) a[i] = 1.5;
+    });
+    CHECK(std::accumulate(a.begin(), a.end(), 0.0) == 1500.0);
+    CHECK(a.span().size() == 1000);
+
+    mproc::SharedArray<int> counts{0, 0, 0};
+    run_children(3, [&](int) {
+        for (int i = 0; i < 10'000; ++i) {
+            counts.atomic(0).fetch_add(1);
+            std::lock_guard g(counts.get_lock());
+            counts[1] += 1;
+        }
+    });
+    CHECK(counts[0] == 30'000);
+    CHECK(counts[1] == 30'000);
+    CHECK(counts[2] == 0);
+
+    mproc::SharedArray<char> filled(5, 'x');
+    CHECK(std::string(filled.begin(), filled.end()) == "xxxxx");
+    const std::vector<short> init{1, 2, 3};
+    mproc::SharedArray<short> copied{std::span<const short>(init)};
+    CHECK(copied[2] == 3);
+    mproc::SharedArray<int> empty(0);
+    CHECK(empty.size() == 0);
+    CHECK(empty.begin() == empty.end());
+}
+
+TEST_CASE("SharedArray.owner_death.sigkill", "[shared]") {
+    mproc::SharedArray<int> a(4);
+    mproc::Process child([&] {
+        a.get_lock().acquire();
+        a[0] = 1;
+        ::raise(SIGKILL);
+    });
+    child.start();
+    REQUIRE(child.join(10s));
+    REQUIRE(a.get_lock().try_acquire_for(5s));
+    CHECK(a.get_lock().owner_died());
+    CHECK(a[0] == 1);
+    a.get_lock().release();
+}
+
+namespace {
+std::string unique_name(const char* tag) {
+    return std::string("mproc_test_") + tag + "_" + std::to_string(::getpid());
+}
+}  // namespace
+
+TEST_CASE("SharedMemory.create_attach_unlink", "[shared]") {
+    const auto names_before = mproc_test::shm_names();
+    const std::string name = unique_name("basic");
+    {
+        auto shm = mproc::SharedMemory::create(name, 4096);
+        CHECK(shm.size() == 4096);
+        CHECK(shm.name() == name);
+        CHECK(mproc_test::shm_names().count(name) == 1);
+        // An unrelated process would do the same: attach by name only.
+        mproc::Process child([name] {
+            auto view = mproc::SharedMemory::attach(name);
+            std::memcpy(view.data(), "hello", 6);
+            return view.size();
+        });
+        child.start();
+        CHECK(child.result() == 4096);
+        CHECK(std::string(reinterpret_cast<const char*>(shm.data())) == "hello");
+        CHECK(mproc_test::shm_names().count(name) == 1);  // a child's handle never unlinks
+        auto second = mproc::SharedMemory::attach("/" + name, false);
+        CHECK(second.bytes()[0] == std::byte{'h'});
+    }
+    CHECK(mproc_test::shm_names() == names_before);  // the creator's destructor unlinked it
+
+    auto early = mproc::SharedMemory::create(name, 100);
+    auto other = mproc::SharedMemory::attach(name);
+    CHECK(other.unlink());  // every party attached: drop the name at once
+    CHECK(mproc_test::shm_names() == names_before);
+    early.data()[0] = std::byte{7};
+    CHECK(other.data()[0] == std::byte{7});  // mappings outlive the name
+    CHECK_FALSE(early.unlink());             // already gone: not an error
+
+    auto anonymous = mproc::SharedMemory::create(64);
+    CHECK(anonymous.name().rfind("mproc_", 0) == 0);
+    CHECK(mproc::SharedMemory::attach(anonymous.name()).size() == 64);
+}
+
+TEST_CASE("SharedMemory.errors.names_and_missing", "[shared]") {
+    for (const char* bad : {"", "/", "a/b", ".", "..", "/x/"}) {
+        try {
+            (void)mproc::SharedMemory::create(bad, 10);
+            FAIL("accepted bad name \"" << bad << "\"");
+        } catch (const mproc::SystemError& e) {
+            CHECK(e.code() == std::errc::invalid_argument);
+            CHECK(std::string(e.what()).find("bad name") != std::string::npos);
+        }
+    }
+    CHECK_THROWS_AS(mproc::SharedMemory::create(std::string(300, 'a'), 10), mproc::SystemError);
+    const std::string name = unique_name("errors");
+    try {
+        (void)mproc::SharedMemory::attach(name);
+        FAIL("attached a missing block");
+    } catch (const mproc::SystemError& e) {
+        CHECK(e.code() == std::errc::no_such_file_or_directory);
+    }
+    auto shm = mproc::SharedMemory::create(name, 10);
+    try {
+        (void)mproc::SharedMemory::create(name, 10);
+        FAIL("created a block twice");
+    } catch (const mproc::SystemError& e) {
+        CHECK(e.code() == std::errc::file_exists);
+    }
+}
+
+TEST_CASE("SharedMemory.keep_and_moves", "[shared]") {
+    const auto names_before = mproc_test::shm_names();
+    const std::string name = unique_name("keep");
+    {
+        auto shm = mproc::SharedMemory::create(name, 10);
+        shm.keep();
+    }
+    CHECK(mproc_test::shm_names().count(name) == 1);
+    {
+        auto again = mproc::SharedMemory::attach(name);
+        auto moved = std::move(again);
+        CHECK(moved.size() == 10);
+        CHECK(moved.unlink());
+    }
+    {
+        auto a = mproc::SharedMemory::create(name, 10);
+        auto b = std::move(a);  // ownership moves with the handle
+    }
+    CHECK(mproc_test::shm_names() == names_before);
+}
+
+TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
+    const auto names_before = mproc_test::shm_names();
+    const std::string name = unique_name("kill");
+    SECTION("an attached child is killed: nothing left, block intact") {
+        auto shm = mproc::SharedMemory::create(name, 4096);
+        mproc::Process child([name] {
+            auto view = mproc::SharedMemory::attach(name);
+            view.data()[0] = std::byte{1};
+            ::raise(SIGKILL);
+        });
+        child.start();
+        REQUIRE(child.join(10s));
+        CHECK(shm.data()[0] == std::byte{1});
+    }
+    SECTION("a creating child is killed: its name stays until someone unlinks it") {
+        mproc::Process child([name] {
+            auto shm = mproc::SharedMemory::create(name, 4096);
+            ::raise(SIGKILL);  // no destructor runs: the kernel keeps the name
+        });
+        child.start();
+        REQUIRE(child.join(10s));
+        CHECK(mproc_test::shm_names().count(name) == 1);
+        CHECK(mproc::SharedMemory::attach(name).unlink());  // the documented clean-up
+    }
+    SECTION("an exception in the creator unwinds and unlinks") {
+        mproc::Process child([name] {
+            auto shm = mproc::SharedMemory::create(name, 4096);
+            throw std::runtime_error("boom");
+        });
+        child.start();
+        CHECK_THROWS_AS(child.result(), mproc::RemoteError);
+    }
+    CHECK(mproc_test::shm_names() == names_before);
+}
