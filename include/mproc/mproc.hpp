@@ -7,4 +7,6 @@
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
+#include <mproc/shared.hpp>
+#include <mproc/sync.hpp>
 #include <mproc/version.hpp>
