@@ -8,6 +8,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <set>
+#include <string>
 #include <csignal>
 #include <cstring>
 #include <mutex>
@@ -19,6 +21,16 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+// Names in /dev/shm that this test process made (they all carry its pid). ctest runs other test
+// programs in parallel, so a plain before/after listing would see their names come and go.
+std::set<std::string> our_shm_names() {
+    const std::string pid = std::to_string(::getpid());
+    std::set<std::string> ours;
+    for (const auto& n : mproc_test::shm_names())
+        if (n.find(pid) != std::string::npos) ours.insert(n);
+    return ours;
+}
 template <class Body>
 void run_children(int n, Body body) {
     std::vector<mproc::Process<void>> children;
@@ -45,7 +57,7 @@ static_assert(!has_atomic<mproc::SharedValue<point>>);  // not lock-free: no cro
 }  // namespace
 
 TEST_CASE("SharedValue.counter.four_processes_locked", "[shared]") {
-    const auto names_before = mproc_test::shm_names();
+    const auto names_before = our_shm_names();
     mproc::SharedValue<long> counter(0);
     run_children(4, [&](int) {
         for (int i = 0; i < 100'000; ++i) {
@@ -55,7 +67,7 @@ TEST_CASE("SharedValue.counter.four_processes_locked", "[shared]") {
     });
     CHECK(counter.value() == 400'000);
     CHECK(counter.get() == 400'000);
-    CHECK(mproc_test::shm_names() == names_before);
+    CHECK(our_shm_names() == names_before);
 }
 
 TEST_CASE("SharedValue.atomics.four_processes", "[shared]") {
@@ -164,13 +176,13 @@ std::string unique_name(const char* tag) {
 }  // namespace
 
 TEST_CASE("SharedMemory.create_attach_unlink", "[shared]") {
-    const auto names_before = mproc_test::shm_names();
+    const auto names_before = our_shm_names();
     const std::string name = unique_name("basic");
     {
         auto shm = mproc::SharedMemory::create(name, 4096);
         CHECK(shm.size() == 4096);
         CHECK(shm.name() == name);
-        CHECK(mproc_test::shm_names().count(name) == 1);
+        CHECK(our_shm_names().count(name) == 1);
         // An unrelated process would do the same: attach by name only.
         mproc::Process child([name] {
             auto view = mproc::SharedMemory::attach(name);
@@ -180,16 +192,16 @@ TEST_CASE("SharedMemory.create_attach_unlink", "[shared]") {
         child.start();
         CHECK(child.result() == 4096);
         CHECK(std::string(reinterpret_cast<const char*>(shm.data())) == "hello");
-        CHECK(mproc_test::shm_names().count(name) == 1);  // a child's handle never unlinks
+        CHECK(our_shm_names().count(name) == 1);  // a child's handle never unlinks
         auto second = mproc::SharedMemory::attach("/" + name, false);
         CHECK(second.bytes()[0] == std::byte{'h'});
     }
-    CHECK(mproc_test::shm_names() == names_before);  // the creator's destructor unlinked it
+    CHECK(our_shm_names() == names_before);  // the creator's destructor unlinked it
 
     auto early = mproc::SharedMemory::create(name, 100);
     auto other = mproc::SharedMemory::attach(name);
     CHECK(other.unlink());  // every party attached: drop the name at once
-    CHECK(mproc_test::shm_names() == names_before);
+    CHECK(our_shm_names() == names_before);
     early.data()[0] = std::byte{7};
     CHECK(other.data()[0] == std::byte{7});  // mappings outlive the name
     CHECK_FALSE(early.unlink());             // already gone: not an error
@@ -227,13 +239,13 @@ TEST_CASE("SharedMemory.errors.names_and_missing", "[shared]") {
 }
 
 TEST_CASE("SharedMemory.keep_and_moves", "[shared]") {
-    const auto names_before = mproc_test::shm_names();
+    const auto names_before = our_shm_names();
     const std::string name = unique_name("keep");
     {
         auto shm = mproc::SharedMemory::create(name, 10);
         shm.keep();
     }
-    CHECK(mproc_test::shm_names().count(name) == 1);
+    CHECK(our_shm_names().count(name) == 1);
     {
         auto again = mproc::SharedMemory::attach(name);
         auto moved = std::move(again);
@@ -244,11 +256,11 @@ TEST_CASE("SharedMemory.keep_and_moves", "[shared]") {
         auto a = mproc::SharedMemory::create(name, 10);
         auto b = std::move(a);  // ownership moves with the handle
     }
-    CHECK(mproc_test::shm_names() == names_before);
+    CHECK(our_shm_names() == names_before);
 }
 
 TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
-    const auto names_before = mproc_test::shm_names();
+    const auto names_before = our_shm_names();
     const std::string name = unique_name("kill");
     SECTION("an attached child is killed: nothing left, block intact") {
         auto shm = mproc::SharedMemory::create(name, 4096);
@@ -268,7 +280,7 @@ TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
         });
         child.start();
         REQUIRE(child.join(10s));
-        CHECK(mproc_test::shm_names().count(name) == 1);
+        CHECK(our_shm_names().count(name) == 1);
         CHECK(mproc::SharedMemory::attach(name).unlink());  // the documented clean-up
     }
     SECTION("an exception in the creator unwinds and unlinks") {
@@ -279,5 +291,5 @@ TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
         child.start();
         CHECK_THROWS_AS(child.result(), mproc::RemoteError);
     }
-    CHECK(mproc_test::shm_names() == names_before);
+    CHECK(our_shm_names() == names_before);
 }

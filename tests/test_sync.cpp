@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <set>
+#include <string>
 #include <csignal>
 #include <mutex>
 #include <thread>
@@ -19,6 +21,16 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
+
+// Names in /dev/shm that this test process made (they all carry its pid). ctest runs other test
+// programs in parallel, so a plain before/after listing would see their names come and go.
+std::set<std::string> our_shm_names() {
+    const std::string pid = std::to_string(::getpid());
+    std::set<std::string> ours;
+    for (const auto& n : mproc_test::shm_names())
+        if (n.find(pid) != std::string::npos) ours.insert(n);
+    return ours;
+}
 
 // Starts `n` children running `body(i)`, joins them (bounded), and checks they exited 0.
 template <class Body>
@@ -51,7 +63,7 @@ mproc::Process<void> die_holding(Acquire acquire, mproc::Event held, std::chrono
 }  // namespace
 
 TEST_CASE("Lock.counter.four_processes", "[sync]") {
-    const auto names_before = mproc_test::shm_names();
+    const auto names_before = our_shm_names();
     mproc::Lock lock;
     mproc::SharedValue<long> counter(0);
     run_children(4, [&](int) {
@@ -61,7 +73,7 @@ TEST_CASE("Lock.counter.four_processes", "[sync]") {
         }
     });
     CHECK(counter.value() == 400'000);
-    CHECK(mproc_test::shm_names() == names_before);  // anonymous mappings: no names
+    CHECK(our_shm_names() == names_before);  // anonymous mappings: no names
 }
 
 TEST_CASE("Lock.std_guards.compile_and_work", "[sync]") {

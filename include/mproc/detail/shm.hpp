@@ -114,7 +114,10 @@ template <class State>
     if (!ok)
         throw SystemError(EINVAL, "mproc::SharedMemory: bad name \"" + std::string(name) +
                                       "\" (want 1-254 characters, no '/' except a leading one)");
-    return "/" + std::string(name);
+    // Built by append: GCC 12 at -O3 warns (-Wrestrict, a false positive) on "/" + string.
+    std::string path(1, '/');
+    path.append(name);
+    return path;
 }
 
 /// Creates the shared memory object `path` (from shm_path) of `bytes`, mode 0600, close-on-exec.
