@@ -1,0 +1,241 @@
+// The shared memory of one Queue: control words, the slot array, the byte ring and the spill
+// space, all in one memfd mapped once, before any child is forked.
+//
+//   virtual layout:  [control + slots][ring][ring again][spill window]
+//   file layout:     [control + slots][ring][spill window]
+//
+// The ring is mapped twice, back to back, so a record that runs past the ring's end is still
+// one contiguous span: one memcpy to write it, and the reader decodes it in place. The spill
+// window takes messages too large for the ring; its pages are returned to the system when the
+// message is consumed. The memfd is closed as soon as it is mapped: nothing has a name, nothing
+// is left behind, and the memory goes away with the last process that maps it.
+#pragma once
+
+#include <mproc/detail/fd.hpp>
+#include <mproc/detail/futex.hpp>
+#include <mproc/detail/queue_registry.hpp>
+#include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/sys.hpp>
+#include <mproc/error.hpp>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <algorithm>
+#include <new>
+#include <string>
+#include <utility>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+// Positions count ring cells modulo 2^40. Three kinds of 64-bit words pair a position (high 40
+// bits) with 24 low bits: a slot's state (status and holder), a slot's span (cells it covers),
+// and the head and tail cursors (records counted modulo 2^24, for qsize and maxsize).
+inline constexpr std::uint64_t queue_pos_mask = (std::uint64_t{1} << 40) - 1;
+inline constexpr std::uint64_t queue_low_mask = (std::uint64_t{1} << 24) - 1;
+
+[[nodiscard]] constexpr std::uint64_t qpack(std::uint64_t pos, std::uint64_t low) noexcept {
+    return (pos & queue_pos_mask) << 24 | (low & queue_low_mask);
+}
+[[nodiscard]] constexpr std::uint64_t qpos(std::uint64_t word) noexcept { return word >> 24; }
+[[nodiscard]] constexpr std::uint64_t qlow(std::uint64_t word) noexcept { return word & queue_low_mask; }
+[[nodiscard]] constexpr std::uint64_t qadd(std::uint64_t pos, std::uint64_t n) noexcept {
+    return (pos + n) & queue_pos_mask;
+}
+
+/// A record's life: a producer claims it (writing), publishes it (ready), a consumer claims it
+/// (reading) and frees it (freed). A record whose holder died is freed by whoever finds it.
+enum class slot_status : std::uint32_t { writing = 0, ready = 1, reading = 2, freed = 3 };
+
+[[nodiscard]] constexpr std::uint64_t slot_state(std::uint64_t pos, slot_status s, std::uint32_t holder) noexcept {
+    return qpack(pos, static_cast<std::uint64_t>(s) << 22 | holder);
+}
+[[nodiscard]] constexpr slot_status status_of(std::uint64_t state) noexcept {
+    return static_cast<slot_status>(state >> 22 & 3);
+}
+[[nodiscard]] constexpr std::uint32_t holder_of(std::uint64_t state) noexcept {
+    return static_cast<std::uint32_t>(state & 0x3FFFFF);
+}
+
+/// One slot per ring cell; only the slot of a record's first cell is used. Messages of up to
+/// `inline_bytes` live in the slot itself, so a small message touches one cache line.
+struct alignas(64) queue_slot {
+    static constexpr std::size_t inline_bytes = 32;
+
+    std::atomic<std::uint64_t> state;  // (position, status, holder id)
+    std::atomic<std::uint64_t> span;   // (position, cells): set once claimed, before ready
+    std::atomic<std::uint64_t> spill;  // spill block (offset | size class) this record owns, or 0
+    std::uint64_t length;              // message bytes; written before ready
+    std::byte inline_data[inline_bytes];
+};
+static_assert(sizeof(queue_slot) == 64);
+
+/// The words every process of a queue shares. Words written on every put and every get sit on
+/// cache lines of their own, so producers and consumers do not slow each other down.
+struct queue_control {
+    static constexpr unsigned spill_classes = 48;  // block sizes 2^0 .. 2^47 (only >= 2^16 used)
+
+    queue_control(std::uint64_t cells_, std::uint64_t maxsize_, std::uint64_t spill_bytes_)
+        : cells(cells_), maxsize(maxsize_), spill_bytes(spill_bytes_) {}
+
+    alignas(64) std::atomic<std::uint64_t> tail{0};     // next cell to claim, records put
+    alignas(64) std::atomic<std::uint64_t> head{0};     // next record to get, records got
+    alignas(64) std::atomic<std::uint64_t> reclaim{0};  // first cell not yet free again
+    alignas(64) futex_word get_waiters{0};
+    futex_word put_waiters{0};
+    futex_word join_waiters{0};
+    futex_word closed{0};
+    alignas(64) futex_word data_event{0};   // bumped when a record becomes ready (or is dropped)
+    alignas(64) futex_word space_event{0};  // bumped when a record is freed
+    // The reclaim position the earliest sleeping producer waits for: a producer that found the
+    // ring full sleeps until a good part of it is free again, so that producer and consumer do
+    // not take turns cell by cell (each turn a wake-up and cache misses on both sides).
+    std::atomic<std::uint64_t> space_target{0};
+    alignas(64) futex_word done{0};         // task_done() calls plus dropped records, mod 2^24
+    std::atomic<std::uint64_t> dropped{0};
+    const std::uint64_t cells;
+    const std::uint64_t maxsize;
+    const std::uint64_t spill_bytes;
+    robust_mutex spill_lock;
+    std::uint64_t spill_top = 0;                    // under spill_lock
+    std::uint64_t spill_free[spill_classes] = {};  // free block offset + 1, under spill_lock
+    queue_registry registry{};
+};
+
+/// The mapping of one queue. Copies of a Queue share it through a shared_ptr; forked children
+/// inherit it at the same address.
+class queue_memory {
+public:
+    static constexpr std::size_t cell_bytes = 256;
+    static constexpr std::size_t spill_min_class = 16;  // 64 KiB
+
+    /// `ring_bytes`: power of two, at least 16 cells and a page. `spill_bytes`: window size.
+    queue_memory(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize);
+    ~queue_memory() {
+        if (base_) ::munmap(base_, reserved_);
+    }
+    queue_memory(const queue_memory&) = delete;
+    queue_memory& operator=(const queue_memory&) = delete;
+
+    [[nodiscard]] queue_control& control() const noexcept { return *control_; }
+    [[nodiscard]] queue_slot& slot(std::uint64_t pos) const noexcept { return slots_[pos & (cells_ - 1)]; }
+    [[nodiscard]] std::byte* cell(std::uint64_t pos) const noexcept {
+        return ring_ + (pos & (cells_ - 1)) * cell_bytes;
+    }
+    [[nodiscard]] std::byte* spill_block(std::uint64_t word) const noexcept {
+        return spill_ + (word & ~std::uint64_t{63});
+    }
+    [[nodiscard]] std::uint64_t cells() const noexcept { return cells_; }
+
+    /// Reserves a spill block for `bytes`. Returns its word (offset | size class), 0 when the
+    /// spill window has no block of that size left.
+    [[nodiscard]] std::uint64_t spill_allocate(std::uint64_t bytes);
+    /// Gives a block back; its pages (but the first, which holds the free-list link) return to
+    /// the system at once.
+    void spill_release(std::uint64_t word) noexcept;
+    /// The size class of a block for `bytes`.
+    [[nodiscard]] static unsigned spill_class(std::uint64_t bytes) noexcept {
+        const unsigned c = static_cast<unsigned>(std::bit_width(bytes - 1));
+        return c < spill_min_class ? spill_min_class : c;
+    }
+
+private:
+    std::byte* base_ = nullptr;
+    std::size_t reserved_ = 0;
+    queue_control* control_ = nullptr;
+    queue_slot* slots_ = nullptr;
+    std::byte* ring_ = nullptr;
+    std::byte* spill_ = nullptr;
+    std::uint64_t cells_ = 0;
+};
+
+inline queue_memory::queue_memory(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize) {
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    if (!std::has_single_bit(ring_bytes) || ring_bytes < 16 * cell_bytes || ring_bytes < page ||
+        ring_bytes > (std::size_t{1} << 40))
+        throw Error("mproc::QueueOptions: ring_bytes must be a power of two from " +
+                    std::to_string(std::max(16 * cell_bytes, page)) + " to 2^40");
+    cells_ = ring_bytes / cell_bytes;
+    spill_bytes = (spill_bytes + page - 1) / page * page;
+    const std::size_t head_bytes =
+        (sizeof(queue_control) + 63) / 64 * 64 + cells_ * sizeof(queue_slot);
+    const std::size_t front = (head_bytes + page - 1) / page * page;
+    reserved_ = front + 2 * ring_bytes + spill_bytes;
+
+    unique_fd fd(::memfd_create("mproc-queue", MFD_CLOEXEC));
+    if (!fd) throw_errno("memfd_create");
+    // memfd files are sized without reserving memory: pages are charged as they are touched.
+    if (sys().ftruncate(fd.get(), static_cast<off_t>(front + ring_bytes + spill_bytes)) != 0)
+        throw_errno("ftruncate");
+    void* area = sys().mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (area == MAP_FAILED) throw_errno("mmap");
+    base_ = static_cast<std::byte*>(area);
+    const auto map_at = [&](std::size_t at, std::size_t bytes, std::size_t offset) {
+        if (bytes == 0) return;
+        if (sys().mmap(base_ + at, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
+                       fd.get(), static_cast<off_t>(offset)) == MAP_FAILED) {
+            const int err = errno;
+            ::munmap(std::exchange(base_, nullptr), reserved_);
+            throw_errno(err, "mmap");
+        }
+    };
+    map_at(0, front + ring_bytes, 0);
+    map_at(front + ring_bytes, ring_bytes, front);                  // the ring's mirror
+    map_at(front + 2 * ring_bytes, spill_bytes, front + ring_bytes);  // the spill window
+
+    control_ = ::new (base_) queue_control(cells_, maxsize, spill_bytes);
+    slots_ = reinterpret_cast<queue_slot*>(base_ + (sizeof(queue_control) + 63) / 64 * 64);
+    ring_ = base_ + front;
+    spill_ = base_ + front + 2 * ring_bytes;
+    for (std::uint64_t i = 0; i < cells_; ++i) {
+        // Positions one lap back: no slot looks claimed for the first lap.
+        const std::uint64_t before = (i - cells_) & queue_pos_mask;
+        auto* s = ::new (&slots_[i]) queue_slot{};
+        s->state.store(slot_state(before, slot_status::freed, 0), std::memory_order_relaxed);
+        s->span.store(qpack(before, 1), std::memory_order_relaxed);
+    }
+}
+
+inline std::uint64_t queue_memory::spill_allocate(std::uint64_t bytes) {
+    const unsigned c = spill_class(bytes);
+    queue_control& ctl = control();
+    std::uint64_t offset = 0;
+    (void)ctl.spill_lock.lock();  // a dead holder can only have leaked a block, never broken the lists
+    if (c < queue_control::spill_classes && ctl.spill_free[c] != 0) {
+        offset = ctl.spill_free[c] - 1;
+        ctl.spill_free[c] = *reinterpret_cast<std::uint64_t*>(spill_ + offset);
+    } else if (c < queue_control::spill_classes && ctl.spill_top + (std::uint64_t{1} << c) <= ctl.spill_bytes) {
+        offset = ctl.spill_top;
+        ctl.spill_top += std::uint64_t{1} << c;
+    } else {
+        ctl.spill_lock.unlock();
+        return 0;
+    }
+    ctl.spill_lock.unlock();
+    return offset | c;
+}
+
+inline void queue_memory::spill_release(std::uint64_t word) noexcept {
+    const unsigned c = static_cast<unsigned>(word & 63);
+    const std::uint64_t offset = word & ~std::uint64_t{63};
+    static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    // MADV_REMOVE punches the pages out of the memfd: a 64 MiB message does not keep 64 MiB.
+    (void)::madvise(spill_ + offset + page, (std::uint64_t{1} << c) - page, MADV_REMOVE);
+    queue_control& ctl = control();
+    try {
+        (void)ctl.spill_lock.lock();
+        *reinterpret_cast<std::uint64_t*>(spill_ + offset) = ctl.spill_free[c];
+        ctl.spill_free[c] = offset + 1;
+        ctl.spill_lock.unlock();
+    } catch (...) {
+        // A lock failure cannot happen on a consistent robust mutex; the block stays leaked.
+    }
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END

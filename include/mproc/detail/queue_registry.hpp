@@ -1,0 +1,136 @@
+// Who holds a queue slot, and whether that process is still alive.
+//
+// A queue slot that a process claimed names its holder by a 22-bit id: an index into a small
+// table in the queue's shared memory plus that entry's generation. The entry records the
+// holder's pid and the low bits of its start time (from /proc), so a reader that finds a slot
+// stuck can tell a slow holder from a dead one without being fooled by pid reuse: a pid now
+// running a process that started at another time, a zombie, or a generation that moved on all
+// mean the holder is gone.
+#pragma once
+
+#include <mproc/detail/sys.hpp>
+#include <mproc/error.hpp>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+/// This process's pid without a system call on the hot path (glibc no longer caches getpid).
+/// A fork handler forgets the cached value in the child.
+[[nodiscard]] inline pid_t current_pid() noexcept {
+    static std::atomic<pid_t> cached{0};
+    pid_t pid = cached.load(std::memory_order_relaxed);
+    if (pid == 0) [[unlikely]] {
+        static const int registered = ::pthread_atfork(nullptr, nullptr, [] {
+            cached.store(0, std::memory_order_relaxed);
+        });
+        (void)registered;
+        pid = ::getpid();
+        cached.store(pid, std::memory_order_relaxed);
+    }
+    return pid;
+}
+
+/// What /proc says about a pid: whether it runs (a zombie does not) and when it started, in
+/// clock ticks since boot.
+struct process_status {
+    bool running = false;
+    std::uint64_t start_ticks = 0;
+};
+
+/// Reads /proc/<pid>/stat (pid 0: this process). nullopt when no such process exists.
+[[nodiscard]] inline std::optional<process_status> read_process_status(pid_t pid) {
+    char path[40];
+    if (pid == 0) std::snprintf(path, sizeof path, "/proc/self/stat");
+    else std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    int fd;
+    do fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return std::nullopt;
+    char text[1024];
+    ssize_t got;
+    do got = sys().read(fd, text, sizeof text - 1);
+    while (got < 0 && errno == EINTR);
+    sys().close(fd);
+    if (got <= 0) return std::nullopt;  // the process went away while we read
+    text[got] = '\0';
+    // The command name (field 2) may hold spaces and parentheses: fields 3.. follow the last ')'.
+    const char* p = std::strrchr(text, ')');
+    if (!p) return std::nullopt;
+    process_status status;
+    char state = '?';
+    unsigned long long start = 0;
+    // Field 3 is the state, field 22 the start time: 18 fields lie between them.
+    if (std::sscanf(p + 1, " %c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
+                    &state, &start) != 2)
+        return std::nullopt;
+    status.running = state != 'Z' && state != 'X' && state != 'x';
+    status.start_ticks = start;
+    return status;
+}
+
+/// The table of processes that use one queue. Each entry's word packs the generation (12 bits,
+/// never 0 once used), the pid (22 bits: Linux pids stay below 2^22) and the low 30 bits of the
+/// start time. One atomic word, so a reader never sees an entry half rewritten.
+struct queue_registry {
+    static constexpr unsigned entries = 1024;  // processes using one queue at the same time
+    static constexpr unsigned id_bits = 22;    // 10 bits of index, 12 of generation
+
+    std::atomic<std::uint64_t> words[entries];
+
+    static constexpr std::uint64_t pack(std::uint64_t gen, std::uint64_t pid, std::uint64_t start) {
+        return gen << 52 | (pid & 0x3FFFFF) << 30 | (start & 0x3FFFFFFF);
+    }
+    static constexpr std::uint32_t gen_of(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 52); }
+    static constexpr pid_t pid_of(std::uint64_t w) { return static_cast<pid_t>(w >> 30 & 0x3FFFFF); }
+    static constexpr std::uint64_t start_of(std::uint64_t w) { return w & 0x3FFFFFFF; }
+    static constexpr std::uint32_t make_id(std::uint32_t index, std::uint32_t gen) { return gen << 10 | index; }
+
+    /// Whether the entry's process no longer runs: gone, a zombie, or the pid reused.
+    static bool entry_dead(std::uint64_t w) {
+        const auto status = read_process_status(pid_of(w));
+        return !status || !status->running || (status->start_ticks & 0x3FFFFFFF) != start_of(w);
+    }
+
+    /// True when the process that held `id` is known to be dead. A generation that moved on means
+    /// the entry was taken over, which only happens once its process was found dead.
+    [[nodiscard]] bool holder_dead(std::uint32_t id) const {
+        const std::uint64_t w = words[id & 1023].load(std::memory_order_acquire);
+        if (gen_of(w) != (id >> 10)) return true;
+        return entry_dead(w);
+    }
+
+    /// Takes an entry for the calling process: a never-used one, or one whose process died.
+    /// @throws Error when `entries` live processes hold every entry.
+    [[nodiscard]] std::uint32_t enroll() {
+        const auto self = read_process_status(0);
+        if (!self) throw_errno("read /proc/self/stat");
+        const auto pid = static_cast<std::uint64_t>(::getpid());
+        for (int pass = 0; pass < 2; ++pass) {
+            for (std::uint32_t i = 0; i < entries; ++i) {
+                std::uint64_t w = words[i].load(std::memory_order_acquire);
+                // First pass: fresh entries only (cheap); second: entries of dead processes.
+                if (pass == 0 ? w != 0 : (w == 0 || !entry_dead(w))) continue;
+                std::uint32_t gen = (gen_of(w) + 1) & 0xFFF;
+                if (gen == 0) gen = 1;
+                if (words[i].compare_exchange_strong(w, pack(gen, pid, self->start_ticks),
+                                                     std::memory_order_acq_rel))
+                    return make_id(i, gen);
+            }
+        }
+        throw Error("mproc::Queue: more than 1024 live processes use this queue");
+    }
+};
+
+}  // namespace detail
+MPROC_NAMESPACE_END

@@ -1,0 +1,488 @@
+// The queue's protocol over queue_memory: lock-free claims, in-order reclaim, dead holders.
+//
+// Cells are numbered by a 40-bit position that only grows; cell p lives at index p mod N. A
+// record covers `span` consecutive cells, and the slot of its first cell says who holds it:
+//
+//   producer: read tail p; slot p free this lap and room for k cells (p + k - reclaim <= N)?
+//             CAS slot.state -> (p, writing, me)     the claim, naming its holder
+//             slot.span = (p, k); CAS tail p -> p+k  anyone seeing the span may move the tail
+//             copy the bytes; slot.state = (p, ready); wake consumers if any sleep
+//   consumer: read head p; slot ready? CAS slot.state -> (p, reading, me)
+//             CAS head p -> p+k (anyone may help); decode in place; slot.state = (p, freed)
+//             move `reclaim` over every freed record in order; wake producers if any sleep
+//
+// Every claim is a CAS on a word that carries the claimer's id, so a record is never held by an
+// anonymous party. A record found writing or reading for long is checked against the registry:
+// if its holder died, the finder takes the record over (CAS to reading by itself), frees it and
+// counts it in `dropped`. A producer that died before writing its span can only have held one
+// cell: the tail cannot pass a record whose span is unknown.
+#pragma once
+
+#include <mproc/detail/deadline.hpp>
+#include <mproc/detail/futex.hpp>
+#include <mproc/detail/queue_memory.hpp>
+
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+/// Moments at which a test may stop a process in the middle of a put or a get.
+enum class queue_point { put_claimed, put_copying, get_claimed, get_consumed };
+
+/// Called at each queue_point when set (tests only: e.g. raise(SIGKILL) in a child).
+using queue_fault_fn = void (*)(queue_point);
+inline constinit queue_fault_fn queue_fault_hook = nullptr;
+
+inline void queue_fault(queue_point point) {
+    if (auto* hook = queue_fault_hook) [[unlikely]]
+        hook(point);
+}
+
+/// Decides when a stuck holder is worth a look in /proc: not at first sight (holders are
+/// normally just busy), then every few milliseconds. A call with no time left looks at once.
+class stall_watch {
+public:
+    [[nodiscard]] bool holder_dead(std::uint64_t state, const queue_registry& registry, bool last_chance) {
+        const auto now = std::chrono::steady_clock::now();
+        if (state != seen_) {
+            seen_ = state;
+            next_ = now + std::chrono::milliseconds(1);
+            if (!last_chance) return false;
+        } else if (now < next_ && !last_chance) {
+            return false;
+        }
+        next_ = now + std::chrono::milliseconds(5);
+        return registry.holder_dead(holder_of(state));
+    }
+
+private:
+    std::uint64_t seen_ = ~std::uint64_t{0};
+    std::chrono::steady_clock::time_point next_{};
+};
+
+/// One process's view of a queue: the shared mapping plus what this process caches.
+struct queue_shared {
+    queue_shared(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
+        : memory(ring_bytes, spill_bytes, maxsize) {}
+    queue_memory memory;
+    std::atomic<std::uint64_t> me{0};            // pid << 32 | registry id, of this process
+    std::atomic<std::uint64_t> reclaim_seen{0};  // a recent reclaim cursor (never ahead of it)
+};
+
+class queue_ring {
+public:
+    queue_ring(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
+        : shared_(std::make_shared<queue_shared>(ring_bytes, spill_bytes, maxsize)) {}
+
+    /// Puts one encoded message; false when the deadline passed first.
+    /// @throws EndOfStream once closed; Error when the message fits neither ring nor spill window.
+    bool put(std::span<const std::byte> message, const Deadline& deadline);
+
+    /// Passes the next message's bytes to consume(span) and frees the record afterwards, also
+    /// when consume throws. False when the deadline passed first.
+    /// @throws EndOfStream once closed and drained.
+    template <class Consume>
+    bool get(const Deadline& deadline, Consume&& consume);
+
+    void close() noexcept;
+    [[nodiscard]] bool closed() const noexcept { return ctl().closed.load(std::memory_order_acquire) != 0; }
+    [[nodiscard]] std::size_t qsize() const noexcept {
+        return (qlow(ctl().tail.load(std::memory_order_acquire)) - qlow(ctl().head.load(std::memory_order_acquire))) &
+               queue_low_mask;
+    }
+    [[nodiscard]] bool full() const noexcept;
+    [[nodiscard]] std::uint64_t dropped() const noexcept { return ctl().dropped.load(std::memory_order_acquire); }
+    [[nodiscard]] std::size_t maxsize() const noexcept { return ctl().maxsize; }
+    [[nodiscard]] std::size_t ring_bytes() const noexcept { return mem().cells() * queue_memory::cell_bytes; }
+
+    void task_done();
+    bool join(const Deadline& deadline);
+
+private:
+    enum class room_status { room, ring_full, bound_full };
+
+    [[nodiscard]] queue_memory& mem() const noexcept { return shared_->memory; }
+    [[nodiscard]] queue_control& ctl() const noexcept { return shared_->memory.control(); }
+    [[nodiscard]] std::uint32_t holder_id();
+    room_status room(std::uint64_t tail, std::uint64_t cells, std::uint64_t& oldest_pos, std::uint64_t& oldest_state);
+    std::uint64_t advance_reclaim(std::uint64_t& oldest_state) noexcept;
+    bool help_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch, const Deadline& deadline);
+    void advance_head(std::uint64_t head, const queue_slot& s) noexcept;
+    void write_payload(queue_slot& s, std::uint64_t pos, std::span<const std::byte> message, std::uint64_t spill);
+    void free_record(queue_slot& s, std::uint64_t pos) noexcept;
+    void drop(std::uint64_t pos, std::uint64_t state);
+
+    /// Whether position `pos` is at or past `target` (positions wrap at 2^40).
+    static bool reached(std::uint64_t pos, std::uint64_t target) noexcept {
+        return ((pos - target) & queue_pos_mask) < queue_pos_mask / 2;
+    }
+    void lower_space_target(std::uint64_t target) noexcept {
+        std::atomic<std::uint64_t>& word = ctl().space_target;
+        std::uint64_t seen = word.load(std::memory_order_seq_cst);
+        while (!reached(target, seen) || target == seen) {
+            if (word.compare_exchange_weak(seen, target, std::memory_order_seq_cst)) return;
+        }
+    }
+
+    static void notify(futex_word& event, futex_word& waiters) noexcept {
+        if (waiters.load(std::memory_order_seq_cst) != 0) {
+            event.fetch_add(1, std::memory_order_seq_cst);
+            futex_wake(event);
+        }
+    }
+
+    /// The waiter's half of notify: spins a little, then sleeps on `event` until it moves, the
+    /// slice passes or changed() holds. False only when the deadline had passed already.
+    template <class Changed>
+    static bool sleep(futex_word& event, futex_word& waiters, const Deadline& deadline,
+                      std::chrono::milliseconds slice, Changed&& changed);
+
+    static constexpr std::chrono::microseconds spin_time{20};
+
+    std::shared_ptr<queue_shared> shared_;
+};
+
+template <class Changed>
+bool queue_ring::sleep(futex_word& event, futex_word& waiters, const Deadline& deadline,
+                       std::chrono::milliseconds slice, Changed&& changed) {
+    if (deadline.expired()) return false;
+    // Spin for a while by the clock (a pause lasts 10 to 150 cycles depending on the CPU): a
+    // partner that is running acts within microseconds, and a sleep costs both sides a syscall.
+    // Polls are spaced out: each one pulls a cache line away from the partner that is about to
+    // write it, and letting a few messages gather turns lock-step into batches.
+    const auto spin_until = std::chrono::steady_clock::now() + spin_time;
+    do {
+        if (changed()) return true;
+        for (int i = 0; i < 8; ++i) cpu_relax();
+    } while (std::chrono::steady_clock::now() < spin_until);
+    struct counted {
+        futex_word& w;
+        ~counted() { w.fetch_sub(1, std::memory_order_release); }
+    } registration{waiters};
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seen = event.load(std::memory_order_seq_cst);
+    if (!changed()) (void)futex_wait(event, seen, bounded_slice(deadline, slice));
+    return true;
+}
+
+inline std::uint32_t queue_ring::holder_id() {
+    const auto pid = static_cast<std::uint64_t>(current_pid());
+    const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
+    if (me >> 32 == pid) [[likely]]
+        return static_cast<std::uint32_t>(me);
+    const std::uint32_t id = ctl().registry.enroll();
+    shared_->me.store(pid << 32 | id, std::memory_order_relaxed);
+    return id;
+}
+
+inline bool queue_ring::put(std::span<const std::byte> message, const Deadline& deadline) {
+    queue_memory& m = mem();
+    queue_control& c = ctl();
+    const std::uint64_t length = message.size();
+    std::uint64_t cells = length <= queue_slot::inline_bytes ? 1 : (length + queue_memory::cell_bytes - 1) / queue_memory::cell_bytes;
+    // Taken before the claim, so that running out of spill space fails the put cleanly.
+    struct spill_block {
+        queue_memory& m;
+        std::uint64_t word = 0;
+        ~spill_block() {
+            if (word) m.spill_release(word);
+        }
+    } spill{m};
+    if (cells > m.cells() / 2) {
+        cells = 1;
+        spill.word = m.spill_allocate(length);
+        if (!spill.word)
+            throw Error("mproc::Queue: a message of " + std::to_string(length) +
+                        " bytes does not fit the spill window (QueueOptions::spill_bytes = " +
+                        std::to_string(c.spill_bytes) + ")");
+    }
+    const std::uint32_t me = holder_id();
+    stall_watch watch;
+    for (;;) {
+        if (c.closed.load(std::memory_order_acquire)) throw EndOfStream("mproc::Queue: put() on a closed queue");
+        const std::uint64_t tail = c.tail.load(std::memory_order_acquire);
+        const std::uint64_t pos = qpos(tail);
+        queue_slot& s = m.slot(pos);
+        std::uint64_t state = s.state.load(std::memory_order_acquire);
+        if (qpos(state) == pos) {  // claimed, and its producer has not moved the tail yet
+            if (!help_tail(tail, state, watch, deadline)) return false;
+            continue;
+        }
+        // A slot newer than our tail means the tail we read is laps old: read it again.
+        if (((pos - qpos(state)) & queue_pos_mask) >= queue_pos_mask / 2) continue;
+        std::uint64_t oldest_pos = 0, oldest_state = 0;
+        const room_status why = room(tail, cells, oldest_pos, oldest_state);
+        if (why == room_status::room) {
+            if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::writing, me),
+                                                 std::memory_order_acq_rel))
+                continue;
+            queue_fault(queue_point::put_claimed);
+            s.span.store(qpack(pos, cells), std::memory_order_release);
+            std::uint64_t expected = tail;
+            c.tail.compare_exchange_strong(expected, qpack(qadd(pos, cells), qlow(tail) + 1),
+                                           std::memory_order_acq_rel);
+            write_payload(s, pos, message, std::exchange(spill.word, 0));
+            s.state.store(slot_state(pos, slot_status::ready, 0), std::memory_order_seq_cst);
+            notify(c.data_event, c.get_waiters);
+            return true;
+        }
+        // A consumer that died holding the oldest record must not keep the ring full.
+        const bool held = why == room_status::ring_full && qpos(oldest_state) == oldest_pos &&
+                          status_of(oldest_state) == slot_status::reading;
+        if (held && watch.holder_dead(oldest_state, c.registry, deadline.expired())) {
+            drop(oldest_pos, oldest_state);
+            continue;
+        }
+        const std::uint64_t seen_head = c.head.load(std::memory_order_relaxed);
+        // Ring full: wait until a sixteenth of the ring is free beyond what this record needs.
+        const std::uint64_t target = qadd(qpos(tail), cells + m.cells() / 16 - m.cells());
+        if (why == room_status::ring_full) lower_space_target(target);
+        const bool slept = sleep(c.space_event, c.put_waiters, deadline,
+                                 std::chrono::milliseconds(held ? 5 : 100), [&] {
+                                     if (c.closed.load(std::memory_order_acquire) != 0) return true;
+                                     if (why == room_status::bound_full)
+                                         return c.head.load(std::memory_order_acquire) != seen_head;
+                                     std::uint64_t ignored;
+                                     return reached(advance_reclaim(ignored), target) ||
+                                            c.tail.load(std::memory_order_acquire) != tail;
+                                 });
+        if (!slept) return false;
+    }
+}
+
+inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
+                                                std::uint64_t& oldest_pos, std::uint64_t& oldest_state) {
+    const std::uint64_t end = qadd(qpos(tail), cells);
+    std::uint64_t reclaim = shared_->reclaim_seen.load(std::memory_order_relaxed);
+    if (((end - reclaim) & queue_pos_mask) > mem().cells()) {
+        reclaim = advance_reclaim(oldest_state);
+        shared_->reclaim_seen.store(reclaim, std::memory_order_relaxed);
+        if (((end - reclaim) & queue_pos_mask) > mem().cells()) {
+            oldest_pos = reclaim;
+            return room_status::ring_full;
+        }
+    }
+    const std::uint64_t bound = ctl().maxsize;
+    if (bound != 0 && ((qlow(tail) - qlow(ctl().head.load(std::memory_order_acquire))) & queue_low_mask) >= bound)
+        return room_status::bound_full;
+    return room_status::room;
+}
+
+inline std::uint64_t queue_ring::advance_reclaim(std::uint64_t& oldest_state) noexcept {
+    queue_control& c = ctl();
+    std::uint64_t reclaim = c.reclaim.load(std::memory_order_acquire);
+    for (;;) {
+        // Walk every freed record in order, then move the cursor once. A record seen freed
+        // stays so until the cursor passes it, so a successful CAS covers a valid walk.
+        std::uint64_t end = reclaim;
+        for (std::uint64_t walked = 0; walked < mem().cells();) {
+            const queue_slot& s = mem().slot(end);
+            const std::uint64_t state = s.state.load(std::memory_order_acquire);
+            if (qpos(state) != end || status_of(state) != slot_status::freed) {
+                oldest_state = state;
+                break;
+            }
+            const std::uint64_t cells = qlow(s.span.load(std::memory_order_acquire));
+            end = qadd(end, cells);
+            walked += cells;
+        }
+        if (end == reclaim) return reclaim;
+        if (c.reclaim.compare_exchange_strong(reclaim, end, std::memory_order_seq_cst)) return end;
+    }
+}
+
+inline bool queue_ring::help_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch,
+                                  const Deadline& deadline) {
+    const std::uint64_t pos = qpos(tail);
+    queue_slot& s = mem().slot(pos);
+    const std::uint64_t span = s.span.load(std::memory_order_acquire);
+    if (qpos(span) == pos) {
+        ctl().tail.compare_exchange_strong(tail, qpack(qadd(pos, qlow(span)), qlow(tail) + 1),
+                                           std::memory_order_acq_rel);
+        return true;
+    }
+    // Only a writing record lacks its span: its producer is a few instructions from storing it,
+    // unless it died there.
+    if (watch.holder_dead(state, ctl().registry, deadline.expired())) {
+        drop(pos, state);
+        return true;
+    }
+    if (deadline.expired()) return false;
+    ::sched_yield();
+    return true;
+}
+
+inline void queue_ring::advance_head(std::uint64_t head, const queue_slot& s) noexcept {
+    const std::uint64_t span = s.span.load(std::memory_order_acquire);
+    if (qpos(span) != qpos(head)) return;  // our head is stale: the slot moved on
+    ctl().head.compare_exchange_strong(head, qpack(qadd(qpos(head), qlow(span)), qlow(head) + 1),
+                                       std::memory_order_acq_rel);
+}
+
+inline void queue_ring::write_payload(queue_slot& s, std::uint64_t pos, std::span<const std::byte> message,
+                                      std::uint64_t spill) {
+    s.length = message.size();
+    std::byte* to;
+    if (spill) {
+        s.spill.store(spill, std::memory_order_release);
+        to = mem().spill_block(spill);
+    } else if (message.size() <= queue_slot::inline_bytes) {
+        to = s.inline_data;
+    } else {
+        to = mem().cell(pos);
+    }
+    // In two halves, so that a test can kill the producer with the message half written.
+    const std::size_t half = message.size() / 2;
+    if (half) std::memcpy(to, message.data(), half);
+    queue_fault(queue_point::put_copying);
+    if (message.size() > half) std::memcpy(to + half, message.data() + half, message.size() - half);
+}
+
+template <class Consume>
+bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
+    queue_memory& m = mem();
+    queue_control& c = ctl();
+    const std::uint32_t me = holder_id();
+    stall_watch watch;
+    for (;;) {
+        const std::uint64_t head = c.head.load(std::memory_order_acquire);
+        const std::uint64_t pos = qpos(head);
+        queue_slot& s = m.slot(pos);
+        std::uint64_t state = s.state.load(std::memory_order_acquire);
+        const auto changed = [&] {
+            return s.state.load(std::memory_order_acquire) != state ||
+                   c.head.load(std::memory_order_acquire) != head ||
+                   c.closed.load(std::memory_order_acquire) != 0;
+        };
+        if (qpos(state) != pos) {  // nothing claimed at the head yet (or our head is stale)
+            if (qpos(c.tail.load(std::memory_order_acquire)) != pos) continue;
+            if (c.closed.load(std::memory_order_acquire))
+                throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return false;
+            continue;
+        }
+        switch (status_of(state)) {
+        case slot_status::ready:
+            if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, me),
+                                                 std::memory_order_acq_rel))
+                continue;
+            {
+                advance_head(head, s);
+                struct release {
+                    queue_ring& ring;
+                    queue_slot& s;
+                    std::uint64_t pos;
+                    ~release() { ring.free_record(s, pos); }
+                } on_exit{*this, s, pos};
+                queue_fault(queue_point::get_claimed);
+                const std::uint64_t length = s.length;
+                const std::uint64_t spill = s.spill.load(std::memory_order_acquire);
+                const std::byte* from = spill ? m.spill_block(spill)
+                                        : length <= queue_slot::inline_bytes ? s.inline_data
+                                                                             : m.cell(pos);
+                consume(std::span<const std::byte>(from, length));
+                queue_fault(queue_point::get_consumed);
+            }
+            return true;
+        case slot_status::writing:
+            if (watch.holder_dead(state, c.registry, deadline.expired())) {
+                drop(pos, state);
+                continue;
+            }
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(5), changed)) return false;
+            continue;
+        default:  // taken or freed by another consumer whose head move we have not seen
+            advance_head(head, s);
+            continue;
+        }
+    }
+}
+
+inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos) noexcept {
+    // The spill block goes first: once the state says freed, the slot may be claimed again.
+    // (Loaded before the exchange: only a record's holder frees it, and most have no block.)
+    if (s.spill.load(std::memory_order_relaxed) != 0)
+        if (const std::uint64_t spill = s.spill.exchange(0, std::memory_order_acq_rel)) mem().spill_release(spill);
+    s.state.store(slot_state(pos, slot_status::freed, 0), std::memory_order_seq_cst);
+    // The reclaim cursor is left to producers, which move it in batches when they run short,
+    // unless one sleeps: then this consumer moves it and wakes it if it can go on.
+    queue_control& c = ctl();
+    if (c.put_waiters.load(std::memory_order_seq_cst) == 0) return;
+    std::uint64_t ignored;
+    const std::uint64_t reclaim = advance_reclaim(ignored);
+    std::uint64_t target = c.space_target.load(std::memory_order_seq_cst);
+    if (c.maxsize != 0 || reached(reclaim, target)) {
+        // A CAS, not a store: a target lowered meanwhile by a producer about to sleep stays.
+        c.space_target.compare_exchange_strong(target, qadd(reclaim, queue_pos_mask / 2 - 1),
+                                               std::memory_order_seq_cst);
+        c.space_event.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(c.space_event);
+    }
+}
+
+inline void queue_ring::drop(std::uint64_t pos, std::uint64_t state) {
+    queue_control& c = ctl();
+    queue_slot& s = mem().slot(pos);
+    std::uint64_t span = s.span.load(std::memory_order_acquire);
+    // A producer that died before storing its span held one cell: the tail has not passed it.
+    if (qpos(span) != pos) s.span.compare_exchange_strong(span, qpack(pos, 1), std::memory_order_acq_rel);
+    // Take the record over as its reader, so a death of ours here is handled the same way.
+    if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, holder_id()),
+                                         std::memory_order_acq_rel))
+        return;
+    c.dropped.fetch_add(1, std::memory_order_acq_rel);
+    free_record(s, pos);
+    c.done.fetch_add(1, std::memory_order_seq_cst);  // a dropped item can never be task_done()
+    if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
+    notify(c.data_event, c.get_waiters);
+}
+
+inline void queue_ring::close() noexcept {
+    queue_control& c = ctl();
+    c.closed.store(1, std::memory_order_seq_cst);
+    for (futex_word* event : {&c.data_event, &c.space_event}) {
+        event->fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(*event);
+    }
+}
+
+inline bool queue_ring::full() const noexcept {
+    const queue_control& c = ctl();
+    if (c.maxsize != 0) return qsize() >= c.maxsize;
+    const std::uint64_t tail = qpos(c.tail.load(std::memory_order_acquire));
+    return ((qadd(tail, 1) - c.reclaim.load(std::memory_order_acquire)) & queue_pos_mask) > mem().cells();
+}
+
+inline void queue_ring::task_done() {
+    queue_control& c = ctl();
+    std::uint32_t done = c.done.load(std::memory_order_acquire);
+    do {
+        if (((qlow(c.tail.load(std::memory_order_acquire)) - done) & queue_low_mask) == 0)
+            throw StateError("mproc::JoinableQueue: task_done() called more times than items were put");
+    } while (!c.done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst));
+    if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
+}
+
+inline bool queue_ring::join(const Deadline& deadline) {
+    queue_control& c = ctl();
+    const auto finished = [&](std::uint32_t done) {
+        return ((qlow(c.tail.load(std::memory_order_seq_cst)) - done) & queue_low_mask) == 0;
+    };
+    for (;;) {
+        // Sliced: a dropped record counts as done a moment before the tail counts it as put.
+        if (wait_until(c.done, c.join_waiters, finished, bounded_slice(deadline, std::chrono::milliseconds(50))))
+            return true;
+        if (deadline.expired()) return false;
+    }
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END

@@ -1,0 +1,224 @@
+// mproc::Queue and mproc::JoinableQueue: typed multi-producer multi-consumer queues in shared
+// memory, like Python's multiprocessing.Queue and JoinableQueue, without a feeder thread.
+//
+// How it works (details in detail/queue_ring.hpp): messages are codec-encoded straight into a
+// ring in shared memory; put() returns once the message is there, so nothing sits in a private
+// buffer that a process exit could lose. Claims are lock-free compare-and-swaps that name the
+// claiming process, so a process killed in the middle of a put or a get is found out (its pid,
+// start time and a generation are checked in /proc) and its half-done message is dropped and
+// counted, instead of wedging the queue.
+#pragma once
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/deadline.hpp>
+#include <mproc/detail/queue_ring.hpp>
+#include <mproc/error.hpp>
+#include <mproc/version.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+MPROC_NAMESPACE_BEGIN
+
+/// How a Queue is sized.
+/// @code
+/// mproc::Queue<std::string> q(mproc::QueueOptions{.maxsize = 1000, .ring_bytes = 64 << 20});
+/// @endcode
+struct QueueOptions {
+    /// At most this many messages queued (put blocks when full); 0: no limit but the ring's bytes.
+    std::size_t maxsize = 0;
+    /// Bytes of the shared ring that holds queued messages: a power of two, at least 4 KiB.
+    /// Memory is touched as the ring fills, and stays with the queue. A message larger than half
+    /// the ring takes the spill window instead, which is slower (its pages are freshly mapped).
+    /// Each queued message takes at least 256 bytes of ring (up to 32 bytes it takes no more).
+    std::size_t ring_bytes = std::size_t{4} << 20;
+    /// Address space for messages larger than half the ring, all such messages queued at once
+    /// counted together (each rounded up to a power of two, at least 64 KiB). Only the pages of
+    /// queued messages take memory; a consumed message's pages are returned at once.
+    std::size_t spill_bytes = std::size_t{16} << 30;
+};
+
+namespace detail {
+/// The encoding buffer of this thread, kept between puts so a put allocates nothing.
+inline std::vector<std::byte>& queue_encode_buffer() {
+    thread_local std::vector<std::byte> buffer;
+    return buffer;
+}
+}  // namespace detail
+
+/// A first-in first-out queue of T between processes: any number of producers and consumers,
+/// messages of any size, in shared memory.
+///
+/// Make the queue before starting the processes that use it: a copy of the handle (a capture,
+/// an argument to Process) refers to the same queue, in this process and in forked children.
+/// Order is kept per producer. Blocking calls have timed and non-blocking forms; every wait
+/// resumes after signals (EINTR) and never outlasts its timeout.
+///
+/// End of stream: close() instead of Python's sentinel per consumer. After close(), put throws
+/// EndOfStream, and get() returns what is left, then throws EndOfStream. A put that races
+/// with close() either throws or is delivered. (Sentinels work too: Queue<std::optional<T>>.)
+///
+/// Dead processes: a producer killed in the middle of a put leaves no partial message: the
+/// half-written record is skipped by readers. A consumer killed in the middle of a get loses
+/// the message it held (it was taken), and its space is reclaimed. Either way readers are not
+/// told through get(), which simply returns the next whole message; dropped() counts them, and
+/// for a JoinableQueue a dropped item counts as done, so join() does not wait for it forever.
+/// Noticing a dead holder takes a few milliseconds: it is checked only once a record has been
+/// stuck that long.
+/// @code
+/// mproc::Queue<std::string> q;
+/// mproc::Process worker([q]() mutable {
+///     try { for (;;) std::puts(q.get().c_str()); } catch (const mproc::EndOfStream&) {}
+/// });
+/// worker.start();
+/// q.put("hello");
+/// q.close();
+/// worker.join();
+/// @endcode
+template <class T>
+class Queue {
+    static_assert(Encodable<T>,
+                  "mproc::Queue<T>: T must be encodable by mproc::codec (give it a member "
+                  "serialize(Ar&) or specialize mproc::codec<T>)");
+
+public:
+    /// A queue of at most `maxsize` messages (0: bounded only by the ring's bytes).
+    explicit Queue(std::size_t maxsize = 0) : Queue(QueueOptions{.maxsize = maxsize}) {}
+    /// A queue sized by `options`. @throws Error for a ring size that is not a power of two.
+    explicit Queue(const QueueOptions& options)
+        : ring_(options.ring_bytes, options.spill_bytes, options.maxsize) {}
+
+    // Copies share the queue; there is no empty, moved-from state.
+    Queue(const Queue&) = default;
+    Queue& operator=(const Queue&) = default;
+    ~Queue() = default;
+
+    /// Puts `value`, blocking while the queue is full.
+    /// @throws EndOfStream when the queue is closed; Error when the message exceeds the spill window.
+    void put(const T& value) { (void)put_until(value, detail::Deadline::never()); }
+
+    /// Puts `value`, waiting at most `timeout` for room.
+    /// @throws TimeoutError when there was no room in time; EndOfStream when closed.
+    template <class Rep, class Period>
+    void put(const T& value, std::chrono::duration<Rep, Period> timeout) {
+        if (!try_put_for(value, timeout)) throw TimeoutError("mproc::Queue: put() found no room in time");
+    }
+
+    /// Puts `value` if there is room now. @throws EndOfStream when closed.
+    [[nodiscard]] bool try_put(const T& value) { return put_until(value, detail::Deadline::after(std::chrono::seconds(0))); }
+
+    /// Puts `value`, waiting at most `timeout` for room; false when there was none.
+    /// @throws EndOfStream when closed.
+    template <class Rep, class Period>
+    [[nodiscard]] bool try_put_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
+        return put_until(value, detail::Deadline::after(timeout));
+    }
+
+    /// Puts bytes that are already an encoding of T (from mproc::encode). Bytes that are not
+    /// make the get() that receives them throw DecodeError. @throws EndOfStream when closed.
+    void put_encoded(std::span<const std::byte> bytes) { (void)ring_.put(bytes, detail::Deadline::never()); }
+
+    /// Takes the next message, blocking until there is one.
+    /// @throws EndOfStream once the queue is closed and drained; DecodeError when the message
+    ///         is not a T (that message is consumed; the queue stays usable).
+    [[nodiscard]] T get() { return *get_until(detail::Deadline::never()); }
+
+    /// Takes the next message, waiting at most `timeout`.
+    /// @throws TimeoutError when none came in time; EndOfStream, DecodeError as get().
+    template <class Rep, class Period>
+    [[nodiscard]] T get(std::chrono::duration<Rep, Period> timeout) {
+        auto value = try_get_for(timeout);
+        if (!value) throw TimeoutError("mproc::Queue: get() found no message in time");
+        return std::move(*value);
+    }
+
+    /// The next message if one is there now, else nullopt.
+    /// @throws EndOfStream once closed and drained; DecodeError as get().
+    [[nodiscard]] std::optional<T> try_get() { return get_until(detail::Deadline::after(std::chrono::seconds(0))); }
+
+    /// The next message, waiting at most `timeout`; nullopt when none came.
+    /// @throws EndOfStream once closed and drained; DecodeError as get().
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<T> try_get_for(std::chrono::duration<Rep, Period> timeout) {
+        return get_until(detail::Deadline::after(timeout));
+    }
+
+    /// No more puts, in every process: every blocked putter and getter wakes now; getters drain
+    /// what is queued, then see EndOfStream. Idempotent.
+    void close() noexcept { ring_.close(); }
+
+    /// Whether close() was called (in any process).
+    [[nodiscard]] bool closed() const noexcept { return ring_.closed(); }
+
+    /// Messages queued now: put (or being put) and not yet taken. A snapshot, like Python's.
+    [[nodiscard]] std::size_t qsize() const noexcept { return ring_.qsize(); }
+    /// qsize() == 0.
+    [[nodiscard]] bool empty() const noexcept { return qsize() == 0; }
+    /// Whether a put would block now: maxsize reached, or (unbounded) no free cell in the ring.
+    [[nodiscard]] bool full() const noexcept { return ring_.full(); }
+    /// The maxsize given at construction (0: none).
+    [[nodiscard]] std::size_t maxsize() const noexcept { return ring_.maxsize(); }
+    /// The ring's size in bytes.
+    [[nodiscard]] std::size_t ring_bytes() const noexcept { return ring_.ring_bytes(); }
+
+    /// Messages lost because the process putting or getting them died midway, since creation.
+    /// @code
+    /// if (q.dropped() != 0) std::fprintf(stderr, "%llu messages lost to crashed workers\n", ...);
+    /// @endcode
+    [[nodiscard]] std::uint64_t dropped() const noexcept { return ring_.dropped(); }
+
+protected:
+    detail::queue_ring ring_;
+
+private:
+    bool put_until(const T& value, const detail::Deadline& deadline) {
+        std::vector<std::byte>& buffer = detail::queue_encode_buffer();
+        buffer.clear();
+        encode_into(buffer, value);
+        const bool put = ring_.put(buffer, deadline);
+        // Keep the buffer for the next put, unless one huge message would pin its memory.
+        if (buffer.capacity() > (std::size_t{16} << 20)) std::vector<std::byte>().swap(buffer);
+        return put;
+    }
+
+    std::optional<T> get_until(const detail::Deadline& deadline) {
+        std::optional<T> out;
+        (void)ring_.get(deadline, [&](std::span<const std::byte> bytes) { out.emplace(decode<T>(bytes)); });
+        return out;
+    }
+};
+
+/// A Queue whose consumers report each item done, so that a producer can wait for all of them,
+/// like Python's JoinableQueue.
+/// @code
+/// mproc::JoinableQueue<int> jobs;
+/// // consumer: for (;;) { int j = jobs.get(); work(j); jobs.task_done(); }
+/// for (int j = 0; j < 100; ++j) jobs.put(j);
+/// jobs.join();  // returns when task_done() was called for all 100
+/// @endcode
+template <class T>
+class JoinableQueue : public Queue<T> {
+public:
+    using Queue<T>::Queue;
+
+    /// Marks one item taken by get() as done.
+    /// @throws StateError when called more often than items were put.
+    void task_done() { this->ring_.task_done(); }
+
+    /// Blocks until every item put so far is done (task_done() called, or dropped with a dead
+    /// consumer). A consumer that exits after get() without task_done() keeps join() waiting,
+    /// as in Python: use the timed form when that can happen.
+    void join() { (void)this->ring_.join(detail::Deadline::never()); }
+
+    /// join() waiting at most `timeout`; false when items were still pending.
+    template <class Rep, class Period>
+    [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> timeout) {
+        return this->ring_.join(detail::Deadline::after(timeout));
+    }
+};
+
+MPROC_NAMESPACE_END
