@@ -119,6 +119,8 @@ private:
     void write_payload(queue_slot& s, std::uint64_t pos, std::span<const std::byte> message, std::uint64_t spill);
     void free_record(queue_slot& s, std::uint64_t pos) noexcept;
     void drop(std::uint64_t pos, std::uint64_t state);
+    /// Drops every record taken by a consumer that died holding it (join() needs them done).
+    void drop_dead_readers();
 
     /// Whether position `pos` is at or past `target` (positions wrap at 2^40).
     static bool reached(std::uint64_t pos, std::uint64_t target) noexcept {
@@ -477,10 +479,28 @@ inline bool queue_ring::join(const Deadline& deadline) {
         return ((qlow(c.tail.load(std::memory_order_seq_cst)) - done) & queue_low_mask) == 0;
     };
     for (;;) {
-        // Sliced: a dropped record counts as done a moment before the tail counts it as put.
+        // Sliced: a dropped record counts as done a moment before the tail counts it as put,
+        // and an item held by a dead consumer is found only by looking.
         if (wait_until(c.done, c.join_waiters, finished, bounded_slice(deadline, std::chrono::milliseconds(50))))
             return true;
         if (deadline.expired()) return false;
+        drop_dead_readers();
+    }
+}
+
+inline void queue_ring::drop_dead_readers() {
+    queue_control& c = ctl();
+    const std::uint64_t head = qpos(c.head.load(std::memory_order_acquire));
+    std::uint64_t pos = c.reclaim.load(std::memory_order_acquire);
+    for (std::uint64_t walked = 0; pos != head && walked < mem().cells();) {
+        const queue_slot& s = mem().slot(pos);
+        const std::uint64_t state = s.state.load(std::memory_order_acquire);
+        const std::uint64_t span = s.span.load(std::memory_order_acquire);
+        if (qpos(state) != pos || qpos(span) != pos) return;  // the ring moved on under us
+        if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state)))
+            drop(pos, state);
+        pos = qadd(pos, qlow(span));
+        walked += qlow(span);
     }
 }
 

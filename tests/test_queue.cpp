@@ -1,0 +1,598 @@
+#include "support.hpp"
+
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+// Mappings of this process that match `needle` (/proc/self/maps lines).
+int mappings_matching(const std::string& needle) {
+    std::ifstream maps("/proc/self/maps");
+    int count = 0;
+    for (std::string line; std::getline(maps, line);)
+        if (line.find(needle) != std::string::npos) ++count;
+    return count;
+}
+
+// Names in /dev/shm that carry this process's pid (ctest runs other programs in parallel).
+std::set<std::string> our_shm_names() {
+    const std::string pid = std::to_string(::getpid());
+    std::set<std::string> ours;
+    for (const auto& n : mproc_test::shm_names())
+        if (n.find(pid) != std::string::npos || n.find("mproc") != std::string::npos) ours.insert(n);
+    return ours;
+}
+
+// A pattern that a corrupted or shifted byte breaks.
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+    std::vector<std::byte> v(n);
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (auto& b : v) {
+        x = x * 1664525u + 1013904223u;
+        b = static_cast<std::byte>(x >> 24);
+    }
+    return v;
+}
+
+// The fault hook: a child that sets g_kill_at dies by SIGKILL at that moment of its next
+// put or get (the hook is this process's own; the parent never sets it).
+std::atomic<int> g_kill_at{-1};
+void kill_at_hook(mproc::detail::queue_point point) {
+    if (static_cast<int>(point) == g_kill_at.load()) ::raise(SIGKILL);
+}
+void die_at(mproc::detail::queue_point point) {
+    g_kill_at = static_cast<int>(point);
+    mproc::detail::queue_fault_hook = kill_at_hook;
+}
+
+template <class R>
+void join_bounded(mproc::Process<R>& p, std::chrono::seconds limit = 30s) {
+    REQUIRE(p.join(limit));
+}
+
+}  // namespace
+
+TEST_CASE("Queue.fifo.one_process", "[queue]") {
+    mproc::Queue<int> q;
+    CHECK(q.empty());
+    CHECK(q.maxsize() == 0);
+    for (int i = 0; i < 1000; ++i) q.put(i);
+    CHECK(q.qsize() == 1000);
+    for (int i = 0; i < 1000; ++i) CHECK(q.get() == i);
+    CHECK(q.empty());
+    CHECK_FALSE(q.try_get());
+}
+
+TEST_CASE("Queue.fifo.across_processes_and_copies", "[queue]") {
+    mproc::Queue<std::string> q;
+    mproc::Queue<std::string> copy = q;  // a copy is the same queue
+    mproc::Process producer([copy]() mutable {
+        for (int i = 0; i < 20000; ++i) copy.put("message " + std::to_string(i));
+    });
+    producer.start();
+    for (int i = 0; i < 20000; ++i) REQUIRE(q.get() == "message " + std::to_string(i));
+    join_bounded(producer);
+    CHECK(producer.exitcode() == 0);
+    CHECK(q.dropped() == 0);
+}
+
+TEST_CASE("Queue.bounded.put_blocks_when_full", "[queue]") {
+    mproc::Queue<int> q(3);
+    CHECK(q.maxsize() == 3);
+    CHECK(q.try_put(1));
+    CHECK(q.try_put(2));
+    q.put(3);
+    CHECK(q.full());
+    CHECK_FALSE(q.try_put(4));
+    const auto start = clock_type::now();
+    CHECK_FALSE(q.try_put_for(4, 50ms));
+    CHECK(clock_type::now() - start >= 50ms);
+    CHECK_THROWS_AS(q.put(4, 10ms), mproc::TimeoutError);
+    // A getter in another process makes room; the blocked put then goes through.
+    mproc::Process getter([q]() mutable {
+        std::this_thread::sleep_for(50ms);
+        return q.get();
+    });
+    getter.start();
+    q.put(4);
+    CHECK(getter.result() == 1);
+    for (int i = 2; i <= 4; ++i) CHECK(q.get() == i);
+}
+
+TEST_CASE("Queue.bounded.ring_bytes_limit_unbounded_queue", "[queue]") {
+    mproc::Queue<std::int64_t> q(mproc::QueueOptions{.ring_bytes = 4096});
+    CHECK(q.ring_bytes() == 4096);
+    int put = 0;
+    while (q.try_put(put)) ++put;
+    CHECK(put == 16);  // 4096 bytes of 256-byte cells, one cell per small message
+    CHECK(q.full());
+    CHECK(q.get() == 0);
+    CHECK(q.try_put(99));
+    for (int i = 1; i < 16; ++i) CHECK(q.get() == i);
+    CHECK(q.get() == 99);
+}
+
+TEST_CASE("Queue.timeouts.get", "[queue]") {
+    mproc::Queue<int> q;
+    auto start = clock_type::now();
+    CHECK_FALSE(q.try_get_for(50ms));
+    CHECK(clock_type::now() - start >= 50ms);
+    start = clock_type::now();
+    CHECK_THROWS_AS(q.get(30ms), mproc::TimeoutError);
+    CHECK(clock_type::now() - start >= 30ms);
+    CHECK(clock_type::now() - start < 2s);
+    q.put(5);
+    CHECK(q.get(1s) == 5);
+}
+
+TEST_CASE("Queue.close.wakes_blocked_getters_and_putters", "[queue]") {
+    mproc::Queue<int> q(1);
+    q.put(7);
+    std::atomic<int> outcomes{0};
+    std::thread putter([&] {
+        try {
+            q.put(8);  // blocks: full
+        } catch (const mproc::EndOfStream&) {
+            outcomes += 1;
+        }
+    });
+    mproc::Queue<int> empty;
+    std::thread getter([&] {
+        try {
+            (void)empty.get();
+        } catch (const mproc::EndOfStream&) {
+            outcomes += 10;
+        }
+    });
+    mproc::Process remote_getter([empty]() mutable {
+        try {
+            (void)empty.get();
+            return 1;
+        } catch (const mproc::EndOfStream&) {
+            return 0;
+        }
+    });
+    remote_getter.start();
+    std::this_thread::sleep_for(100ms);
+    const auto start = clock_type::now();
+    q.close();
+    empty.close();
+    putter.join();
+    getter.join();
+    CHECK(remote_getter.result() == 0);
+    CHECK(clock_type::now() - start < 1s);
+    CHECK(outcomes == 11);
+    // Closed: puts refuse, gets drain what is left, then end.
+    CHECK(q.closed());
+    CHECK_THROWS_AS(q.put(9), mproc::EndOfStream);
+    CHECK_THROWS_AS(q.try_put(9), mproc::EndOfStream);
+    CHECK(q.get() == 7);
+    CHECK_THROWS_AS(q.get(), mproc::EndOfStream);
+    CHECK_THROWS_AS(q.try_get(), mproc::EndOfStream);
+}
+
+TEST_CASE("Queue.end_of_stream.close_and_sentinel_idioms", "[queue]") {
+    SECTION("close: consumers loop until EndOfStream") {
+        mproc::Queue<int> q;
+        std::vector<mproc::Process<long>> consumers;
+        for (int c = 0; c < 3; ++c)
+            consumers.emplace_back([q]() mutable {
+                long sum = 0;
+                try {
+                    for (;;) sum += q.get();
+                } catch (const mproc::EndOfStream&) {
+                }
+                return sum;
+            });
+        for (auto& c : consumers) c.start();
+        for (int i = 1; i <= 3000; ++i) q.put(i);
+        q.close();
+        long total = 0;
+        for (auto& c : consumers) total += c.result();
+        CHECK(total == 3000L * 3001 / 2);
+    }
+    SECTION("sentinel: one nullopt per consumer") {
+        mproc::Queue<std::optional<int>> q;
+        std::vector<mproc::Process<long>> consumers;
+        for (int c = 0; c < 3; ++c)
+            consumers.emplace_back([q]() mutable {
+                long sum = 0;
+                while (auto v = q.get()) sum += *v;
+                return sum;
+            });
+        for (auto& c : consumers) c.start();
+        for (int i = 1; i <= 3000; ++i) q.put(i);
+        for (int c = 0; c < 3; ++c) q.put(std::nullopt);
+        long total = 0;
+        for (auto& c : consumers) total += c.result();
+        CHECK(total == 3000L * 3001 / 2);
+    }
+}
+
+TEST_CASE("Queue.sizes.one_byte_to_64_MiB", "[queue]") {
+    using Bytes = std::vector<std::byte>;
+    // A small ring, so that the larger sizes take the spill window.
+    mproc::Queue<Bytes> q(mproc::QueueOptions{.ring_bytes = 1 << 20});
+    const std::vector<std::size_t> sizes{0,       1,       23,      24,       25,      247,
+                                         248,     249,     4096,    65536,    524'288, 524'289,
+                                         1 << 20, 3 << 20, 9 << 20, 64 << 20};
+    mproc::Process echo([q, sizes]() mutable {
+        int good = 0;
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            Bytes got = q.get();
+            good += got == pattern(sizes[i], static_cast<unsigned>(i));
+        }
+        for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], static_cast<unsigned>(i) + 100));
+        return good;
+    });
+    echo.start();
+    for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], static_cast<unsigned>(i)));
+    CHECK(echo.result() == static_cast<int>(sizes.size()));
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        INFO("size " << sizes[i]);
+        CHECK(q.get() == pattern(sizes[i], static_cast<unsigned>(i) + 100));
+    }
+    // Larger than the ring, put and got by the same process: it spills, no consumer needed.
+    q.put(pattern(5 << 20, 7));
+    q.put(pattern(5 << 20, 8));
+    CHECK(q.get() == pattern(5 << 20, 7));
+    CHECK(q.get() == pattern(5 << 20, 8));
+}
+
+TEST_CASE("Queue.sizes.beyond_the_spill_window_is_an_error", "[queue]") {
+    mproc::Queue<std::string> q(mproc::QueueOptions{.ring_bytes = 64 << 10, .spill_bytes = 1 << 20});
+    CHECK_THROWS_AS(q.put(std::string(2 << 20, 'x')), mproc::Error);
+    q.put(std::string(600 << 10, 'y'));  // spilled, fits
+    q.put("small");
+    CHECK(q.get().size() == (600u << 10));
+    CHECK(q.get() == "small");
+    CHECK_THROWS_AS(mproc::Queue<int>(mproc::QueueOptions{.ring_bytes = 5000}), mproc::Error);
+}
+
+TEST_CASE("Queue.decode_error.queue_stays_usable", "[queue]") {
+    mproc::Queue<std::string> q;
+    q.put("before");
+    const std::vector<std::byte> garbage{std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
+    q.put_encoded(garbage);  // a u64 count cut short
+    auto huge_count = mproc::encode(std::uint64_t{1} << 60);
+    q.put_encoded(huge_count);  // a count far beyond the bytes that follow
+    q.put("after");
+    CHECK(q.get() == "before");
+    CHECK_THROWS_AS(q.get(), mproc::DecodeError);
+    CHECK_THROWS_AS(q.get(), mproc::DecodeError);
+    CHECK(q.get() == "after");
+    CHECK(q.empty());
+    CHECK(q.dropped() == 0);
+}
+
+TEST_CASE("Queue.signals.eintr_does_not_end_waits", "[queue]") {
+    struct sigaction action {}, old {};
+    action.sa_handler = [](int) {};
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;  // no SA_RESTART: every signal interrupts the futex wait
+    REQUIRE(::sigaction(SIGUSR1, &action, &old) == 0);
+    mproc::Queue<int> q;
+    std::atomic<bool> stop{false};
+    const pthread_t target = ::pthread_self();
+    std::thread storm([&] {
+        while (!stop) {
+            ::pthread_kill(target, SIGUSR1);
+            std::this_thread::sleep_for(1ms);
+        }
+    });
+    const auto start = clock_type::now();
+    CHECK_FALSE(q.try_get_for(200ms));
+    CHECK(clock_type::now() - start >= 200ms);
+    mproc::Process late([q]() mutable {
+        std::this_thread::sleep_for(100ms);
+        q.put(42);
+    });
+    late.start();
+    CHECK(q.get() == 42);
+    stop = true;
+    storm.join();
+    late.join();
+    ::sigaction(SIGUSR1, &old, nullptr);
+}
+
+TEST_CASE("Queue.threads.mpmc_in_one_process", "[queue]") {
+    // The same queue used by threads (this is what TSan checks most closely).
+    mproc::Queue<std::pair<int, int>> q(64);
+    constexpr int producers = 3, consumers = 3, each = 5000;
+    std::atomic<long> sum{0}, count{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p)
+        threads.emplace_back([&, p] {
+            for (int i = 0; i < each; ++i) q.put({p, i});
+        });
+    for (int c = 0; c < consumers; ++c)
+        threads.emplace_back([&] {
+            int last[producers] = {-1, -1, -1};
+            try {
+                for (;;) {
+                    auto [p, i] = q.get();
+                    CHECK(i > last[p]);  // FIFO per producer
+                    last[p] = i;
+                    sum += i;
+                    ++count;
+                }
+            } catch (const mproc::EndOfStream&) {
+            }
+        });
+    for (int p = 0; p < producers; ++p) threads[static_cast<std::size_t>(p)].join();
+    q.close();
+    for (std::size_t t = producers; t < threads.size(); ++t) threads[t].join();
+    CHECK(count == producers * each);
+    CHECK(sum == producers * (long{each} * (each - 1) / 2));
+}
+
+namespace {
+// 4 producers x 4 consumers, `each` messages per producer: nothing lost, nothing duplicated,
+// FIFO per producer as each consumer sees it.
+void mpmc_processes(int each, std::size_t ring_bytes) {
+    constexpr int producers = 4, consumers = 4;
+    using Totals = std::vector<std::int64_t>;  // per producer: count, sum, sum of squares; then order errors
+    mproc::Queue<std::pair<std::int32_t, std::int32_t>> q(mproc::QueueOptions{.ring_bytes = ring_bytes});
+    std::vector<mproc::Process<void>> senders;
+    std::vector<mproc::Process<Totals>> receivers;
+    for (int p = 0; p < producers; ++p)
+        senders.emplace_back([q, p, each]() mutable {
+            for (std::int32_t i = 0; i < each; ++i) q.put({p, i});
+        });
+    for (int c = 0; c < consumers; ++c)
+        receivers.emplace_back([q]() mutable {
+            Totals t(3 * producers + 1, 0);
+            std::int32_t last[producers] = {-1, -1, -1, -1};
+            try {
+                for (;;) {
+                    auto [p, i] = q.get();
+                    if (p < 0 || p >= producers) {
+                        ++t.back();
+                        continue;
+                    }
+                    t[3 * p] += 1;
+                    t[3 * p + 1] += i;
+                    t[3 * p + 2] += std::int64_t{i} * i;
+                    if (i <= last[p]) ++t.back();
+                    last[p] = i;
+                }
+            } catch (const mproc::EndOfStream&) {
+            }
+            return t;
+        });
+    for (auto& r : receivers) r.start();
+    for (auto& s : senders) s.start();
+    for (auto& s : senders) {
+        join_bounded(s, 100s);
+        CHECK(s.exitcode() == 0);
+    }
+    q.close();
+    Totals all(3 * producers + 1, 0);
+    for (auto& r : receivers) {
+        join_bounded(r, 100s);
+        const Totals t = r.result();
+        for (std::size_t i = 0; i < all.size(); ++i) all[i] += t[i];
+    }
+    const std::int64_t n = each;
+    for (int p = 0; p < producers; ++p) {
+        INFO("producer " << p);
+        CHECK(all[3 * p] == n);
+        CHECK(all[3 * p + 1] == n * (n - 1) / 2);
+        CHECK(all[3 * p + 2] == (n - 1) * n * (2 * n - 1) / 6);
+    }
+    CHECK(all.back() == 0);
+    CHECK(q.dropped() == 0);
+    CHECK(q.empty());
+}
+}  // namespace
+
+TEST_CASE("Queue.mpmc.four_by_four_checksums", "[queue]") {
+    mpmc_processes(20'000, std::size_t{4} << 20);
+    mpmc_processes(5'000, 4096);  // a tiny ring: producers wait for room all the time
+}
+
+TEST_CASE("Queue.mpmc.four_by_four_250k_each", "[queue][stress]") {
+    mpmc_processes(250'000, std::size_t{4} << 20);
+}
+
+namespace {
+using mproc::detail::queue_point;
+
+// One trial: a child dies at `point` of a put (or get); other processes keep the queue going and
+// finish; the lost message is counted.
+void dead_producer_trial(queue_point point, std::size_t message_bytes) {
+    mproc::Queue<std::string> q(mproc::QueueOptions{.maxsize = 8, .ring_bytes = 64 << 10});
+    mproc::Process victim([q, point, message_bytes]() mutable {
+        die_at(point);
+        q.put(std::string(message_bytes, 'v'));
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    // Another producer and a consumer, both in other processes, move 200 messages past it.
+    mproc::Process producer([q]() mutable {
+        for (int i = 0; i < 200; ++i) q.put(std::to_string(i));
+    });
+    mproc::Process consumer([q]() mutable {
+        for (int i = 0; i < 200; ++i)
+            if (q.get(10s) != std::to_string(i)) return 1;
+        return 0;
+    });
+    producer.start();
+    consumer.start();
+    join_bounded(producer);
+    join_bounded(consumer);
+    CHECK(producer.exitcode() == 0);
+    CHECK(consumer.result() == 0);
+    CHECK(q.dropped() == 1);
+    CHECK(q.empty());
+}
+
+void dead_consumer_trial(queue_point point, std::size_t message_bytes) {
+    // A ring that the dead consumer's record would fill within a lap.
+    mproc::Queue<std::string> q(mproc::QueueOptions{.ring_bytes = 16 << 10});
+    q.put(std::string(message_bytes, 'v'));
+    mproc::Process victim([q, point]() mutable {
+        die_at(point);
+        (void)q.get();
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    mproc::Process producer([q]() mutable {
+        for (int i = 0; i < 500; ++i) q.put(std::string(100, 'a') + std::to_string(i));
+    });
+    mproc::Process consumer([q]() mutable {
+        for (int i = 0; i < 500; ++i)
+            if (q.get(10s) != std::string(100, 'a') + std::to_string(i)) return 1;
+        return 0;
+    });
+    producer.start();
+    consumer.start();
+    join_bounded(producer);
+    join_bounded(consumer);
+    CHECK(producer.exitcode() == 0);
+    CHECK(consumer.result() == 0);
+    CHECK(q.dropped() == 1);
+}
+
+const std::vector<std::pair<queue_point, std::size_t>> put_moments{
+    {queue_point::put_claimed, 10},       // claimed, span not yet written
+    {queue_point::put_copying, 10},       // inline message half written
+    {queue_point::put_copying, 3000},     // ring message half written
+    {queue_point::put_copying, 40 << 10}  // spilled message half written
+};
+const std::vector<std::pair<queue_point, std::size_t>> get_moments{
+    {queue_point::get_claimed, 10},
+    {queue_point::get_consumed, 3000},
+    {queue_point::get_claimed, 12 << 10}};  // spilled
+}  // namespace
+
+TEST_CASE("Queue.dead_producer.sigkill_mid_put", "[queue]") {
+    for (auto [point, bytes] : put_moments) {
+        INFO("point " << static_cast<int>(point) << ", " << bytes << " bytes");
+        dead_producer_trial(point, bytes);
+    }
+}
+
+TEST_CASE("Queue.dead_consumer.sigkill_mid_get", "[queue]") {
+    for (auto [point, bytes] : get_moments) {
+        INFO("point " << static_cast<int>(point) << ", " << bytes << " bytes");
+        dead_consumer_trial(point, bytes);
+    }
+}
+
+TEST_CASE("Queue.dead_holders.one_hundred_trials_each", "[queue][stress]") {
+    const auto names_before = our_shm_names();
+    for (int trial = 0; trial < 100; ++trial) {
+        INFO("trial " << trial);
+        const auto& put = put_moments[static_cast<std::size_t>(trial) % put_moments.size()];
+        dead_producer_trial(put.first, put.second);
+        const auto& get = get_moments[static_cast<std::size_t>(trial) % get_moments.size()];
+        dead_consumer_trial(get.first, get.second);
+    }
+    CHECK(our_shm_names() == names_before);
+    CHECK(mproc_test::no_children_left());
+}
+
+TEST_CASE("Queue.dead_producer.kill_during_a_big_copy", "[queue]") {
+    // Not at a hook: a real SIGKILL from outside while a 64 MiB message is being copied in.
+    mproc::Queue<std::vector<char>> q(2);
+    mproc::Process victim([q]() mutable {
+        const std::vector<char> big(64 << 20, 'x');
+        for (;;) q.put(big);
+    });
+    victim.start();
+    (void)q.get();  // it is putting
+    victim.kill();
+    join_bounded(victim);
+    q.put(std::vector<char>{'o', 'k'});
+    // Whatever the victim had completed comes out whole; a half-written one is dropped.
+    for (;;) {
+        auto v = q.get(10s);
+        if (v.size() == 2) break;
+        CHECK(v.size() == (64u << 20));
+    }
+    CHECK(q.dropped() <= 1);
+}
+
+TEST_CASE("JoinableQueue.join.returns_when_the_last_task_is_done", "[queue]") {
+    mproc::JoinableQueue<int> q;
+    CHECK(q.join_for(0ms));  // nothing put: nothing to wait for
+    for (int i = 0; i < 10; ++i) q.put(i);
+    std::atomic<bool> last_done{false};
+    std::thread worker([&] {
+        for (int i = 0; i < 10; ++i) {
+            (void)q.get();
+            if (i == 9) {
+                std::this_thread::sleep_for(100ms);
+                last_done = true;
+            }
+            q.task_done();
+        }
+    });
+    CHECK_FALSE(q.join_for(50ms));
+    q.join();
+    CHECK(last_done);
+    worker.join();
+    CHECK_THROWS_AS(q.task_done(), mproc::StateError);
+}
+
+TEST_CASE("JoinableQueue.join.across_processes_and_dead_consumers", "[queue]") {
+    mproc::JoinableQueue<int> q;
+    for (int i = 0; i < 100; ++i) q.put(i);
+    mproc::Process victim([q]() mutable {
+        die_at(queue_point::get_claimed);
+        (void)q.get();
+    });
+    victim.start();
+    join_bounded(victim);
+    mproc::Process worker([q]() mutable {
+        for (int i = 0; i < 99; ++i) {
+            (void)q.get();
+            q.task_done();
+        }
+    });
+    worker.start();
+    // The dead consumer's item counts as done once found: join() does not wait for it forever.
+    CHECK(q.join_for(10s));
+    join_bounded(worker);
+    CHECK(q.dropped() == 1);
+}
+
+TEST_CASE("Queue.hygiene.no_names_no_descriptors_no_mappings_left", "[queue]") {
+    const auto names_before = our_shm_names();
+    const int fds_before = mproc_test::open_fd_count();
+    {
+        mproc::Queue<std::string> q;
+        CHECK(mappings_matching("/dev/shm") == 0);
+        CHECK(mappings_matching("mproc-queue") > 0);
+        mproc::Process child([q]() mutable { q.put(std::string(8 << 20, 'z')); });
+        child.start();
+        CHECK(q.get().size() == (8u << 20));
+        join_bounded(child);
+        CHECK(mproc_test::open_fd_count() == fds_before);  // the memfd is closed once mapped
+    }
+    CHECK(mappings_matching("mproc-queue") == 0);
+    CHECK(our_shm_names() == names_before);
+    CHECK(mproc_test::no_children_left());
+}
