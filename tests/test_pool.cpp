@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <sys/prctl.h>
 
 #include <algorithm>
@@ -161,13 +162,19 @@ TEST_CASE("Pool.map.worker_exit_mid_task", "[pool][fault]") {
 
 TEST_CASE("Pool.map.kill_from_outside_100_trials", "[pool][fault][stress]") {
     mproc::Pool pool(2);
+    const std::string marker = "/tmp/mproc_test_started_" + std::to_string(::getpid());
     int reported = 0;
     for (int trial = 0; trial < 100; ++trial) {
-        auto future = pool.submit([](int ms) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-            return ms;
-        }, 10000);
-        std::this_thread::sleep_for(std::chrono::microseconds(200 + trial * 20));
+        ::unlink(marker.c_str());
+        auto future = pool.submit([](const std::string& path) {
+            ::close(::open(path.c_str(), O_CREAT | O_WRONLY, 0600));  // "I have started"
+            std::this_thread::sleep_for(std::chrono::seconds(10));
+            return 0;
+        }, marker);
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (::access(marker.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::sleep_for(100us);
+        std::this_thread::sleep_for(std::chrono::microseconds(trial * 20));
         for (pid_t p : pool.pids()) ::kill(p, SIGKILL);
         try {
             (void)future.get();
@@ -176,6 +183,7 @@ TEST_CASE("Pool.map.kill_from_outside_100_trials", "[pool][fault][stress]") {
         }
         REQUIRE(pool.apply([](int x) { return x + 1; }, trial) == trial + 1);
     }
+    ::unlink(marker.c_str());
     CHECK(reported == 100);
 }
 

@@ -135,10 +135,18 @@ private:
     std::optional<std::size_t> task_index_;
 };
 
-/// A wait ran past its deadline.
+/// A wait ran past its deadline, or a task ran past its time limit (then `task_index()` names it
+/// and its worker was killed).
 class TimeoutError : public Error {
 public:
     using Error::Error;
+    TimeoutError(const std::string& what, std::size_t task_index)
+        : Error(what), task_index_(task_index) {}
+
+    [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
+
+private:
+    std::optional<std::size_t> task_index_;
 };
 
 /// Bytes that do not decode to the expected type: truncated, corrupted, or of another type.

@@ -31,7 +31,10 @@ public:
     R get() {
         wait();
         if (state_->error) std::rethrow_exception(state_->error);
-        if (!state_->settled) throw StateError("mproc::Future: the pool was terminated before the task ended");
+        if (!state_->settled) {
+            if (core_->broken()) std::rethrow_exception(core_->broken());
+            throw StateError("mproc::Future: the pool was terminated before the task ended");
+        }
         return detail::decode_outcome<R>(state_->outcome);
     }
     /// Waits until the task has ended (or the pool was terminated).

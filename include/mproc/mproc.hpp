@@ -3,6 +3,7 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/error.hpp>
+#include <mproc/fork_map.hpp>
 #include <mproc/future.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>

@@ -5,6 +5,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/detail/pool_core.hpp>
 #include <mproc/detail/pool_imap.hpp>
+#include <mproc/detail/pool_options.hpp>
 #include <mproc/detail/pool_results.hpp>
 #include <mproc/future.hpp>
 #include <mproc/error.hpp>
@@ -20,13 +21,24 @@
 
 MPROC_NAMESPACE_BEGIN
 
-/// How a Pool is made.
-struct PoolOptions {
-    /// Worker processes; 0 means mproc::cpu_count().
-    unsigned processes = 0;
-};
-
 namespace detail {
+[[nodiscard]] inline PoolOptions with_processes(unsigned processes) {
+    PoolOptions options;
+    options.processes = processes;
+    return options;
+}
+[[nodiscard]] inline MapOptions with_chunksize(std::size_t chunksize) {
+    MapOptions options;
+    options.chunksize = chunksize;
+    return options;
+}
+
+/// The options with the worker count filled in.
+[[nodiscard]] inline PoolOptions resolved(PoolOptions options) {
+    if (options.processes == 0) options.processes = cpu_count();
+    return options;
+}
+
 template <class F>
 constexpr void check_pool_callable() {
     static_assert(stateless_callable_v<std::decay_t<F>>,
@@ -44,10 +56,11 @@ template <class F>
 
 template <class F, class In, bool Star>
 struct map_result {
-    using type = std::remove_cvref_t<decltype([] {
-        if constexpr (Star) return std::type_identity<decltype(std::apply(std::declval<F&>(), std::declval<const In&>()))>{};
-        else return std::type_identity<std::invoke_result_t<F&, const In&>>{};
-    }())>::type;
+    using type = std::remove_cvref_t<std::invoke_result_t<F&, const In&>>;
+};
+template <class F, class In>
+struct map_result<F, In, true> {
+    using type = std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<const In&>()))>;
 };
 }  // namespace detail
 
@@ -70,9 +83,10 @@ struct map_result {
 class Pool {
 public:
     Pool() : Pool(PoolOptions{}) {}
-    explicit Pool(unsigned processes) : Pool(PoolOptions{processes}) {}
+    explicit Pool(unsigned processes) : Pool(detail::with_processes(processes)) {}
+    /// @throws RemoteError when the initializer threw in a worker.
     explicit Pool(const PoolOptions& options)
-        : core_(std::make_shared<detail::pool_core>(options.processes ? options.processes : cpu_count())) {}
+        : core_(std::make_shared<detail::pool_core>(detail::resolved(options))) {}
     Pool(Pool&&) noexcept = default;
     Pool& operator=(Pool&& other) noexcept {
         if (this != &other) {
@@ -96,30 +110,48 @@ public:
     ///         died running a task.
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto map(F&& f, const Range& inputs, std::size_t chunksize = 0) {
+        return map(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
+    }
+    /// map with per-call options (chunk size, task time limit).
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto map(F&& f, const Range& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
-        return run_map<false>(std::decay_t<F>(f), inputs, chunksize);
+        return run_map<false>(std::decay_t<F>(f), inputs, options);
     }
 
     /// Like map, with each input a tuple or pair spread as the arguments: g(a, b).
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto starmap(F&& f, const Range& inputs, std::size_t chunksize = 0) {
+        return starmap(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
+    }
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto starmap(F&& f, const Range& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
-        return run_map<true>(std::decay_t<F>(f), inputs, chunksize);
+        return run_map<true>(std::decay_t<F>(f), inputs, options);
     }
 
     /// Results as a lazy range, in order, as they complete; an error is thrown when the iteration
-    /// reaches the failed task, after every result before it. Chunks of 1 item by default.
+    /// reaches the failed task, after every result before it. Chunks of 1 item by default, as in
+    /// Python (0 picks a size).
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto imap(F&& f, const Range& inputs, std::size_t chunksize = 1) {
+        return imap(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
+    }
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto imap(F&& f, const Range& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
-        return start_imap<false>(std::decay_t<F>(f), inputs, chunksize);
+        return start_imap<false>(std::decay_t<F>(f), inputs, options);
     }
 
     /// Results as a lazy range in completion order.
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto imap_unordered(F&& f, const Range& inputs, std::size_t chunksize = 1) {
+        return imap_unordered(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
+    }
+    template <class F, std::ranges::sized_range Range>
+    [[nodiscard]] auto imap_unordered(F&& f, const Range& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
-        return start_imap<true>(std::decay_t<F>(f), inputs, chunksize);
+        return start_imap<true>(std::decay_t<F>(f), inputs, options);
     }
 
     /// Runs f(args...) in a worker; the Future gives the result.
@@ -175,24 +207,25 @@ private:
     }
 
     template <bool Star, class Fn, class Range>
-    auto post_map(const Fn& fn, const Range& inputs, std::size_t chunksize);
+    auto post_map(const Fn& fn, const Range& inputs, const MapOptions& options);
     template <bool Star, class Fn, class Range>
-    auto run_map(const Fn& fn, const Range& inputs, std::size_t chunksize);
+    auto run_map(const Fn& fn, const Range& inputs, const MapOptions& options);
     template <bool Unordered, class Fn, class Range>
-    auto start_imap(const Fn& fn, const Range& inputs, std::size_t chunksize);
+    auto start_imap(const Fn& fn, const Range& inputs, const MapOptions& options);
 
     std::shared_ptr<detail::pool_core> core_;
 };
 
 template <bool Star, class Fn, class Range>
-auto Pool::post_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
+auto Pool::post_map(const Fn& fn, const Range& inputs, const MapOptions& options) {
     using In = std::ranges::range_value_t<Range>;
     using R = typename detail::map_result<Fn, In, Star>::type;
     static_assert(!std::is_void_v<R>, "mproc::Pool::map: the function must return a value");
     const std::uint64_t n = std::ranges::size(inputs);
-    const std::uint64_t size = detail::chunk_size_for(n, core().size(), chunksize);
+    const std::uint64_t size = detail::chunk_size_for(n, core().size(), options.chunksize);
     const std::uint64_t seq = core().begin_job(detail::identify(&detail::run_map_chunk<Fn, In, R, Star>),
                                                detail::function_identity(fn), n, size);
+    if (options.task_timeout.count() != 0) core().job(seq).timeout_ns = options.task_timeout.count();
     try {
         detail::lay_out_inputs<In>(core(), seq, inputs);
         detail::lay_out_outputs<R>(core(), seq);
@@ -207,22 +240,22 @@ auto Pool::post_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
 }
 
 template <bool Star, class Fn, class Range>
-auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
+auto Pool::run_map(const Fn& fn, const Range& inputs, const MapOptions& options) {
     using In = std::ranges::range_value_t<Range>;
     using R = typename detail::map_result<Fn, In, Star>::type;
     if (std::ranges::size(inputs) == 0) {
         (void)core();
         return std::vector<R>{};
     }
-    return post_map<Star>(fn, inputs, chunksize).collect_all();
+    return post_map<Star>(fn, inputs, options).collect_all();
 }
 
 template <bool Unordered, class Fn, class Range>
-auto Pool::start_imap(const Fn& fn, const Range& inputs, std::size_t chunksize) {
+auto Pool::start_imap(const Fn& fn, const Range& inputs, const MapOptions& options) {
     using In = std::ranges::range_value_t<Range>;
     using R = typename detail::map_result<Fn, In, false>::type;
     if (std::ranges::size(inputs) == 0) return ImapRange<R, Unordered>();
-    return ImapRange<R, Unordered>(post_map<false>(fn, inputs, chunksize));
+    return ImapRange<R, Unordered>(post_map<false>(fn, inputs, options));
 }
 
 MPROC_NAMESPACE_END

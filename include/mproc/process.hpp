@@ -149,13 +149,16 @@ template <class R>
 void Process<R>::start() {
     if (child_.started()) throw StateError("mproc::Process: start() called twice");
     if (!task_) throw StateError("mproc::Process: start() on a moved-from Process");
-    auto [parent_end, child_end] = detail::make_socketpair();
-    const pid_t pid = detail::fork_child([&, &child_fd = child_end] {
+    // Not a structured binding: clang 14 cannot capture those in a lambda.
+    auto ends = detail::make_socketpair();
+    detail::unique_fd& parent_end = ends.first;
+    detail::unique_fd& child_end = ends.second;
+    const pid_t pid = detail::fork_child([&] {
         parent_end.reset();
         std::vector<std::byte> message;
         const bool ok = detail::run_and_encode_outcome<R>(message, [&] { return task_->run(); });
         try {
-            detail::send_frame(child_fd.get(), message);
+            detail::send_frame(child_end.get(), message);
         } catch (...) {
             return 71;  // the parent is gone or the socket failed: nobody can read the result
         }

@@ -65,7 +65,15 @@ public:
     /// Appends n raw bytes.
     void write_bytes(const void* data, std::size_t n) {
         const auto* p = static_cast<const std::byte*>(data);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+        // GCC 12 at -O3 sees a buffer overflow in vector::insert that cannot happen.
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
         out_->insert(out_->end(), p, p + n);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
     }
 
     /// Encodes each value in order.

@@ -27,6 +27,14 @@ public:
     }
 
     [[nodiscard]] bool is_never() const noexcept { return !at_; }
+    /// The time point, or nullopt for never (for calls that take an absolute monotonic time).
+    [[nodiscard]] const std::optional<clock::time_point>& at() const noexcept { return at_; }
+    /// Time left, at least zero; duration::max() for never.
+    [[nodiscard]] clock::duration remaining() const noexcept {
+        if (!at_) return clock::duration::max();
+        const auto left = *at_ - clock::now();
+        return left > clock::duration::zero() ? left : clock::duration::zero();
+    }
     [[nodiscard]] bool expired() const noexcept { return at_ && clock::now() >= *at_; }
 
     /// Milliseconds for poll(2): -1 for never, else the time left rounded up (so that a wait

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <mproc/detail/child.hpp>
+#include <mproc/detail/pool_options.hpp>
 #include <mproc/detail/pool_worker.hpp>
 #include <mproc/error.hpp>
 
@@ -29,7 +30,9 @@ struct job_record {
 
 class pool_core {
 public:
-    explicit pool_core(unsigned workers);
+    /// Makes the arena and the control block; forks the workers now unless `start` is false
+    /// (fork_map lays out its job first, so that the workers it forks see it).
+    pool_core(const PoolOptions& options, bool start = true);
     pool_core(const pool_core&) = delete;
     pool_core& operator=(const pool_core&) = delete;
     ~pool_core() { terminate(); }
@@ -40,6 +43,12 @@ public:
     [[nodiscard]] job_slot& job(std::uint64_t seq) noexcept { return ctl_->jobs[seq % max_jobs]; }
     [[nodiscard]] job_record& record(std::uint64_t seq) noexcept { return records_[seq % max_jobs]; }
     [[nodiscard]] bool running() const noexcept { return !terminated_; }
+    [[nodiscard]] const PoolOptions& options() const noexcept { return options_; }
+    /// Why the pool stopped working (an initializer that failed in a replacement worker), or null.
+    [[nodiscard]] std::exception_ptr broken() const noexcept { return broken_; }
+    /// Forks every worker (and, with an initializer, waits until each has run it).
+    /// @throws RemoteError when an initializer threw; ProcessCrashed when a worker died in it.
+    void start_workers();
     [[nodiscard]] std::vector<pid_t> pids() const;
 
     /// Reserves the next job slot (waiting for the oldest job to settle if the ring is full) and
@@ -82,36 +91,77 @@ public:
 private:
     void spawn(unsigned index);
     void on_worker_exit(unsigned index);
-    void fail_with_crash(std::uint64_t seq, pid_t pid, int status, std::uint64_t item) noexcept;
+    void fail_job(std::uint64_t seq, job_error_kind kind, pid_t pid, int status, std::uint64_t item) noexcept;
+    [[nodiscard]] std::exception_ptr init_error(unsigned index);
     void retire_settled();
     void sleep_once(const Deadline& deadline);
+    /// Kills workers whose task ran past its time limit; returns the next deadline to check.
+    Deadline enforce_task_timeouts();
 
+    PoolOptions options_;
     shared_arena arena_;
     pool_control* ctl_ = nullptr;
     unique_fd wake_fd_;
     std::vector<child_handle> workers_;
     std::array<job_record, max_jobs> records_{};
+    std::vector<std::optional<std::uint64_t>> timed_out_;  // per worker: the item it was killed for
+    std::exception_ptr broken_;
     std::uint64_t live_jobs_ = 0;
     bool closed_ = false;
     bool terminated_ = false;
 };
 
-inline pool_core::pool_core(unsigned workers)
-    : arena_(pool_control::bytes_for(workers == 0 ? 1 : workers)) {
+inline pool_core::pool_core(const PoolOptions& options, bool start)
+    : options_(options), arena_(pool_control::bytes_for(options.processes == 0 ? 1 : options.processes)) {
+    const unsigned workers = options.processes;
     if (workers == 0) throw Error("mproc::Pool: the number of processes must be at least 1");
     ctl_ = new (arena_.fixed()) pool_control{};
     for (unsigned i = 0; i < workers; ++i) new (ctl_->workers() + i) worker_slot{};
     ctl_->worker_count = workers;
+    ctl_->max_tasks_per_child = options.max_tasks_per_child;
     wake_fd_ = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_fd_) throw_errno("eventfd");
     ctl_->wake_fd = wake_fd_.get();
     workers_.resize(workers);
+    timed_out_.resize(workers);
+    if (start) start_workers();
+}
+
+inline void pool_core::start_workers() {
     try {
-        for (unsigned i = 0; i < workers; ++i) spawn(i);
+        for (unsigned i = 0; i < workers_.size(); ++i) spawn(i);
+        if (!options_.initializer) return;
+        // A worker whose initializer fails (or that dies in it) breaks the pool: on_worker_exit
+        // records why, and terminates the rest.
+        (void)wait([&] {
+            if (broken_) return true;
+            for (unsigned i = 0; i < workers_.size(); ++i)
+                if (ctl_->workers()[i].state.load(std::memory_order_acquire) == worker_starting) return false;
+            return true;
+        });
+        for (unsigned i = 0; i < workers_.size() && !broken_; ++i)
+            if (ctl_->workers()[i].state.load(std::memory_order_acquire) == worker_init_failed)
+                broken_ = init_error(i);
+        if (broken_) std::rethrow_exception(broken_);
     } catch (...) {
         terminate();
         throw;
     }
+}
+
+inline std::exception_ptr pool_core::init_error(unsigned index) {
+    worker_slot& slot = ctl_->workers()[index];
+    if (slot.state.load(std::memory_order_acquire) != worker_init_failed) {
+        workers_[index].wait(Deadline::never());
+        return std::make_exception_ptr(ProcessCrashed(workers_[index].pid(), *workers_[index].exitcode()));
+    }
+    std::string type = "unknown exception", message;
+    try {
+        Decoder decoder(arena_bytes(arena_, slot.init_error));
+        if (slot.init_error.length != 0) decoder(type, message);
+    } catch (const DecodeError&) {
+    }
+    return std::make_exception_ptr(RemoteError(std::move(type), "in the pool's initializer: " + message));
 }
 
 inline std::vector<pid_t> pool_core::pids() const {
@@ -124,11 +174,16 @@ inline void pool_core::spawn(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     slot.job.store(0, std::memory_order_relaxed);
     slot.pid.store(0, std::memory_order_relaxed);
-    workers_[index] = child_handle(fork_child([this, index] { return worker_main(arena_, *ctl_, index); }));
+    slot.state.store(worker_starting, std::memory_order_relaxed);
+    timed_out_[index].reset();
+    workers_[index] = child_handle(fork_child([this, index] {
+        return worker_main(arena_, *ctl_, index, options_.initializer);
+    }));
 }
 
 inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, std::uint64_t items,
                                           std::uint64_t chunk_size) {
+    if (broken_) std::rethrow_exception(broken_);
     if (terminated_) throw StateError("mproc::Pool: the pool was terminated");
     if (closed_) throw StateError("mproc::Pool: the pool is closed");
     check_workers();
@@ -147,6 +202,8 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     j.failed.store(job_ok, std::memory_order_relaxed);
     j.runner = runner;
     j.fn = fn;
+    j.timeout_ns = options_.task_timeout.count();
+    j.context = 0;
     j.items = items;
     j.chunk_size = chunk_size;
     j.states = arena_.allocate(2 * chunks * sizeof(std::uint32_t));
@@ -188,6 +245,13 @@ inline std::exception_ptr pool_core::error(std::uint64_t seq) {
     const job_slot& j = job(seq);
     if (j.error_kind == job_error_kind::crash)
         return std::make_exception_ptr(ProcessCrashed(j.error_pid, j.error_status, j.error_item));
+    if (j.error_kind == job_error_kind::timeout) {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(j.timeout_ns));
+        return std::make_exception_ptr(TimeoutError(
+            "task " + std::to_string(j.error_item) + " ran past its time limit of " +
+                std::to_string(ms.count()) + " ms; its worker was killed",
+            j.error_item));
+    }
     std::string type = "unknown exception", message;
     try {
         Decoder decoder(arena_bytes(arena_, j.error_text));
@@ -215,7 +279,8 @@ inline void pool_core::retire_settled() {
             retire(r.seq);  // a Future's outcome is harvested now; abandoned jobs are let go
 }
 
-inline void pool_core::fail_with_crash(std::uint64_t seq, pid_t pid, int status, std::uint64_t item) noexcept {
+inline void pool_core::fail_job(std::uint64_t seq, job_error_kind kind, pid_t pid, int status,
+                                std::uint64_t item) noexcept {
     job_slot& j = job(seq);
     std::uint32_t state = j.failed.load(std::memory_order_acquire);
     // Take over when nobody recorded an error, or when the dead worker died recording one.
@@ -223,7 +288,7 @@ inline void pool_core::fail_with_crash(std::uint64_t seq, pid_t pid, int status,
                              ctl_->workers()[state - job_error_writing].pid.load() == pid;
     if (state == job_ok || writer_died) {
         if (j.failed.compare_exchange_strong(state, job_error_writing + ctl_->worker_count)) {
-            j.error_kind = job_error_kind::crash;
+            j.error_kind = kind;
             j.error_pid = pid;
             j.error_status = status;
             j.error_item = item;
@@ -247,9 +312,19 @@ inline void pool_core::on_worker_exit(unsigned index) {
                 r.recount = true;  // it died between publishing the chunk and counting it
             } else {
                 ++r.lost;
-                fail_with_crash(seq, w.pid(), *w.exitcode(), slot.item.load(std::memory_order_relaxed));
+                const auto& timed_out = timed_out_[index];
+                fail_job(seq, timed_out ? job_error_kind::timeout : job_error_kind::crash, w.pid(),
+                         *w.exitcode(), timed_out ? *timed_out : slot.item.load(std::memory_order_relaxed));
             }
         }
+    }
+    const auto state = slot.state.load(std::memory_order_acquire);
+    if (state == worker_init_failed || (state == worker_starting && options_.initializer)) {
+        // The initializer failed (or died in it): the pool cannot keep its promise of N
+        // workers, and a replacement would only fail again.
+        broken_ = init_error(index);
+        terminate();
+        return;
     }
     if (!terminated_ && ctl_->shutdown.load() == 0) spawn(index);
 }
@@ -272,12 +347,36 @@ inline void pool_core::sleep_once(const Deadline& deadline) {
         every_pidfd = every_pidfd && w.pidfd() >= 0;
     }
     // Without pidfds (Linux < 5.3) deaths are found by polling waitpid every 10 ms.
-    const Deadline slice = every_pidfd ? deadline : bounded_slice(deadline, std::chrono::milliseconds(10));
+    Deadline slice = every_pidfd ? deadline : bounded_slice(deadline, std::chrono::milliseconds(10));
+    const Deadline next_timeout = enforce_task_timeouts();
+    if (!next_timeout.is_never() && (slice.is_never() || next_timeout.poll_ms() < slice.poll_ms())) slice = next_timeout;
     poll_until(fds, slice);
+    (void)enforce_task_timeouts();
     std::uint64_t drained;
     while (::read(wake_fd_.get(), &drained, sizeof drained) > 0) {
     }
     check_workers();
+}
+
+inline Deadline pool_core::enforce_task_timeouts() {
+    std::int64_t earliest = INT64_MAX;
+    const std::int64_t now = monotonic_ns();
+    for (unsigned i = 0; i < workers_.size(); ++i) {
+        worker_slot& slot = ctl_->workers()[i];
+        const std::uint64_t held = slot.job.load(std::memory_order_acquire);
+        if (held == 0 || timed_out_[i] || workers_[i].reaped()) continue;
+        const std::int64_t limit = job(held - 1).timeout_ns;
+        if (limit == 0) continue;
+        const std::int64_t expires = slot.item_started.load(std::memory_order_acquire) + limit;
+        if (expires <= now) {
+            timed_out_[i] = slot.item.load(std::memory_order_relaxed);
+            workers_[i].signal(SIGKILL);  // its pidfd wakes us; on_worker_exit reports the timeout
+        } else {
+            earliest = std::min(earliest, expires);
+        }
+    }
+    if (earliest == INT64_MAX) return Deadline::never();
+    return Deadline::after(std::chrono::nanoseconds(earliest - now));
 }
 
 template <class Done>

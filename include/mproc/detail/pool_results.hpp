@@ -3,6 +3,7 @@
 #pragma once
 
 #include <mproc/detail/pool_core.hpp>
+#include <mproc/detail/progress.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -93,6 +94,7 @@ struct job_ticket {
     /// Throws the job's error (and lets the job go) when it failed; StateError when the pool
     /// was terminated under it.
     void throw_if_failed_or_gone() const {
+        if (core->broken()) std::rethrow_exception(core->broken());
         if (core->failed(seq)) {
             std::exception_ptr e = core->error(seq);
             core->retire(seq);
@@ -120,10 +122,18 @@ struct job_ticket {
         }
     }
 
-    /// Waits for the whole job and returns its results in order.
+    /// Waits for the whole job and returns its results in order, reporting progress if asked.
     std::vector<R> collect_all() {
-        (void)core->wait([&] { return core->complete(seq) || core->failed(seq) || !core->running(); });
+        auto finished = [&] { return core->complete(seq) || core->failed(seq) || !core->running(); };
+        progress_reporter progress(core->options(), job().items);
+        if (progress.active()) {
+            while (!core->wait(finished, Deadline::after(std::chrono::milliseconds(100))))
+                progress.update(std::min<std::uint64_t>(core->done_chunks(seq) * job().chunk_size, job().items));
+        } else {
+            (void)core->wait(finished);
+        }
         throw_if_failed_or_gone();
+        progress.update(job().items, true);
         std::vector<R> results;
         results.reserve(job().items);
         for (std::uint64_t c = 0; c < chunks(); ++c) read_chunk(c, end_item(c), results);

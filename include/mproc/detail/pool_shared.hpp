@@ -63,6 +63,9 @@ struct alignas(64) job_slot {
     std::uint64_t output = 0;    // bulk result array, or a table of arena_span per chunk
     std::uint64_t states = 0;    // std::atomic<std::uint32_t> per chunk (chunk_state)
     std::uint64_t log = 0;       // std::atomic<std::uint32_t> per chunk: 1 + chunks in completion order
+    std::int64_t timeout_ns = 0; // per-task time limit, 0 for none
+    std::uint64_t context = 0;   // fork_map only: the address of the call's state in the parent,
+                                 // valid in its workers because they are forked after it exists
     // The first error, valid once failed == job_error_ready:
     job_error_kind error_kind{};
     std::int32_t error_status = 0;   // crash: Python's exitcode of the worker
@@ -71,11 +74,16 @@ struct alignas(64) job_slot {
     arena_span error_text;           // exception: encoded (type name, message)
 };
 
+enum : std::uint32_t { worker_starting = 0, worker_ready = 1, worker_init_failed = 2 };
+
 struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> job{0};    // 1 + the job whose chunk it runs, 0 when idle
     std::atomic<std::uint64_t> chunk{0};
     std::atomic<std::uint64_t> item{0};   // the item it is on, for crash reports
+    std::atomic<std::int64_t> item_started{0};  // CLOCK_MONOTONIC ns, kept when tasks have a time limit
     std::atomic<std::int32_t> pid{0};
+    std::atomic<std::uint32_t> state{worker_starting};
+    arena_span init_error;                // encoded (type, message) when state == worker_init_failed
 };
 
 struct alignas(64) pool_control {
@@ -87,6 +95,7 @@ struct alignas(64) pool_control {
     std::atomic<std::uint64_t> head{0};    // no job before this one has chunks left to claim
     std::int32_t wake_fd = -1;             // eventfd: a worker writes 1 to wake a sleeping parent
     std::uint32_t worker_count = 0;
+    std::uint64_t max_tasks_per_child = 0; // 0: never recycle
     job_slot jobs[max_jobs];
 
     [[nodiscard]] worker_slot* workers() noexcept { return reinterpret_cast<worker_slot*>(this + 1); }
@@ -125,6 +134,13 @@ struct claimed_chunk {
 [[nodiscard]] inline std::atomic<std::uint32_t>& chunk_state_of(shared_arena& arena, const job_slot& job,
                                                                 std::uint64_t chunk) noexcept {
     return arena.at<std::atomic<std::uint32_t>>(job.states)[chunk];
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the machine.
+[[nodiscard]] inline std::int64_t monotonic_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 /// Wakes the parent if it sleeps (or is about to): the worker's half of the parent's wait.

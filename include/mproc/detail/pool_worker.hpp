@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstring>
 #include <functional>
+#include <ranges>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -39,6 +40,13 @@ struct chunk_context {
     unsigned worker;
 };
 using chunk_runner = void (*)(chunk_context&);
+
+/// Notes the item a worker starts, for crash reports and, when tasks have a time limit, for the
+/// parent's deadline check.
+inline void begin_item(chunk_context& c, std::uint64_t item) noexcept {
+    c.me.item.store(item, std::memory_order_relaxed);
+    if (c.job.timeout_ns != 0) c.me.item_started.store(monotonic_ns(), std::memory_order_release);
+}
 
 template <class F>
 [[nodiscard]] F worker_callable(const job_slot& job) {
@@ -81,59 +89,74 @@ inline void record_exception(chunk_context& c, std::uint64_t item) noexcept {
     c.job.claim.fetch_or(claim_word::cancelled_bit, std::memory_order_acq_rel);
 }
 
-/// Runs one chunk of a map: items [first, last) of the job's input through Fn into its output.
-/// `Star`: each input is a tuple applied as the arguments (starmap).
-template <class Fn, class In, class R, bool Star>
-void run_map_chunk(chunk_context& c) {
+/// Runs the items of a chunk: `compute(i)` for each, in order, into the job's output (bulk
+/// results in place, others encoded into one arena buffer for the chunk). An exception stops the
+/// chunk; the results before it are kept (an ordered imap still yields them) and it is recorded.
+template <class R, class Compute>
+void run_chunk_items(chunk_context& c, Compute&& compute) {
     const job_slot& job = c.job;
     const std::uint64_t first = c.chunk * job.chunk_size;
     const std::uint64_t last = std::min(job.items, first + job.chunk_size);
-    std::uint64_t i = first;
     thread_local std::vector<std::byte> encoded;
+    encoded.clear();
+    auto store_encoded = [&] {
+        if constexpr (!pool_bulk_v<R>) c.arena.at<arena_span>(job.output)[c.chunk] = store_in_arena(c.arena, encoded);
+    };
+    std::uint64_t i = first;
     try {
-        Fn fn = worker_callable<Fn>(job);
-        auto call = [&fn](const In& x) -> R {
-            if constexpr (Star) return std::apply(fn, x);
-            else return std::invoke(fn, x);
-        };
-        encoded.clear();
         Encoder encoder(encoded);
-        auto emit = [&](std::uint64_t index, R&& r) {
-            if constexpr (pool_bulk_v<R>) std::memcpy(c.arena.at<R>(job.output) + index, &r, sizeof(R));
-            else encoder(r);
-        };
-        if constexpr (pool_bulk_v<In>) {
-            const In* in = c.arena.at<const In>(job.input);
-            for (; i < last; ++i) {
-                c.me.item.store(i, std::memory_order_relaxed);
-                emit(i, call(in[i]));
-            }
-        } else {
-            Decoder decoder(arena_bytes(c.arena, c.arena.at<arena_span>(job.input)[c.chunk]));
-            for (; i < last; ++i) {
-                c.me.item.store(i, std::memory_order_relaxed);
-                const In x = decode<In>(decoder);
-                emit(i, call(x));
+        for (; i < last; ++i) {
+            begin_item(c, i);
+            if constexpr (pool_bulk_v<R>) {
+                const R r = compute(i);
+                std::memcpy(c.arena.at<R>(job.output) + i, &r, sizeof(R));
+            } else {
+                encoder(compute(i));
             }
         }
-        if constexpr (!pool_bulk_v<R>) c.arena.at<arena_span>(job.output)[c.chunk] = store_in_arena(c.arena, encoded);
+        store_encoded();
     } catch (...) {
-        // Keep the results before the failing item: an ordered imap still yields them.
-        if constexpr (!pool_bulk_v<R>) {
-            try {
-                c.arena.at<arena_span>(job.output)[c.chunk] = store_in_arena(c.arena, encoded);
-            } catch (...) {
-            }
+        try {
+            store_encoded();
+        } catch (...) {
         }
         record_exception(c, i);
     }
+}
+
+/// Runs one chunk of a map: the job's input (bulk, or encoded per chunk) through Fn.
+/// `Star`: each input is a tuple applied as the arguments (starmap).
+template <class Fn, class In, class R, bool Star>
+void run_map_chunk(chunk_context& c) {
+    Fn fn = worker_callable<Fn>(c.job);
+    auto call = [&fn](const In& x) -> R {
+        if constexpr (Star) return std::apply(fn, x);
+        else return std::invoke(fn, x);
+    };
+    if constexpr (pool_bulk_v<In>) {
+        const In* in = c.arena.at<const In>(c.job.input);
+        run_chunk_items<R>(c, [&](std::uint64_t i) { return call(in[i]); });
+    } else {
+        Decoder decoder(arena_bytes(c.arena, c.arena.at<arena_span>(c.job.input)[c.chunk]));
+        run_chunk_items<R>(c, [&](std::uint64_t) { return call(decode<In>(decoder)); });
+    }
+}
+
+/// Runs one chunk of a fork_map: the inputs are read in place from the caller's memory, which
+/// the worker (forked after the call began) sees through copy-on-write; nothing is encoded.
+template <class Context, class R>
+void run_fork_chunk(chunk_context& c) {
+    auto& context = *reinterpret_cast<Context*>(c.job.context);
+    run_chunk_items<R>(c, [&](std::uint64_t i) -> R {
+        return std::invoke(context.fn, std::ranges::begin(context.inputs)[static_cast<std::ptrdiff_t>(i)]);
+    });
 }
 
 /// Runs a submitted call: decodes the arguments, calls, and stores the outcome (value or
 /// exception) for the Future.
 template <class Fn, class R, class ArgsTuple>
 void run_call_chunk(chunk_context& c) {
-    c.me.item.store(0, std::memory_order_relaxed);
+    begin_item(c, 0);
     thread_local std::vector<std::byte> outcome;
     outcome.clear();
     try {
@@ -154,8 +177,10 @@ void run_call_chunk(chunk_context& c) {
 inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed) {
     job_slot& job = ctl.jobs[claimed.job % max_jobs];
     worker_slot& me = ctl.workers()[worker];
+    // Item and start time first: the parent reads them once `job` names this job.
     me.chunk.store(claimed.chunk, std::memory_order_relaxed);
     me.item.store(claimed.chunk * job.chunk_size, std::memory_order_relaxed);
+    if (job.timeout_ns != 0) me.item_started.store(monotonic_ns(), std::memory_order_relaxed);
     me.job.store(claimed.job + 1, std::memory_order_release);
     auto& state = chunk_state_of(arena, job, claimed.chunk);
     state.store(chunk_running, std::memory_order_relaxed);
@@ -174,18 +199,48 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
     wake_parent(ctl);
 }
 
+/// Runs the pool's initializer; on an exception, records it in the worker's slot for the parent.
+inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::function<void()>& initializer) {
+    if (initializer) {
+        try {
+            initializer();
+        } catch (...) {
+            try {
+                auto [type, message] = describe_current_exception();
+                std::vector<std::byte> bytes;
+                Encoder encoder(bytes);
+                encoder(type, message);
+                me.init_error = store_in_arena(arena, bytes);
+            } catch (...) {
+            }
+            me.state.store(worker_init_failed, std::memory_order_release);
+            return false;
+        }
+    }
+    me.state.store(worker_ready, std::memory_order_seq_cst);
+    return true;
+}
+
 /// The loop of a worker process: claim a chunk, run it, repeat; sleep on the post counter when
-/// there is nothing to claim. Returns (the exit code) when the pool shuts down.
-inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker) {
+/// there is nothing to claim. Returns (the exit code) when the pool shuts down, when the worker
+/// has run max_tasks_per_child chunks (the parent replaces it), or when the initializer failed.
+inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
+                       const std::function<void()>& initializer) {
     // Ctrl-C in a terminal reaches the whole process group: the parent decides what it means,
     // and its workers die with it if it dies (PR_SET_PDEATHSIG).
     std::signal(SIGINT, SIG_IGN);
-    ctl.workers()[worker].pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
+    worker_slot& me = ctl.workers()[worker];
+    me.pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
+    const bool ready = run_initializer(arena, me, initializer);
+    wake_parent(ctl);  // a Pool's constructor may be waiting for every initializer
+    if (!ready) return 3;
+    std::uint64_t tasks = 0;
     for (;;) {
         const std::uint32_t seen = ctl.post_seq.load(std::memory_order_acquire);
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
         if (auto claimed = claim_chunk(ctl)) {
             run_claimed_chunk(arena, ctl, worker, *claimed);
+            if (++tasks == ctl.max_tasks_per_child) return 0;
             continue;
         }
         // The deadline only bounds the cost of a bug; a post always bumps post_seq and wakes.

@@ -1,0 +1,48 @@
+// mproc::PoolOptions and mproc::MapOptions: how a Pool (or a fork_map) runs its tasks.
+#pragma once
+
+#include <mproc/version.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+
+MPROC_NAMESPACE_BEGIN
+
+/// Options of a Pool, and of fork_map where they apply.
+/// @code
+/// mproc::PoolOptions opts;
+/// opts.processes = 4;
+/// opts.initializer = [] { init_worker(); };
+/// opts.task_timeout = std::chrono::seconds(2);
+/// mproc::Pool pool(opts);
+/// @endcode
+struct PoolOptions {
+    /// Worker processes; 0 means mproc::cpu_count().
+    unsigned processes = 0;
+    /// Runs once in each worker (replacements included) before its first task. It runs in the
+    /// forked worker, so it may capture anything. If it throws, the Pool's constructor throws
+    /// RemoteError; in a replacement worker, the pool's later calls do.
+    std::function<void()> initializer;
+    /// A worker exits and is replaced after this many tasks (chunks); 0 means never.
+    std::size_t max_tasks_per_child = 0;
+    /// A task running longer is stopped by killing its worker: the task fails with TimeoutError
+    /// (naming its index), a replacement worker starts, every other task goes on. 0 means none.
+    /// Deadlines are checked while the parent waits on the pool (map, get, ...).
+    std::chrono::nanoseconds task_timeout{0};
+    /// Draws a progress bar (done/total, rate, ETA) on stderr during map when stderr is a
+    /// terminal, at most 10 times a second; nothing otherwise.
+    bool progress = false;
+    /// Called with (done, total) during map, at most 10 times a second and once at the end.
+    std::function<void(std::size_t done, std::size_t total)> on_progress;
+};
+
+/// Per-call options of Pool::map / starmap / imap / fork_map.
+struct MapOptions {
+    /// Items per chunk; 0 picks one (about 64 chunks per worker).
+    std::size_t chunksize = 0;
+    /// Overrides PoolOptions::task_timeout for this call when not zero.
+    std::chrono::nanoseconds task_timeout{0};
+};
+
+MPROC_NAMESPACE_END
