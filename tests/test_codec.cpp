@@ -26,11 +26,11 @@
 #include <vector>
 
 // ---- allocation watch: the largest single allocation while a test looks -------------------
-// Replacing the global operator new clashes with AddressSanitizer's own (it reports
+// Replacing the global operator new clashes with the sanitizers' own (ASan reports
 // alloc-dealloc mismatches), so sanitizer builds skip the watch; ASan aborts on a huge
 // allocation by itself there.
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define MPROC_TEST_WATCH_ALLOCATIONS 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
