@@ -2,12 +2,18 @@
 #pragma once
 
 #include <mproc/detail/sys.hpp>
+#include <mproc/process.hpp>
+
+#include <catch2/catch.hpp>
 
 #include <dirent.h>
 
 #include <cerrno>
+#include <chrono>
 #include <set>
 #include <string>
+#include <unistd.h>
+#include <vector>
 
 namespace mproc_test {
 
@@ -29,6 +35,28 @@ inline std::set<std::string> shm_names() {
         ::closedir(dir);
     }
     return names;
+}
+
+/// Names in /dev/shm that this test process made (they all carry its pid). ctest runs other test
+/// programs in parallel, so a plain before/after listing would see their names come and go.
+inline std::set<std::string> our_shm_names() {
+    const std::string pid = std::to_string(::getpid());
+    std::set<std::string> ours;
+    for (const auto& n : shm_names())
+        if (n.find(pid) != std::string::npos) ours.insert(n);
+    return ours;
+}
+
+/// Starts `n` children running `body(i)`, joins them (bounded), and checks they exited 0.
+template <class Body>
+void run_children(int n, Body body) {
+    std::vector<mproc::Process<void>> children;
+    for (int i = 0; i < n; ++i) children.emplace_back([&body, i] { body(i); });
+    for (auto& c : children) c.start();
+    for (auto& c : children) {
+        REQUIRE(c.join(std::chrono::seconds(60)));
+        CHECK(c.exitcode() == 0);
+    }
 }
 
 /// True when this process has no child left to reap (no zombie of ours).

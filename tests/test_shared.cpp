@@ -22,25 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Names in /dev/shm that this test process made (they all carry its pid). ctest runs other test
-// programs in parallel, so a plain before/after listing would see their names come and go.
-std::set<std::string> our_shm_names() {
-    const std::string pid = std::to_string(::getpid());
-    std::set<std::string> ours;
-    for (const auto& n : mproc_test::shm_names())
-        if (n.find(pid) != std::string::npos) ours.insert(n);
-    return ours;
-}
-template <class Body>
-void run_children(int n, Body body) {
-    std::vector<mproc::Process<void>> children;
-    for (int i = 0; i < n; ++i) children.emplace_back([&body, i] { body(i); });
-    for (auto& c : children) c.start();
-    for (auto& c : children) {
-        REQUIRE(c.join(60s));
-        CHECK(c.exitcode() == 0);
-    }
-}
 
 struct point {
     double x, y, z;
@@ -57,9 +38,9 @@ static_assert(!has_atomic<mproc::SharedValue<point>>);  // not lock-free: no cro
 }  // namespace
 
 TEST_CASE("SharedValue.counter.four_processes_locked", "[shared]") {
-    const auto names_before = our_shm_names();
+    const auto names_before = mproc_test::our_shm_names();
     mproc::SharedValue<long> counter(0);
-    run_children(4, [&](int) {
+    mproc_test::run_children(4, [&](int) {
         for (int i = 0; i < 100'000; ++i) {
             std::lock_guard g(counter.get_lock());
             counter.value() += 1;
@@ -67,13 +48,13 @@ TEST_CASE("SharedValue.counter.four_processes_locked", "[shared]") {
     });
     CHECK(counter.value() == 400'000);
     CHECK(counter.get() == 400'000);
-    CHECK(our_shm_names() == names_before);
+    CHECK(mproc_test::our_shm_names() == names_before);
 }
 
 TEST_CASE("SharedValue.atomics.four_processes", "[shared]") {
     mproc::SharedValue<long> counter(0);
     mproc::SharedValue<double> sum(0.0);
-    run_children(4, [&](int) {
+    mproc_test::run_children(4, [&](int) {
         for (int i = 0; i < 100'000; ++i) counter.fetch_add(1);
         for (int i = 0; i < 1000; ++i) sum.fetch_add(0.5);
     });
@@ -126,14 +107,14 @@ TEST_CASE("SharedArray.cross_process", "[shared]") {
     mproc::SharedArray<double> a(1000);
     CHECK(a.size() == 1000);
     CHECK(std::accumulate(a.begin(), a.end(), 0.0) == 0.0);
-    run_children(4, [&](int part) {
+    mproc_test::run_children(4, [&](int part) {
         for (std::size_t i = static_cast<std::size_t>(part); i < a.size(); i += 4) a[i] = 1.5;
     });
     CHECK(std::accumulate(a.begin(), a.end(), 0.0) == 1500.0);
     CHECK(a.span().size() == 1000);
 
     mproc::SharedArray<int> counts{0, 0, 0};
-    run_children(3, [&](int) {
+    mproc_test::run_children(3, [&](int) {
         for (int i = 0; i < 10'000; ++i) {
             counts.atomic(0).fetch_add(1);
             std::lock_guard g(counts.get_lock());
@@ -176,13 +157,13 @@ std::string unique_name(const char* tag) {
 }  // namespace
 
 TEST_CASE("SharedMemory.create_attach_unlink", "[shared]") {
-    const auto names_before = our_shm_names();
+    const auto names_before = mproc_test::our_shm_names();
     const std::string name = unique_name("basic");
     {
         auto shm = mproc::SharedMemory::create(name, 4096);
         CHECK(shm.size() == 4096);
         CHECK(shm.name() == name);
-        CHECK(our_shm_names().count(name) == 1);
+        CHECK(mproc_test::our_shm_names().count(name) == 1);
         // An unrelated process would do the same: attach by name only.
         mproc::Process child([name] {
             auto view = mproc::SharedMemory::attach(name);
@@ -192,16 +173,16 @@ TEST_CASE("SharedMemory.create_attach_unlink", "[shared]") {
         child.start();
         CHECK(child.result() == 4096);
         CHECK(std::string(reinterpret_cast<const char*>(shm.data())) == "hello");
-        CHECK(our_shm_names().count(name) == 1);  // a child's handle never unlinks
+        CHECK(mproc_test::our_shm_names().count(name) == 1);  // a child's handle never unlinks
         auto second = mproc::SharedMemory::attach("/" + name, false);
         CHECK(second.bytes()[0] == std::byte{'h'});
     }
-    CHECK(our_shm_names() == names_before);  // the creator's destructor unlinked it
+    CHECK(mproc_test::our_shm_names() == names_before);  // the creator's destructor unlinked it
 
     auto early = mproc::SharedMemory::create(name, 100);
     auto other = mproc::SharedMemory::attach(name);
     CHECK(other.unlink());  // every party attached: drop the name at once
-    CHECK(our_shm_names() == names_before);
+    CHECK(mproc_test::our_shm_names() == names_before);
     early.data()[0] = std::byte{7};
     CHECK(other.data()[0] == std::byte{7});  // mappings outlive the name
     CHECK_FALSE(early.unlink());             // already gone: not an error
@@ -239,13 +220,13 @@ TEST_CASE("SharedMemory.errors.names_and_missing", "[shared]") {
 }
 
 TEST_CASE("SharedMemory.keep_and_moves", "[shared]") {
-    const auto names_before = our_shm_names();
+    const auto names_before = mproc_test::our_shm_names();
     const std::string name = unique_name("keep");
     {
         auto shm = mproc::SharedMemory::create(name, 10);
         shm.keep();
     }
-    CHECK(our_shm_names().count(name) == 1);
+    CHECK(mproc_test::our_shm_names().count(name) == 1);
     {
         auto again = mproc::SharedMemory::attach(name);
         auto moved = std::move(again);
@@ -256,11 +237,11 @@ TEST_CASE("SharedMemory.keep_and_moves", "[shared]") {
         auto a = mproc::SharedMemory::create(name, 10);
         auto b = std::move(a);  // ownership moves with the handle
     }
-    CHECK(our_shm_names() == names_before);
+    CHECK(mproc_test::our_shm_names() == names_before);
 }
 
 TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
-    const auto names_before = our_shm_names();
+    const auto names_before = mproc_test::our_shm_names();
     const std::string name = unique_name("kill");
     SECTION("an attached child is killed: nothing left, block intact") {
         auto shm = mproc::SharedMemory::create(name, 4096);
@@ -280,7 +261,7 @@ TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
         });
         child.start();
         REQUIRE(child.join(10s));
-        CHECK(our_shm_names().count(name) == 1);
+        CHECK(mproc_test::our_shm_names().count(name) == 1);
         CHECK(mproc::SharedMemory::attach(name).unlink());  // the documented clean-up
     }
     SECTION("an exception in the creator unwinds and unlinks") {
@@ -291,5 +272,5 @@ TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
         child.start();
         CHECK_THROWS_AS(child.result(), mproc::RemoteError);
     }
-    CHECK(our_shm_names() == names_before);
+    CHECK(mproc_test::our_shm_names() == names_before);
 }

@@ -22,27 +22,6 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// Names in /dev/shm that this test process made (they all carry its pid). ctest runs other test
-// programs in parallel, so a plain before/after listing would see their names come and go.
-std::set<std::string> our_shm_names() {
-    const std::string pid = std::to_string(::getpid());
-    std::set<std::string> ours;
-    for (const auto& n : mproc_test::shm_names())
-        if (n.find(pid) != std::string::npos) ours.insert(n);
-    return ours;
-}
-
-// Starts `n` children running `body(i)`, joins them (bounded), and checks they exited 0.
-template <class Body>
-void run_children(int n, Body body) {
-    std::vector<mproc::Process<void>> children;
-    for (int i = 0; i < n; ++i) children.emplace_back([&body, i] { body(i); });
-    for (auto& c : children) c.start();
-    for (auto& c : children) {
-        REQUIRE(c.join(60s));
-        CHECK(c.exitcode() == 0);
-    }
-}
 
 auto since(clock_type::time_point t0) { return clock_type::now() - t0; }
 
@@ -63,17 +42,17 @@ mproc::Process<void> die_holding(Acquire acquire, mproc::Event held, std::chrono
 }  // namespace
 
 TEST_CASE("Lock.counter.four_processes", "[sync]") {
-    const auto names_before = our_shm_names();
+    const auto names_before = mproc_test::our_shm_names();
     mproc::Lock lock;
     mproc::SharedValue<long> counter(0);
-    run_children(4, [&](int) {
+    mproc_test::run_children(4, [&](int) {
         for (int i = 0; i < 100'000; ++i) {
             std::lock_guard g(lock);
             counter.value() += 1;
         }
     });
     CHECK(counter.value() == 400'000);
-    CHECK(our_shm_names() == names_before);  // anonymous mappings: no names
+    CHECK(mproc_test::our_shm_names() == names_before);  // anonymous mappings: no names
 }
 
 TEST_CASE("Lock.std_guards.compile_and_work", "[sync]") {
@@ -190,7 +169,7 @@ TEST_CASE("RLock.recursion_and_owner_death", "[sync]") {
 TEST_CASE("Semaphore.concurrency.two_of_six", "[sync]") {
     mproc::Semaphore sem(2);
     mproc::SharedValue<int> inside(0), most(0);
-    run_children(6, [&](int) {
+    mproc_test::run_children(6, [&](int) {
         for (int i = 0; i < 20; ++i) {
             std::lock_guard g(sem);
             const int now = inside.fetch_add(1) + 1;
@@ -346,7 +325,7 @@ TEST_CASE("Barrier.member_dies.others_get_error", "[sync]") {
     CHECK_THROWS_AS(bar.wait(), mproc::BrokenBarrierError);
     bar.reset();  // usable again once reset
     CHECK_FALSE(bar.broken());
-    run_children(3, [&](int) { (void)bar.wait_for(30s); });
+    mproc_test::run_children(3, [&](int) { (void)bar.wait_for(30s); });
 }
 
 TEST_CASE("Barrier.abort_timeout_reset", "[sync]") {
