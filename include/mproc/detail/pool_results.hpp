@@ -135,8 +135,14 @@ struct job_ticket {
         throw_if_failed_or_gone();
         progress.update(job().items, true);
         std::vector<R> results;
-        results.reserve(job().items);
-        for (std::uint64_t c = 0; c < chunks(); ++c) read_chunk(c, end_item(c), results);
+        if constexpr (pool_bulk_v<R> && !std::is_same_v<R, bool>) {
+            // One copy straight out of the arena, without zero-filling the vector first.
+            const R* src = core->arena().template at<const R>(job().output);
+            results.assign(src, src + job().items);
+        } else {
+            results.reserve(job().items);
+            for (std::uint64_t c = 0; c < chunks(); ++c) read_chunk(c, end_item(c), results);
+        }
         core->retire(seq);
         return results;
     }
