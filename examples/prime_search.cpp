@@ -2,54 +2,41 @@
 // with Pool::map over every usable core, and print both times, the speedup, the worker count and
 // both counts. The numbers near N cost more than the small ones; the Pool's idle workers pull
 // chunks as they go, so no core waits for another.
+#include "example_util.hpp"
+
 #include <mproc/pool.hpp>
 
 #include <fmt/core.h>
 
 #include <algorithm>
 #include <charconv>
-#include <chrono>
 #include <cstdint>
 #include <ranges>
 #include <string_view>
 #include <vector>
 
-namespace {
-bool is_prime(std::uint64_t n) {
-    if (n < 2) return false;
-    if (n % 2 == 0) return n == 2;
-    if (n % 3 == 0) return n == 3;
-    for (std::uint64_t d = 5; d * d <= n; d += 6)
-        if (n % d == 0 || n % (d + 2) == 0) return false;
-    return true;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-}  // namespace
-
 int main(int argc, char** argv) {
     std::uint64_t limit = 10'000'000;
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
-        if (arg == "--short") limit = 1'000'000;
-        else std::from_chars(arg.data(), arg.data() + arg.size(), limit);
+        if (arg == "--short")
+            limit = 1'000'000;
+        else
+            std::from_chars(arg.data(), arg.data() + arg.size(), limit);
     }
     const unsigned workers = mproc::cpu_count();
 
     const auto numbers = std::views::iota(std::uint64_t{0}, limit);
 
-    auto t0 = std::chrono::steady_clock::now();
+    example::Stopwatch clock;
     std::uint64_t serial = 0;
-    for (std::uint64_t n : numbers) serial += is_prime(n);
-    const double serial_s = seconds_since(t0);
+    for (std::uint64_t n : numbers) serial += example::is_prime(n);
+    const double serial_s = clock.lap();
 
-    t0 = std::chrono::steady_clock::now();
     mproc::Pool pool;  // one worker per usable core
-    const std::vector<bool> flags = pool.map(is_prime, numbers);
+    const std::vector<bool> flags = pool.map(example::is_prime, numbers);
     const auto parallel = static_cast<std::uint64_t>(std::count(flags.begin(), flags.end(), true));
-    const double parallel_s = seconds_since(t0);
+    const double parallel_s = clock.seconds();
 
     fmt::print("primes below {}: {} (serial), {} (parallel)\n", limit, serial, parallel);
     fmt::print("serial:   {:.3f} s\n", serial_s);
