@@ -19,7 +19,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <cstring>
 #include <span>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 MPROC_NAMESPACE_BEGIN
@@ -48,6 +51,42 @@ inline std::vector<std::byte>& queue_encode_buffer() {
     thread_local std::vector<std::byte> buffer;
     return buffer;
 }
+
+/// Elements whose codec encoding is their object's bytes.
+template <class T>
+inline constexpr bool queue_raw_v = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || std::is_same_v<T, std::byte>;
+
+/// Values the queue encodes straight into shared memory, skipping the encode buffer and its
+/// copy (half the work of a put of 1 MiB): an arithmetic value (its bytes), and a vector or
+/// string of them (a u64 count, then the elements), exactly as codec.hpp documents them. The
+/// test Queue.codec.direct_encoding_matches_the_codec holds the two together.
+template <class T>
+struct queue_direct : std::false_type {};
+
+template <class T>
+    requires queue_raw_v<T>
+struct queue_direct<T> : std::true_type {
+    static std::size_t size(const T&) noexcept { return sizeof(T); }
+    static void write(std::byte* to, const T& value) noexcept { queue_copy(to, &value, sizeof value); }
+};
+
+template <class Contiguous, class E>
+struct queue_direct_counted : std::true_type {
+    static std::size_t size(const Contiguous& c) noexcept { return sizeof(std::uint64_t) + c.size() * sizeof(E); }
+    static void write(std::byte* to, const Contiguous& c) noexcept {
+        const std::uint64_t count = c.size();
+        std::memcpy(to, &count, sizeof count);
+        queue_copy(to + sizeof count, c.data(), c.size() * sizeof(E));
+    }
+};
+
+template <class E>
+    requires queue_raw_v<E>
+struct queue_direct<std::vector<E>> : queue_direct_counted<std::vector<E>, E> {};
+
+template <class C>
+    requires queue_raw_v<C>
+struct queue_direct<std::basic_string<C>> : queue_direct_counted<std::basic_string<C>, C> {};
 }  // namespace detail
 
 /// A first-in first-out queue of T between processes: any number of producers and consumers,
@@ -176,6 +215,11 @@ protected:
 
 private:
     bool put_until(const T& value, const detail::Deadline& deadline) {
+        using direct = detail::queue_direct<T>;
+        if constexpr (direct::value) {
+            return ring_.put(
+                direct::size(value), [&](std::byte* to) noexcept { direct::write(to, value); }, deadline);
+        }
         std::vector<std::byte>& buffer = detail::queue_encode_buffer();
         buffer.clear();
         encode_into(buffer, value);

@@ -28,8 +28,10 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 
 MPROC_NAMESPACE_BEGIN
 namespace detail {
@@ -44,6 +46,15 @@ inline constinit queue_fault_fn queue_fault_hook = nullptr;
 inline void queue_fault(queue_point point) {
     if (auto* hook = queue_fault_hook) [[unlikely]]
         hook(point);
+}
+
+/// Copies a message's bytes into a claimed record in two halves, so that a test can kill the
+/// producer with the message half written.
+inline void queue_copy(std::byte* to, const void* from, std::size_t n) noexcept {
+    const std::size_t half = n / 2;
+    if (half) std::memcpy(to, from, half);
+    queue_fault(queue_point::put_copying);
+    if (n > half) std::memcpy(to + half, static_cast<const std::byte*>(from) + half, n - half);
 }
 
 /// Decides when a stuck holder is worth a look in /proc: not at first sight (holders are
@@ -82,9 +93,24 @@ public:
     queue_ring(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
         : shared_(std::make_shared<queue_shared>(ring_bytes, spill_bytes, maxsize)) {}
 
-    /// Puts one encoded message; false when the deadline passed first.
-    /// @throws EndOfStream once closed; Error when the message fits neither ring nor spill window.
-    bool put(std::span<const std::byte> message, const Deadline& deadline);
+    /// Puts one message of `length` bytes, which write(std::byte* to) fills in place. False when
+    /// the deadline passed first. @throws EndOfStream once closed; Error when the message fits
+    /// neither the ring nor the spill window.
+    template <class Write>
+    bool put(std::uint64_t length, Write&& write, const Deadline& deadline) {
+        static_assert(std::is_nothrow_invocable_v<Write&, std::byte*>,
+                      "a claimed record must be completed: write() must not throw");
+        const std::optional<claimed> record = claim(length, deadline);
+        if (!record) return false;
+        write(record->to);
+        publish(*record);
+        return true;
+    }
+
+    /// Puts bytes already encoded.
+    bool put(std::span<const std::byte> message, const Deadline& deadline) {
+        return put(message.size(), [&](std::byte* to) noexcept { queue_copy(to, message.data(), message.size()); }, deadline);
+    }
 
     /// Passes the next message's bytes to consume(span) and frees the record afterwards, also
     /// when consume throws. False when the deadline passed first.
@@ -109,6 +135,15 @@ public:
 private:
     enum class room_status { room, ring_full, bound_full };
 
+    /// A record claimed by this producer: where its bytes go.
+    struct claimed {
+        queue_slot* slot;
+        std::uint64_t pos;
+        std::byte* to;
+    };
+    [[nodiscard]] std::optional<claimed> claim(std::uint64_t length, const Deadline& deadline);
+    void publish(const claimed& record) noexcept;
+
     [[nodiscard]] queue_memory& mem() const noexcept { return shared_->memory; }
     [[nodiscard]] queue_control& ctl() const noexcept { return shared_->memory.control(); }
     [[nodiscard]] std::uint32_t holder_id();
@@ -116,7 +151,8 @@ private:
     std::uint64_t advance_reclaim(std::uint64_t& oldest_state) noexcept;
     bool help_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch, const Deadline& deadline);
     void advance_head(std::uint64_t head, const queue_slot& s) noexcept;
-    void write_payload(queue_slot& s, std::uint64_t pos, std::span<const std::byte> message, std::uint64_t spill);
+    [[nodiscard]] std::byte* place_payload(queue_slot& s, std::uint64_t pos, std::uint64_t length,
+                                           std::uint64_t spill) noexcept;
     void free_record(queue_slot& s, std::uint64_t pos) noexcept;
     void drop(std::uint64_t pos, std::uint64_t state);
     /// Drops every record taken by a consumer that died holding it (join() needs them done).
@@ -148,6 +184,7 @@ private:
                       std::chrono::milliseconds slice, Changed&& changed);
 
     static constexpr std::chrono::microseconds spin_time{20};
+    static constexpr std::uint64_t prefetch_distance = 4;
 
     std::shared_ptr<queue_shared> shared_;
 };
@@ -161,9 +198,11 @@ bool queue_ring::sleep(futex_word& event, futex_word& waiters, const Deadline& d
     // Polls are spaced out: each one pulls a cache line away from the partner that is about to
     // write it, and letting a few messages gather turns lock-step into batches.
     const auto spin_until = std::chrono::steady_clock::now() + spin_time;
+    int gap = 4;
     do {
         if (changed()) return true;
-        for (int i = 0; i < 8; ++i) cpu_relax();
+        for (int i = 0; i < gap; ++i) cpu_relax();
+        gap = gap < 64 ? 2 * gap : gap;
     } while (std::chrono::steady_clock::now() < spin_until);
     struct counted {
         futex_word& w;
@@ -185,10 +224,9 @@ inline std::uint32_t queue_ring::holder_id() {
     return id;
 }
 
-inline bool queue_ring::put(std::span<const std::byte> message, const Deadline& deadline) {
+inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length, const Deadline& deadline) {
     queue_memory& m = mem();
     queue_control& c = ctl();
-    const std::uint64_t length = message.size();
     std::uint64_t cells = length <= queue_slot::inline_bytes ? 1 : (length + queue_memory::cell_bytes - 1) / queue_memory::cell_bytes;
     // Taken before the claim, so that running out of spill space fails the put cleanly.
     struct spill_block {
@@ -215,7 +253,7 @@ inline bool queue_ring::put(std::span<const std::byte> message, const Deadline& 
         queue_slot& s = m.slot(pos);
         std::uint64_t state = s.state.load(std::memory_order_acquire);
         if (qpos(state) == pos) {  // claimed, and its producer has not moved the tail yet
-            if (!help_tail(tail, state, watch, deadline)) return false;
+            if (!help_tail(tail, state, watch, deadline)) return std::nullopt;
             continue;
         }
         // A slot newer than our tail means the tail we read is laps old: read it again.
@@ -231,10 +269,9 @@ inline bool queue_ring::put(std::span<const std::byte> message, const Deadline& 
             std::uint64_t expected = tail;
             c.tail.compare_exchange_strong(expected, qpack(qadd(pos, cells), qlow(tail) + 1),
                                            std::memory_order_acq_rel);
-            write_payload(s, pos, message, std::exchange(spill.word, 0));
-            s.state.store(slot_state(pos, slot_status::ready, 0), std::memory_order_seq_cst);
-            notify(c.data_event, c.get_waiters);
-            return true;
+            // The next slots are this producer's to claim soon: start taking their lines now.
+            __builtin_prefetch(&m.slot(pos + cells + prefetch_distance), 1);
+            return claimed{&s, pos, place_payload(s, pos, length, std::exchange(spill.word, 0))};
         }
         // A consumer that died holding the oldest record must not keep the ring full.
         const bool held = why == room_status::ring_full && qpos(oldest_state) == oldest_pos &&
@@ -256,8 +293,13 @@ inline bool queue_ring::put(std::span<const std::byte> message, const Deadline& 
                                      return reached(advance_reclaim(ignored), target) ||
                                             c.tail.load(std::memory_order_acquire) != tail;
                                  });
-        if (!slept) return false;
+        if (!slept) return std::nullopt;
     }
+}
+
+inline void queue_ring::publish(const claimed& record) noexcept {
+    record.slot->state.store(slot_state(record.pos, slot_status::ready, 0), std::memory_order_seq_cst);
+    notify(ctl().data_event, ctl().get_waiters);
 }
 
 inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
@@ -329,23 +371,14 @@ inline void queue_ring::advance_head(std::uint64_t head, const queue_slot& s) no
                                        std::memory_order_acq_rel);
 }
 
-inline void queue_ring::write_payload(queue_slot& s, std::uint64_t pos, std::span<const std::byte> message,
-                                      std::uint64_t spill) {
-    s.length = message.size();
-    std::byte* to;
+inline std::byte* queue_ring::place_payload(queue_slot& s, std::uint64_t pos, std::uint64_t length,
+                                            std::uint64_t spill) noexcept {
+    s.length = length;
     if (spill) {
         s.spill.store(spill, std::memory_order_release);
-        to = mem().spill_block(spill);
-    } else if (message.size() <= queue_slot::inline_bytes) {
-        to = s.inline_data;
-    } else {
-        to = mem().cell(pos);
+        return mem().spill_block(spill);
     }
-    // In two halves, so that a test can kill the producer with the message half written.
-    const std::size_t half = message.size() / 2;
-    if (half) std::memcpy(to, message.data(), half);
-    queue_fault(queue_point::put_copying);
-    if (message.size() > half) std::memcpy(to + half, message.data() + half, message.size() - half);
+    return length <= queue_slot::inline_bytes ? s.inline_data : mem().cell(pos);
 }
 
 template <class Consume>
@@ -377,6 +410,7 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
                                                  std::memory_order_acq_rel))
                 continue;
             {
+                __builtin_prefetch(&m.slot(pos + prefetch_distance), 1);
                 advance_head(head, s);
                 struct release {
                     queue_ring& ring;
