@@ -1,8 +1,9 @@
 // Primes from 1 to 1,000,000, three ways: serially; on Pool(4) with the tutorial's manual
 // chunks (four ranges, one task each, counted in the worker); and with Pool::map over every
-// number, letting the pool cut the chunks. Manual ranges are uneven work (the numbers near the
-// top cost the most), so the workers finish at different times; map's many small chunks are
-// pulled by whichever worker is idle.
+// number, letting the pool cut the chunks. map balances uneven work by itself (idle workers pull
+// the next chunk), but every number travels to a worker and every flag comes back; the manual
+// ranges send two numbers per task and get one count back, which wins when each item is as
+// cheap as a trial division below 10^6.
 #include "example_util.hpp"
 
 #include <mproc/pool.hpp>
