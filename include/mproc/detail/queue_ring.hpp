@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -170,10 +171,12 @@ private:
         }
     }
 
-    static void notify(futex_word& event, futex_word& waiters) noexcept {
+    /// Wakes sleepers on `event` if any: `count` of them (one per published message, so that
+    /// four idle consumers do not all wake for one message).
+    static void notify(futex_word& event, futex_word& waiters, int count = INT_MAX) noexcept {
         if (waiters.load(std::memory_order_seq_cst) != 0) {
             event.fetch_add(1, std::memory_order_seq_cst);
-            futex_wake(event);
+            futex_wake(event, count);
         }
     }
 
@@ -183,7 +186,8 @@ private:
     static bool sleep(futex_word& event, futex_word& waiters, const Deadline& deadline,
                       std::chrono::milliseconds slice, Changed&& changed);
 
-    static constexpr std::chrono::microseconds spin_time{20};
+    static constexpr std::chrono::microseconds spin_time{10};
+    static constexpr std::chrono::microseconds yield_time{50};
     static constexpr std::uint64_t prefetch_distance = 4;
 
     std::shared_ptr<queue_shared> shared_;
@@ -197,13 +201,20 @@ bool queue_ring::sleep(futex_word& event, futex_word& waiters, const Deadline& d
     // partner that is running acts within microseconds, and a sleep costs both sides a syscall.
     // Polls are spaced out: each one pulls a cache line away from the partner that is about to
     // write it, and letting a few messages gather turns lock-step into batches.
-    const auto spin_until = std::chrono::steady_clock::now() + spin_time;
+    // Then yield: with more processes than cores (four producers and four consumers on two),
+    // a partner that would act may be waiting for this core, and sched_yield hands it over
+    // without the syscalls and wake-up latency of a futex sleep on both sides.
+    const auto start = std::chrono::steady_clock::now();
     int gap = 4;
-    do {
+    for (auto now = start; now - start < spin_time + yield_time; now = std::chrono::steady_clock::now()) {
         if (changed()) return true;
-        for (int i = 0; i < gap; ++i) cpu_relax();
-        gap = gap < 64 ? 2 * gap : gap;
-    } while (std::chrono::steady_clock::now() < spin_until);
+        if (now - start < spin_time) {
+            for (int i = 0; i < gap; ++i) cpu_relax();
+            gap = gap < 64 ? 2 * gap : gap;
+        } else {
+            ::sched_yield();
+        }
+    }
     struct counted {
         futex_word& w;
         ~counted() { w.fetch_sub(1, std::memory_order_release); }
@@ -299,7 +310,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
 
 inline void queue_ring::publish(const claimed& record) noexcept {
     record.slot->state.store(slot_state(record.pos, slot_status::ready, 0), std::memory_order_seq_cst);
-    notify(ctl().data_event, ctl().get_waiters);
+    notify(ctl().data_event, ctl().get_waiters, 1);
 }
 
 inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
