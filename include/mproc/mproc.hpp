@@ -8,6 +8,7 @@
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
+#include <mproc/queue.hpp>
 #include <mproc/shared.hpp>
 #include <mproc/sync.hpp>
 #include <mproc/version.hpp>
