@@ -96,10 +96,20 @@ struct queue_registry {
     static constexpr std::uint64_t start_of(std::uint64_t w) { return w & 0x3FFFFFFF; }
     static constexpr std::uint32_t make_id(std::uint32_t index, std::uint32_t gen) { return gen << 10 | index; }
 
-    /// Whether the entry's process no longer runs: gone, a zombie, or the pid reused.
+    /// Whether the entry's process no longer runs: gone, a zombie, or the pid reused. Never a
+    /// guess: without a readable /proc only "no such process" counts, so a live holder is never
+    /// taken for dead (a dead one then is found once reaped, not while a zombie).
     static bool entry_dead(std::uint64_t w) {
-        const auto status = read_process_status(pid_of(w));
-        return !status || !status->running || (status->start_ticks & 0x3FFFFFFF) != start_of(w);
+        const pid_t pid = pid_of(w);
+        if (sys().kill(pid, 0) != 0 && errno == ESRCH) return true;
+        const auto status = read_process_status(pid);
+        if (!status) return proc_readable();  // it exited between the two looks
+        return !status->running || (status->start_ticks & 0x3FFFFFFF) != start_of(w);
+    }
+
+    static bool proc_readable() {
+        static const bool readable = read_process_status(0).has_value();
+        return readable;
     }
 
     /// True when the process that held `id` is known to be dead. A generation that moved on means
@@ -113,8 +123,8 @@ struct queue_registry {
     /// Takes an entry for the calling process: a never-used one, or one whose process died.
     /// @throws Error when `entries` live processes hold every entry.
     [[nodiscard]] std::uint32_t enroll() {
-        const auto self = read_process_status(0);
-        if (!self) throw_errno("read /proc/self/stat");
+        const auto self = read_process_status(0);  // no /proc: start time 0, pid checks only
+        const std::uint64_t start = self ? self->start_ticks : 0;
         const auto pid = static_cast<std::uint64_t>(::getpid());
         for (int pass = 0; pass < 2; ++pass) {
             for (std::uint32_t i = 0; i < entries; ++i) {
@@ -123,7 +133,7 @@ struct queue_registry {
                 if (pass == 0 ? w != 0 : (w == 0 || !entry_dead(w))) continue;
                 std::uint32_t gen = (gen_of(w) + 1) & 0xFFF;
                 if (gen == 0) gen = 1;
-                if (words[i].compare_exchange_strong(w, pack(gen, pid, self->start_ticks),
+                if (words[i].compare_exchange_strong(w, pack(gen, pid, start),
                                                      std::memory_order_acq_rel))
                     return make_id(i, gen);
             }
