@@ -135,7 +135,7 @@ struct job_ticket {
         throw_if_failed_or_gone();
         progress.update(job().items, true);
         std::vector<R> results;
-        if constexpr (pool_bulk_v<R> && !std::is_same_v<R, bool>) {
+        if constexpr (pool_bulk_v<R>) {
             // One copy straight out of the arena, without zero-filling the vector first.
             const R* src = core->arena().template at<const R>(job().output);
             results.assign(src, src + job().items);
