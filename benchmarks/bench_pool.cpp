@@ -5,6 +5,7 @@
 //   factorials of every n < 12,000 with GMP (bit lengths): serial vs Pool::map
 // Run: ./bench_pool --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // MPROC_BENCH_PRIMES sets N (default 10,000,000).
+#include "../examples/workloads.hpp"
 #include "raw_baselines.hpp"
 
 #include <mproc/pool.hpp>
@@ -26,14 +27,7 @@
 #include <vector>
 
 namespace {
-bool is_prime(std::uint64_t n) {
-    if (n < 2) return false;
-    if (n % 2 == 0) return n == 2;
-    if (n % 3 == 0) return n == 3;
-    for (std::uint64_t d = 5; d * d <= n; d += 6)
-        if (n % d == 0 || n % (d + 2) == 0) return false;
-    return true;
-}
+using example::is_prime;
 
 std::uint64_t prime_limit() {
     const char* env = std::getenv("MPROC_BENCH_PRIMES");

@@ -1,7 +1,8 @@
 // What several examples share: the --short switch, a stopwatch, printing that keeps the order of
-// lines from several processes, and the two workloads the tutorials time (trial-division primes
-// and sums of squares).
+// lines from several processes, and (from workloads.hpp) the two workloads the tutorials time.
 #pragma once
+
+#include "workloads.hpp"
 
 #include <fmt/core.h>
 
@@ -43,23 +44,6 @@ template <class... Args>
 void say(fmt::format_string<Args...> format, Args&&... args) {
     fmt::print(format, std::forward<Args>(args)...);
     std::fflush(stdout);
-}
-
-/// Trial division by 2, 3 and 6k +- 1: the tutorials' CPU-bound test.
-[[nodiscard]] inline bool is_prime(std::uint64_t n) {
-    if (n < 2) return false;
-    if (n % 2 == 0) return n == 2;
-    if (n % 3 == 0) return n == 3;
-    for (std::uint64_t d = 5; d * d <= n; d += 6)
-        if (n % d == 0 || n % (d + 2) == 0) return false;
-    return true;
-}
-
-/// sum(i * i for i in range(n)), modulo 2^64.
-[[nodiscard]] inline std::uint64_t sum_of_squares(std::uint64_t n) {
-    std::uint64_t total = 0;
-    for (std::uint64_t i = 0; i < n; ++i) total += i * i;
-    return total;
 }
 
 }  // namespace example
