@@ -41,7 +41,8 @@ template <class T>
 static void pipe_round_trip(benchmark::State& state, const T& message) {
     auto [here, there] = mproc::Pipe<T>();
     mproc::Process echo(
-        [](mproc::Connection<T> end) {
+        [&here = here](mproc::Connection<T> end) {
+            here.close();  // the child's copy of the parent's end: else it never sees end of stream
             try {
                 for (;;) end.send(end.recv());
             } catch (const mproc::EndOfStream&) {
