@@ -223,7 +223,7 @@ auto Pool::post_map(const Fn& fn, const Range& inputs, const MapOptions& options
     static_assert(!std::is_void_v<R>, "mproc::Pool::map: the function must return a value");
     const std::uint64_t n = std::ranges::size(inputs);
     const std::uint64_t size = detail::chunk_size_for(n, core().size(), options.chunksize);
-    const std::uint64_t seq = core().begin_job(detail::identify(&detail::run_map_chunk<Fn, In, R, Star>),
+    const std::uint64_t seq = core().begin_job(detail::identify(&detail::run_map_chunk<Fn, In, R, Star, detail::input_layout_v<Range, In>>),
                                                detail::function_identity(fn), n, size);
     if (options.task_timeout.count() != 0) core().job(seq).timeout_ns = options.task_timeout.count();
     try {

@@ -29,7 +29,9 @@ template <class In, class Range>
 void lay_out_inputs(pool_core& core, std::uint64_t seq, const Range& inputs) {
     job_slot& job = core.job(seq);
     shared_arena& arena = core.arena();
-    if constexpr (pool_bulk_v<In>) {
+    if constexpr (input_layout_v<Range, In> == input_layout::iota) {
+        job.input = static_cast<std::uint64_t>(*std::ranges::begin(inputs));
+    } else if constexpr (input_layout_v<Range, In> == input_layout::bulk) {
         job.input = arena.allocate(job.items * sizeof(In));
         In* out = arena.at<In>(job.input);
         if constexpr (std::ranges::contiguous_range<Range> &&

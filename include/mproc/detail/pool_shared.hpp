@@ -59,7 +59,8 @@ struct alignas(64) job_slot {
     function_id fn;              // the user's function, when it is a pointer
     std::uint64_t items = 0;
     std::uint64_t chunk_size = 0;
-    std::uint64_t input = 0;     // bulk input array, or a table of arena_span per chunk
+    std::uint64_t input = 0;     // bulk input array, a table of arena_span per chunk, or (for an
+                                 // iota_view input) the first value's bits: item i is first + i
     std::uint64_t output = 0;    // bulk result array, or a table of arena_span per chunk
     std::uint64_t states = 0;    // std::atomic<std::uint32_t> per chunk (chunk_state)
     std::uint64_t log = 0;       // std::atomic<std::uint32_t> per chunk: 1 + chunks in completion order

@@ -124,16 +124,33 @@ void run_chunk_items(chunk_context& c, Compute&& compute) {
     }
 }
 
-/// Runs one chunk of a map: the job's input (bulk, or encoded per chunk) through Fn.
-/// `Star`: each input is a tuple applied as the arguments (starmap).
-template <class Fn, class In, class R, bool Star>
+/// How a map's inputs reach the workers.
+enum class input_layout { bulk, encoded, iota };
+
+/// An integer range (std::views::iota) travels as its first value: nothing is copied.
+template <class Range>
+inline constexpr bool is_iota_v = false;
+template <class W, class B>
+inline constexpr bool is_iota_v<std::ranges::iota_view<W, B>> = std::is_integral_v<W>;
+
+template <class Range, class In>
+inline constexpr input_layout input_layout_v = is_iota_v<Range>   ? input_layout::iota
+                                               : pool_bulk_v<In> ? input_layout::bulk
+                                                                 : input_layout::encoded;
+
+/// Runs one chunk of a map: the job's input (bulk, encoded per chunk, or an integer range)
+/// through Fn. `Star`: each input is a tuple applied as the arguments (starmap).
+template <class Fn, class In, class R, bool Star, input_layout Layout>
 void run_map_chunk(chunk_context& c) {
     Fn fn = worker_callable<Fn>(c.job);
     auto call = [&fn](const In& x) -> R {
         if constexpr (Star) return std::apply(fn, x);
         else return std::invoke(fn, x);
     };
-    if constexpr (pool_bulk_v<In>) {
+    if constexpr (Layout == input_layout::iota) {
+        const auto first = static_cast<In>(c.job.input);
+        run_chunk_items<R>(c, [&](std::uint64_t i) { return call(static_cast<In>(first + static_cast<In>(i))); });
+    } else if constexpr (Layout == input_layout::bulk) {
         const In* in = c.arena.at<const In>(c.job.input);
         run_chunk_items<R>(c, [&](std::uint64_t i) { return call(in[i]); });
     } else {
