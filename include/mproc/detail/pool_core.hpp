@@ -75,8 +75,10 @@ public:
     void retire(std::uint64_t seq);
 
     /// Waits until `done()` holds or the deadline passes; handles worker deaths meanwhile.
+    /// Workers wake a sleeping parent when a job completes or fails, and after every chunk only
+    /// when `every_chunk` (an imap waiting for its next chunk).
     template <class Done>
-    bool wait(Done&& done, const Deadline& deadline = Deadline::never());
+    bool wait(Done&& done, const Deadline& deadline = Deadline::never(), bool every_chunk = false);
 
     /// Reaps and replaces workers that died while nobody waited; settles what they held.
     void check_workers();
@@ -380,7 +382,8 @@ inline Deadline pool_core::enforce_task_timeouts() {
 }
 
 template <class Done>
-bool pool_core::wait(Done&& done, const Deadline& deadline) {
+bool pool_core::wait(Done&& done, const Deadline& deadline, bool every_chunk) {
+    ctl_->parent_wants_chunks.store(every_chunk ? 1 : 0, std::memory_order_relaxed);
     // A short spin (a few microseconds) catches a chunk that is about to finish without two
     // context switches; longer would steal the core a worker needs on a small machine.
     for (int i = 0; i < 200; ++i) {

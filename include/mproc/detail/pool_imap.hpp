@@ -78,7 +78,8 @@ private:
 
     std::uint64_t wait_for_chunk(std::uint64_t chunk) {
         auto& core = *ticket_.core;
-        (void)core.wait([&] { return ticket_.chunk_done(chunk) || core.failed(ticket_.seq) || !core.running(); });
+        (void)core.wait([&] { return ticket_.chunk_done(chunk) || core.failed(ticket_.seq) || !core.running(); },
+                        detail::Deadline::never(), /*every_chunk=*/true);
         if (!ticket_.chunk_done(chunk)) ticket_.throw_if_failed_or_gone();
         return chunk;
     }
@@ -86,7 +87,8 @@ private:
     std::uint64_t wait_for_logged_chunk() {
         auto& core = *ticket_.core;
         auto& entry = core.arena().template at<std::atomic<std::uint32_t>>(ticket_.job().log)[next_chunk_];
-        (void)core.wait([&] { return entry.load(std::memory_order_acquire) != 0 || core.failed(ticket_.seq) || !core.running(); });
+        (void)core.wait([&] { return entry.load(std::memory_order_acquire) != 0 || core.failed(ticket_.seq) || !core.running(); },
+                        detail::Deadline::never(), /*every_chunk=*/true);
         const std::uint32_t logged = entry.load(std::memory_order_acquire);
         if (logged == 0) ticket_.throw_if_failed_or_gone();
         return logged - 1;

@@ -92,6 +92,10 @@ struct alignas(64) pool_control {
     futex_word idle_workers{0};    // how many sleep on post_seq (the waker's test)
     std::atomic<std::uint32_t> shutdown{0};
     std::atomic<std::uint32_t> parent_sleeping{0};
+    // Whether a sleeping parent wants a wake-up for every finished chunk (imap), or only when a
+    // job completes or fails (map, futures): a map of 100,000 one-item chunks must not cost
+    // 100,000 wake-ups.
+    std::atomic<std::uint32_t> parent_wants_chunks{0};
     std::atomic<std::uint64_t> posted{0};  // jobs published so far
     std::atomic<std::uint64_t> head{0};    // no job before this one has chunks left to claim
     std::int32_t wake_fd = -1;             // eventfd: a worker writes 1 to wake a sleeping parent

@@ -211,9 +211,12 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
     const std::uint32_t position = job.log_tail.fetch_add(1, std::memory_order_relaxed);
     arena.at<std::atomic<std::uint32_t>>(job.log)[position].store(
         static_cast<std::uint32_t>(claimed.chunk + 1), std::memory_order_release);
-    job.chunks_done.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t done = job.chunks_done.fetch_add(1, std::memory_order_seq_cst) + 1;
     me.job.store(0, std::memory_order_release);
-    wake_parent(ctl);
+    if (done >= claim_word::count(job.claim.load(std::memory_order_relaxed)) ||
+        job.failed.load(std::memory_order_relaxed) != job_ok ||
+        ctl.parent_wants_chunks.load(std::memory_order_relaxed) != 0)
+        wake_parent(ctl);
 }
 
 /// Runs the pool's initializer; on an exception, records it in the worker's slot for the parent.
