@@ -5,7 +5,7 @@
 //   max_tasks_per_child=1: the cost of a fresh worker per task
 // Run: ./bench_fork_map --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 // MPROC_BENCH_PRIMES sets N (default 10,000,000).
-#include "../examples/workloads.hpp"
+#include "prime_benchmarks.hpp"
 
 #include <mproc/fork_map.hpp>
 #include <mproc/pool.hpp>
@@ -19,10 +19,6 @@
 #include <vector>
 
 namespace {
-std::uint64_t prime_limit() {
-    const char* env = std::getenv("MPROC_BENCH_PRIMES");
-    return env ? std::strtoull(env, nullptr, 10) : 10'000'000;
-}
 
 constexpr std::size_t block_bytes = std::size_t{1} << 20;
 constexpr std::size_t blocks = 1024;  // 1 GiB
@@ -40,7 +36,7 @@ std::uint64_t sum_block(const std::uint8_t* p) { return std::accumulate(p, p + b
 }  // namespace
 
 static void Primes_ForkMap(benchmark::State& state) {
-    const std::uint64_t n = prime_limit();
+    const std::uint64_t n = bench::prime_limit();
     for (auto _ : state) {
         auto flags = mproc::fork_map(example::is_prime, std::views::iota(std::uint64_t{0}, n));
         benchmark::DoNotOptimize(flags.size());
@@ -49,7 +45,7 @@ static void Primes_ForkMap(benchmark::State& state) {
 BENCHMARK(Primes_ForkMap)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 static void Primes_PoolMap(benchmark::State& state) {
-    const std::uint64_t n = prime_limit();
+    const std::uint64_t n = bench::prime_limit();
     for (auto _ : state) {
         mproc::Pool pool;
         auto flags = pool.map(example::is_prime, std::views::iota(std::uint64_t{0}, n));
@@ -58,18 +54,7 @@ static void Primes_PoolMap(benchmark::State& state) {
 }
 BENCHMARK(Primes_PoolMap)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
-#ifdef MPROC_HAVE_OPENMP
-static void Primes_OpenMP_dynamic(benchmark::State& state) {
-    const auto n = static_cast<std::int64_t>(prime_limit());
-    for (auto _ : state) {
-        std::uint64_t count = 0;
-#pragma omp parallel for schedule(dynamic, 1000) reduction(+ : count)
-        for (std::int64_t i = 0; i < n; ++i) count += example::is_prime(static_cast<std::uint64_t>(i));
-        benchmark::DoNotOptimize(count);
-    }
-}
-BENCHMARK(Primes_OpenMP_dynamic)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
-#endif
+// Primes_OpenMP_dynamic comes from prime_benchmarks.hpp.
 
 static void BigInput_1GiB_ForkMap(benchmark::State& state) {
     const auto& data = big_input();

@@ -5,16 +5,13 @@
 //   factorials of every n < 12,000 with GMP (bit lengths): serial vs Pool::map
 // Run: ./bench_pool --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // MPROC_BENCH_PRIMES sets N (default 10,000,000).
-#include "../examples/workloads.hpp"
+#include "prime_benchmarks.hpp"
 #include "raw_baselines.hpp"
 
 #include <mproc/pool.hpp>
 
 #include <benchmark/benchmark.h>
 
-#ifdef MPROC_HAVE_OPENMP
-#include <omp.h>
-#endif
 #ifdef MPROC_HAVE_GMP
 #include <gmpxx.h>
 #endif
@@ -29,10 +26,6 @@
 namespace {
 using example::is_prime;
 
-std::uint64_t prime_limit() {
-    const char* env = std::getenv("MPROC_BENCH_PRIMES");
-    return env ? std::strtoull(env, nullptr, 10) : 10'000'000;
-}
 
 mproc::Pool& warm_pool() {
     static mproc::Pool pool;
@@ -47,7 +40,7 @@ std::vector<std::int64_t> iota_input(std::size_t n) {
 }  // namespace
 
 static void Primes_Serial(benchmark::State& state) {
-    const std::uint64_t n = prime_limit();
+    const std::uint64_t n = bench::prime_limit();
     for (auto _ : state) {
         std::uint64_t count = 0;
         for (std::uint64_t i = 0; i < n; ++i) count += is_prime(i);
@@ -57,7 +50,7 @@ static void Primes_Serial(benchmark::State& state) {
 BENCHMARK(Primes_Serial)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 static void Primes_Pool(benchmark::State& state) {
-    const std::uint64_t n = prime_limit();
+    const std::uint64_t n = bench::prime_limit();
     for (auto _ : state) {
         mproc::Pool pool;  // included: starting the workers is part of the cost
         auto flags = pool.map(is_prime, std::views::iota(std::uint64_t{0}, n));
@@ -67,18 +60,7 @@ static void Primes_Pool(benchmark::State& state) {
 }
 BENCHMARK(Primes_Pool)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
-#ifdef MPROC_HAVE_OPENMP
-static void Primes_OpenMP_dynamic(benchmark::State& state) {
-    const auto n = static_cast<std::int64_t>(prime_limit());
-    for (auto _ : state) {
-        std::uint64_t count = 0;
-#pragma omp parallel for schedule(dynamic, 1000) reduction(+ : count)
-        for (std::int64_t i = 0; i < n; ++i) count += is_prime(static_cast<std::uint64_t>(i));
-        benchmark::DoNotOptimize(count);
-    }
-}
-BENCHMARK(Primes_OpenMP_dynamic)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
-#endif
+// Primes_OpenMP_dynamic comes from prime_benchmarks.hpp.
 
 static void TinyMap_1M_Pool(benchmark::State& state) {
     const auto input = iota_input(1'000'000);
