@@ -226,16 +226,18 @@ private:
     std::optional<bip::message_queue> queue_;
 };
 
+void receive_8_bytes(boost_queue& q) {
+    std::int64_t v;
+    std::size_t got;
+    unsigned priority;
+    (*q).receive(&v, sizeof v, got, priority);
+    benchmark::DoNotOptimize(v);
+}
+
 void Boost_message_queue_spsc_8B(benchmark::State& state) {
     boost_queue q(16384, 8);
     spsc(state, small_batch, 8, [&](std::int64_t v) { (*q).send(&v, sizeof v, 0); },
-         [&] {
-             std::int64_t v;
-             std::size_t got;
-             unsigned priority;
-             (*q).receive(&v, sizeof v, got, priority);
-             benchmark::DoNotOptimize(v);
-         });
+         [&] { receive_8_bytes(q); });
 }
 BENCHMARK(Boost_message_queue_spsc_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -256,13 +258,7 @@ BENCHMARK(Boost_message_queue_spsc_1MiB)->UseRealTime()->Unit(benchmark::kMillis
 void Boost_message_queue_mpmc_4x4_8B(benchmark::State& state) {
     boost_queue q(16384, 8);
     mpmc(state, 1 << 20, [&](std::int64_t v) { (*q).send(&v, sizeof v, 0); },
-         [&] {
-             std::int64_t v;
-             std::size_t got;
-             unsigned priority;
-             (*q).receive(&v, sizeof v, got, priority);
-             benchmark::DoNotOptimize(v);
-         });
+         [&] { receive_8_bytes(q); });
 }
 BENCHMARK(Boost_message_queue_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif

@@ -451,6 +451,26 @@ TEST_CASE("Queue.mpmc.four_by_four_250k_each", "[queue][stress]") {
 namespace {
 using mproc::detail::queue_point;
 
+// After a process died mid-put or mid-get: a producer and a consumer in two other processes move
+// `count` messages (`prefix` + index) through the queue in order, and exactly one was dropped.
+void flows_on_after_a_death(mproc::Queue<std::string>& q, int count, const std::string& prefix) {
+    mproc::Process producer([q, count, prefix]() mutable {
+        for (int i = 0; i < count; ++i) q.put(prefix + std::to_string(i));
+    });
+    mproc::Process consumer([q, count, prefix]() mutable {
+        for (int i = 0; i < count; ++i)
+            if (q.get(10s) != prefix + std::to_string(i)) return 1;
+        return 0;
+    });
+    producer.start();
+    consumer.start();
+    join_bounded(producer);
+    join_bounded(consumer);
+    CHECK(producer.exitcode() == 0);
+    CHECK(consumer.result() == 0);
+    CHECK(q.dropped() == 1);
+}
+
 // One trial: a child dies at `point` of a put (or get); other processes keep the queue going and
 // finish; the lost message is counted.
 void dead_producer_trial(queue_point point, std::size_t message_bytes) {
@@ -463,21 +483,7 @@ void dead_producer_trial(queue_point point, std::size_t message_bytes) {
     join_bounded(victim);
     REQUIRE(victim.exitcode() == -SIGKILL);
     // Another producer and a consumer, both in other processes, move 200 messages past it.
-    mproc::Process producer([q]() mutable {
-        for (int i = 0; i < 200; ++i) q.put(std::to_string(i));
-    });
-    mproc::Process consumer([q]() mutable {
-        for (int i = 0; i < 200; ++i)
-            if (q.get(10s) != std::to_string(i)) return 1;
-        return 0;
-    });
-    producer.start();
-    consumer.start();
-    join_bounded(producer);
-    join_bounded(consumer);
-    CHECK(producer.exitcode() == 0);
-    CHECK(consumer.result() == 0);
-    CHECK(q.dropped() == 1);
+    flows_on_after_a_death(q, 200, "");
     CHECK(q.empty());
 }
 
@@ -492,21 +498,7 @@ void dead_consumer_trial(queue_point point, std::size_t message_bytes) {
     victim.start();
     join_bounded(victim);
     REQUIRE(victim.exitcode() == -SIGKILL);
-    mproc::Process producer([q]() mutable {
-        for (int i = 0; i < 500; ++i) q.put(std::string(100, 'a') + std::to_string(i));
-    });
-    mproc::Process consumer([q]() mutable {
-        for (int i = 0; i < 500; ++i)
-            if (q.get(10s) != std::string(100, 'a') + std::to_string(i)) return 1;
-        return 0;
-    });
-    producer.start();
-    consumer.start();
-    join_bounded(producer);
-    join_bounded(consumer);
-    CHECK(producer.exitcode() == 0);
-    CHECK(consumer.result() == 0);
-    CHECK(q.dropped() == 1);
+    flows_on_after_a_death(q, 500, std::string(100, 'a'));
 }
 
 const std::vector<std::pair<queue_point, std::size_t>> put_moments{
