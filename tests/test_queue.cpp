@@ -123,11 +123,11 @@ TEST_CASE("Queue.bounded.ring_bytes_limit_unbounded_queue", "[queue]") {
     CHECK(q.ring_bytes() == 4096);
     int put = 0;
     while (q.try_put(put)) ++put;
-    CHECK(put == 16);  // 4096 bytes of 256-byte cells, one cell per small message
+    CHECK(put == 32);  // 4096 bytes of 128-byte cells, one cell per small message
     CHECK(q.full());
     CHECK(q.get() == 0);
     CHECK(q.try_put(99));
-    for (int i = 1; i < 16; ++i) CHECK(q.get() == i);
+    for (int i = 1; i < 32; ++i) CHECK(q.get() == i);
     CHECK(q.get() == 99);
 }
 
@@ -501,16 +501,26 @@ void dead_consumer_trial(queue_point point, std::size_t message_bytes) {
     flows_on_after_a_death(q, 500, std::string(100, 'a'));
 }
 
+// A string of 0 bytes encodes to 8 (its count): the smallest message, kept in its slot.
 const std::vector<std::pair<queue_point, std::size_t>> put_moments{
-    {queue_point::put_claimed, 10},       // claimed, span not yet written
-    {queue_point::put_copying, 10},       // inline message half written
-    {queue_point::put_copying, 3000},     // ring message half written
-    {queue_point::put_copying, 40 << 10}  // spilled message half written
+    {queue_point::put_claimed, 10},        // claimed, span not yet written
+    {queue_point::put_copying, 10},        // small message half written
+    {queue_point::put_copying, 3000},      // ring message half written
+    {queue_point::put_copying, 40 << 10},  // spilled message half written
+    {queue_point::put_claimed, 0},         // in-slot message claimed
+    {queue_point::put_copying, 0},         // in-slot message half written
+    {queue_point::put_spanned, 3000},      // span written, the tail not yet moved
+    {queue_point::put_spanned, 40 << 10},  // spilled: span written, the tail not yet moved
+    {queue_point::put_claimed, 40 << 10}   // spilled: claimed, its block not yet recorded
 };
 const std::vector<std::pair<queue_point, std::size_t>> get_moments{
-    {queue_point::get_claimed, 10},
+    {queue_point::get_claimed, 10},        // claimed, the head not yet moved
     {queue_point::get_consumed, 3000},
-    {queue_point::get_claimed, 12 << 10}};  // spilled
+    {queue_point::get_claimed, 12 << 10},  // spilled
+    {queue_point::get_claimed, 0},         // in-slot message
+    {queue_point::get_moved, 0},           // the head moved, nothing read
+    {queue_point::get_moved, 3000},
+    {queue_point::get_moved, 12 << 10}};
 }  // namespace
 
 TEST_CASE("Queue.dead_producer.sigkill_mid_put", "[queue]") {

@@ -37,7 +37,7 @@ struct QueueOptions {
     /// Bytes of the shared ring that holds queued messages: a power of two, at least 4 KiB.
     /// Memory is touched as the ring fills, and stays with the queue. A message larger than half
     /// the ring takes the spill window instead, which is slower (its pages are freshly mapped).
-    /// Each queued message takes at least 256 bytes of ring (up to 32 bytes it takes no more).
+    /// Each queued message takes at least 128 bytes of ring (up to 8 bytes it takes no more).
     std::size_t ring_bytes = std::size_t{4} << 20;
     /// Address space for messages larger than half the ring, all such messages queued at once
     /// counted together (each rounded up to a power of two, at least 64 KiB). Only the pages of

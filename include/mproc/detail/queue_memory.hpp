@@ -34,8 +34,9 @@ MPROC_NAMESPACE_BEGIN
 namespace detail {
 
 // Positions count ring cells modulo 2^40. Three kinds of 64-bit words pair a position (high 40
-// bits) with 24 low bits: a slot's state (status and holder), a slot's span (cells it covers),
-// and the head and tail cursors (records counted modulo 2^24, for qsize and maxsize).
+// bits) with 24 low bits: a slot's state (status and holder), a slot's span (cells it covers,
+// and whether the record is spilled), and the head and tail cursors (records counted modulo
+// 2^24, for qsize and maxsize).
 inline constexpr std::uint64_t queue_pos_mask = (std::uint64_t{1} << 40) - 1;
 inline constexpr std::uint64_t queue_low_mask = (std::uint64_t{1} << 24) - 1;
 
@@ -47,6 +48,13 @@ inline constexpr std::uint64_t queue_low_mask = (std::uint64_t{1} << 24) - 1;
 [[nodiscard]] constexpr std::uint64_t qadd(std::uint64_t pos, std::uint64_t n) noexcept {
     return (pos + n) & queue_pos_mask;
 }
+
+/// A span word's low bits: the cells a record covers (at most 2^23 - 1), and a flag saying its
+/// bytes are in a spill block (whose word is then the slot's `word`).
+inline constexpr std::uint64_t queue_spilled = std::uint64_t{1} << 23;
+inline constexpr std::uint64_t queue_max_cells = queue_spilled - 1;
+[[nodiscard]] constexpr std::uint64_t span_cells(std::uint64_t span) noexcept { return span & queue_max_cells; }
+[[nodiscard]] constexpr bool span_spilled(std::uint64_t span) noexcept { return (span & queue_spilled) != 0; }
 
 /// A record's life: a producer claims it (writing), publishes it (ready), a consumer claims it
 /// (reading) and frees it (freed). A record whose holder died is freed by whoever finds it.
@@ -62,18 +70,21 @@ enum class slot_status : std::uint32_t { writing = 0, ready = 1, reading = 2, fr
     return static_cast<std::uint32_t>(state & 0x3FFFFF);
 }
 
-/// One slot per ring cell; only the slot of a record's first cell is used. Messages of up to
-/// `inline_bytes` live in the slot itself, so a small message touches one cache line.
-struct alignas(64) queue_slot {
-    static constexpr std::size_t inline_bytes = 32;
+/// One slot per ring cell; only the slot of a record's first cell is used. Two slots share a
+/// cache line, and a message of up to `inline_bytes` lives in its slot's `word`, so a stream of
+/// 8-byte messages moves half a cache line per message and never touches the ring's cells.
+struct alignas(32) queue_slot {
+    static constexpr std::size_t inline_bytes = 8;
 
     std::atomic<std::uint64_t> state;  // (position, status, holder id)
-    std::atomic<std::uint64_t> span;   // (position, cells): set once claimed, before ready
-    std::atomic<std::uint64_t> spill;  // spill block (offset | size class) this record owns, or 0
+    std::atomic<std::uint64_t> span;   // (position, cells | spilled): set once claimed, before the tail moves
     std::uint64_t length;              // message bytes; written before ready
-    std::byte inline_data[inline_bytes];
+    // The message itself (up to 8 bytes), or the spill block (offset | size class) of a spilled
+    // record, taken with an atomic exchange so that a block is given back once. Written before
+    // ready (a spill word before the span).
+    std::uint64_t word;
 };
-static_assert(sizeof(queue_slot) == 64);
+static_assert(sizeof(queue_slot) == 32);
 
 /// The words every process of a queue shares. Words written on every put and every get sit on
 /// cache lines of their own, so producers and consumers do not slow each other down.
@@ -86,9 +97,11 @@ struct queue_control {
     alignas(64) std::atomic<std::uint64_t> tail{0};     // next cell to claim, records put
     alignas(64) std::atomic<std::uint64_t> head{0};     // next record to get, records got
     alignas(64) std::atomic<std::uint64_t> reclaim{0};  // first cell not yet free again
+    // Each waiter count on a line of its own: a producer reads get_waiters on every put and a
+    // consumer put_waiters on every get, and each count changes when its side goes to sleep.
     alignas(64) futex_word get_waiters{0};
-    futex_word put_waiters{0};
-    futex_word join_waiters{0};
+    alignas(64) futex_word put_waiters{0};
+    alignas(64) futex_word join_waiters{0};
     futex_word closed{0};
     alignas(64) futex_word data_event{0};   // bumped when a record becomes ready (or is dropped)
     alignas(64) futex_word space_event{0};  // bumped when a record is freed
@@ -111,7 +124,7 @@ struct queue_control {
 /// inherit it at the same address.
 class queue_memory {
 public:
-    static constexpr std::size_t cell_bytes = 256;
+    static constexpr std::size_t cell_bytes = 128;
     static constexpr std::size_t spill_min_class = 16;  // 64 KiB
 
     /// `ring_bytes`: power of two, at least 16 cells and a page. `spill_bytes`: window size.

@@ -1,32 +1,45 @@
-// The queue's protocol over queue_memory: lock-free claims, in-order reclaim, dead holders.
+// The queue's protocol over queue_memory: claims that name their holder, in-order reclaim, dead
+// holders found out.
 //
 // Cells are numbered by a 40-bit position that only grows; cell p lives at index p mod N. A
 // record covers `span` consecutive cells, and the slot of its first cell says who holds it:
 //
 //   producer: read tail p; slot p free this lap and room for k cells (p + k - reclaim <= N)?
 //             CAS slot.state -> (p, writing, me)     the claim, naming its holder
-//             slot.span = (p, k); CAS tail p -> p+k  anyone seeing the span may move the tail
+//             slot.span = (p, k); tail = p+k          plain stores: only the claimer moves it
 //             copy the bytes; slot.state = (p, ready); wake consumers if any sleep
 //   consumer: read head p; slot ready? CAS slot.state -> (p, reading, me)
-//             CAS head p -> p+k (anyone may help); decode in place; slot.state = (p, freed)
-//             move `reclaim` over every freed record in order; wake producers if any sleep
+//             head = p+k; decode in place; slot.state = (p, freed)
+//             producers move `reclaim` over every freed record in order, in batches
+//
+// One locked instruction per put and one per get: the claim. Everything else is a plain store
+// to a line the claimer already owns, so a stream of small messages costs a few cache-line
+// transfers per cache line of slots, not several per message. The price: while a claimer is
+// between its CAS and its cursor store (a few instructions), others wait for it instead of
+// helping; only a claimer known dead is helped past (it can no longer store a stale cursor).
 //
 // Every claim is a CAS on a word that carries the claimer's id, so a record is never held by an
 // anonymous party. A record found writing or reading for long is checked against the registry:
-// if its holder died, the finder takes the record over (CAS to reading by itself), frees it and
-// counts it in `dropped`. A producer that died before writing its span can only have held one
-// cell: the tail cannot pass a record whose span is unknown. Liveness is exact (pid, start time
-// and registry generation, see queue_registry.hpp), so a slow holder is never taken for dead.
+// if its holder died, the finder takes the record over (CAS to reading by itself), moves the
+// tail and head past it where its holder had not, frees it and counts it in `dropped`. A
+// producer that died before writing its span can only have held one cell: it had not moved
+// the tail. Liveness is exact (pid, start time and registry generation, see
+// queue_registry.hpp), so a slow holder is never taken for dead.
 //
-// Sizes: a message of up to 32 bytes lives in its slot; up to half the ring, in the ring's
-// cells (contiguous thanks to the mirror mapping, decoded in place); larger, in a spill block
-// whose word the slot holds, so one message larger than the ring never waits for a consumer.
+// Sizes: a message of up to 8 bytes lives in its slot; up to half the ring (and 2^23 cells), in
+// the ring's cells (contiguous thanks to the mirror mapping, decoded in place); larger, in a
+// spill block whose word the slot holds, so one message larger than the ring never waits for a
+// consumer.
 //
 // Waiting: spin a few microseconds, then sched_yield, then sleep on a futex event word (data for
 // consumers, space for producers) counted in a waiter word, so that a waker makes a syscall only
-// when someone sleeps. Every sleep is a bounded slice: a stuck record's holder is re-checked
-// and a lost wake-up costs latency, never a hang. A producer that found the ring full sleeps
-// until a sixteenth of the ring is free again (space_target), not one cell at a time.
+// when someone sleeps. The waker reads the waiter word right after its claim CAS (a full
+// barrier), and a sleeper re-reads the slot that CAS changes after counting itself in: one of
+// the two sees the other, so a consumer sleeping on an empty queue is never missed. A sleeper
+// that waits for a publish or a free of a record already claimed is covered by a second look
+// after that store, which can miss only in a window of nanoseconds; such waits sleep in short
+// slices, so that costs at most a slice, never a hang. A producer that found the ring full
+// sleeps until a sixteenth of the ring is free again (space_target), not one cell at a time.
 #pragma once
 
 #include <mproc/detail/deadline.hpp>
@@ -56,6 +69,7 @@ struct queue_shared {
     queue_memory memory;
     std::atomic<std::uint64_t> me{0};            // pid << 32 | registry id, of this process
     std::atomic<std::uint64_t> reclaim_seen{0};  // a recent reclaim cursor (never ahead of it)
+    std::atomic<std::uint64_t> tail_seen{0};     // a recent tail position (never ahead of it)
 };
 
 class queue_ring {
@@ -110,6 +124,7 @@ private:
         queue_slot* slot;
         std::uint64_t pos;
         std::byte* to;
+        bool getters_sleep;  // seen right after the claim: consumers to wake once it is ready
     };
     [[nodiscard]] std::optional<claimed> claim(std::uint64_t length, const Deadline& deadline);
     void publish(const claimed& record) noexcept;
@@ -119,11 +134,41 @@ private:
     [[nodiscard]] std::uint32_t holder_id();
     room_status room(std::uint64_t tail, std::uint64_t cells, std::uint64_t& oldest_pos, std::uint64_t& oldest_state);
     std::uint64_t advance_reclaim(std::uint64_t& oldest_state) noexcept;
-    bool help_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch, const Deadline& deadline);
+    bool wait_for_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch, const Deadline& deadline);
     void advance_head(std::uint64_t head, const queue_slot& s) noexcept;
-    [[nodiscard]] std::byte* place_payload(queue_slot& s, std::uint64_t pos, std::uint64_t length,
-                                           std::uint64_t spill) noexcept;
-    void free_record(queue_slot& s, std::uint64_t pos) noexcept;
+    /// Moves `cursor` (tail or head) past the record at `pos` if it still points at it. Only for
+    /// records whose claimer is gone: a live claimer moves its cursor with a plain store.
+    static void skip_record(std::atomic<std::uint64_t>& cursor, std::uint64_t pos, std::uint64_t cells) noexcept {
+        std::uint64_t at = cursor.load(std::memory_order_acquire);
+        if (qpos(at) == pos)
+            cursor.compare_exchange_strong(at, qpack(qadd(pos, cells), qlow(at) + 1), std::memory_order_acq_rel);
+    }
+    void free_record(queue_slot& s, std::uint64_t pos, std::uint64_t span, bool putters_sleep) noexcept;
+    /// Takes the slot a few records after `pos` for writing, when it is known published: a
+    /// consumer behind its producers then finds its next slots at hand; one at the producers'
+    /// heels leaves the line they are writing alone.
+    void prefetch_published(std::uint64_t pos) const noexcept {
+        const std::uint64_t ahead = qadd(pos, prefetch_distance);
+        std::uint64_t known = shared_->tail_seen.load(std::memory_order_relaxed);
+        if (((known - ahead) & queue_pos_mask) >= queue_pos_mask / 2 || known == ahead) {
+            known = qpos(ctl().tail.load(std::memory_order_relaxed));
+            shared_->tail_seen.store(known, std::memory_order_relaxed);
+            if (((known - ahead) & queue_pos_mask) >= queue_pos_mask / 2 || known == ahead) return;
+        }
+        prefetch_for_write(&mem().slot(ahead));
+    }
+    /// Waits (briefly, spinning) until the tail is `settle_cells` past `head_pos` or stops moving.
+    void settle(std::uint64_t head_pos) const noexcept {
+        const queue_control& c = ctl();
+        std::uint64_t seen = c.tail.load(std::memory_order_acquire);
+        for (int round = 0; round < 16; ++round) {
+            if (((qpos(seen) - head_pos) & queue_pos_mask) >= settle_cells) return;
+            for (int i = 0; i < 16; ++i) cpu_relax();
+            const std::uint64_t now = c.tail.load(std::memory_order_acquire);
+            if (now == seen) return;  // the producers paused: take what is there
+            seen = now;
+        }
+    }
     void drop(std::uint64_t pos, std::uint64_t state);
     /// Drops every record taken by a consumer that died holding it (join() needs them done).
     void drop_dead_readers();
@@ -157,7 +202,18 @@ private:
 
     static constexpr std::chrono::microseconds spin_time{10};
     static constexpr std::chrono::microseconds yield_time{50};
-    static constexpr std::uint64_t prefetch_distance = 4;
+    static constexpr std::uint64_t prefetch_distance = 16;  // slots: 8 cache lines ahead
+    static constexpr std::uint64_t settle_cells = 16;
+
+    /// Asks for the cache line of `p` with intent to write: the next claims CAS these slots,
+    /// and a line fetched only for reading would need a second transfer to be written.
+    static void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+        asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));  // any x86-64 runs it
+#else
+        __builtin_prefetch(p, 1);
+#endif
+    }
 
     std::shared_ptr<queue_shared> shared_;
 };
@@ -216,7 +272,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
             if (word) m.spill_release(word);
         }
     } spill{m};
-    if (cells > m.cells() / 2) {
+    if (cells > m.cells() / 2 || cells > queue_max_cells) {
         cells = 1;
         spill.word = m.spill_allocate(length);
         if (!spill.word)
@@ -233,7 +289,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
         queue_slot& s = m.slot(pos);
         std::uint64_t state = s.state.load(std::memory_order_acquire);
         if (qpos(state) == pos) {  // claimed, and its producer has not moved the tail yet
-            if (!help_tail(tail, state, watch, deadline)) return std::nullopt;
+            if (!wait_for_tail(tail, state, watch, deadline)) return std::nullopt;
             continue;
         }
         // A slot newer than our tail means the tail we read is laps old: read it again.
@@ -241,17 +297,32 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
         std::uint64_t oldest_pos = 0, oldest_state = 0;
         const room_status why = room(tail, cells, oldest_pos, oldest_state);
         if (why == room_status::room) {
+            // seq_cst: the claim and the read of get_waiters after it pair with a sleeping
+            // consumer's count-in and re-read of this slot (see the top of this file).
             if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::writing, me),
-                                                 std::memory_order_acq_rel))
+                                                 std::memory_order_seq_cst))
                 continue;
+            const bool getters_sleep = c.get_waiters.load(std::memory_order_seq_cst) != 0;
             queue_fault(queue_point::put_claimed);
-            s.span.store(qpack(pos, cells), std::memory_order_release);
-            std::uint64_t expected = tail;
-            c.tail.compare_exchange_strong(expected, qpack(qadd(pos, cells), qlow(tail) + 1),
-                                           std::memory_order_acq_rel);
+            std::uint64_t span = cells;
+            if (spill.word) {
+                // The block's word before the span that says it is there: whoever frees the
+                // record (maybe a process that finds us dead) gives the block back.
+                std::atomic_ref<std::uint64_t>(s.word).store(std::exchange(spill.word, 0), std::memory_order_relaxed);
+                span |= queue_spilled;
+            }
+            s.span.store(qpack(pos, span), std::memory_order_release);
+            queue_fault(queue_point::put_spanned);
+            c.tail.store(qpack(qadd(pos, cells), qlow(tail) + 1), std::memory_order_release);
             // The next slots are this producer's to claim soon: start taking their lines now.
-            __builtin_prefetch(&m.slot(pos + cells + prefetch_distance), 1);
-            return claimed{&s, pos, place_payload(s, pos, length, std::exchange(spill.word, 0))};
+            // Only slots already reclaimed: taking a line a consumer still reads slows both.
+            if (((qadd(pos, cells + prefetch_distance) - shared_->reclaim_seen.load(std::memory_order_relaxed)) &
+                 queue_pos_mask) < m.cells())
+                prefetch_for_write(&m.slot(pos + cells + prefetch_distance));
+            s.length = length;
+            std::byte* to = length <= queue_slot::inline_bytes ? reinterpret_cast<std::byte*>(&s.word) : m.cell(pos);
+            if (span_spilled(span)) to = m.spill_block(std::atomic_ref<std::uint64_t>(s.word).load(std::memory_order_relaxed));
+            return claimed{&s, pos, to, getters_sleep};
         }
         // A consumer that died holding the oldest record must not keep the ring full.
         const bool held = why == room_status::ring_full && qpos(oldest_state) == oldest_pos &&
@@ -260,35 +331,49 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
             drop(oldest_pos, oldest_state);
             continue;
         }
-        const std::uint64_t seen_head = c.head.load(std::memory_order_relaxed);
+        const std::uint64_t seen_head = c.head.load(std::memory_order_seq_cst);
+        const std::uint64_t head_state = m.slot(qpos(seen_head)).state.load(std::memory_order_seq_cst);
         // Ring full: wait until a sixteenth of the ring is free beyond what this record needs.
         const std::uint64_t target = qadd(qpos(tail), cells + m.cells() / 16 - m.cells());
         if (why == room_status::ring_full) lower_space_target(target);
-        const bool slept = sleep(c.space_event, c.put_waiters, deadline,
-                                 std::chrono::milliseconds(held ? 5 : 100), [&] {
-                                     if (c.closed.load(std::memory_order_acquire) != 0) return true;
-                                     if (why == room_status::bound_full)
-                                         return c.head.load(std::memory_order_acquire) != seen_head;
-                                     std::uint64_t ignored;
-                                     return reached(advance_reclaim(ignored), target) ||
-                                            c.tail.load(std::memory_order_acquire) != tail;
-                                 });
+        // Short slices: a free stored just as we counted ourselves in may go unseen by its
+        // consumer (see the top of this file).
+        const bool slept = sleep(c.space_event, c.put_waiters, deadline, std::chrono::milliseconds(5), [&] {
+            if (c.closed.load(std::memory_order_acquire) != 0) return true;
+            if (why == room_status::bound_full)
+                return c.head.load(std::memory_order_seq_cst) != seen_head ||
+                       m.slot(qpos(seen_head)).state.load(std::memory_order_seq_cst) != head_state;
+            if (c.tail.load(std::memory_order_acquire) != tail) return true;
+            // The head first: reclaim never passes it, and walking the slots at the consumers'
+            // heels would pull the lines they are freeing away from them.
+            std::uint64_t ignored;
+            return reached(qpos(c.head.load(std::memory_order_acquire)), target) &&
+                   reached(advance_reclaim(ignored), target);
+        });
         if (!slept) return std::nullopt;
     }
 }
 
 inline void queue_ring::publish(const claimed& record) noexcept {
-    record.slot->state.store(slot_state(record.pos, slot_status::ready, 0), std::memory_order_seq_cst);
-    notify(ctl().data_event, ctl().get_waiters, 1);
+    record.slot->state.store(slot_state(record.pos, slot_status::ready, 0), std::memory_order_release);
+    // A consumer that counted itself in before our claim was seen then; a second look catches
+    // one that came to wait for this record since.
+    queue_control& c = ctl();
+    if (record.getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
+        c.data_event.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(c.data_event, 1);
+    }
 }
 
 inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
                                                 std::uint64_t& oldest_pos, std::uint64_t& oldest_state) {
     const std::uint64_t end = qadd(qpos(tail), cells);
-    std::uint64_t reclaim = shared_->reclaim_seen.load(std::memory_order_relaxed);
+    // The cursor seen last, kept in this process: the shared one is read only when it must have
+    // moved, so a producer does not pull its line from the consumers on every put.
+    std::uint64_t reclaim = shared_->reclaim_seen.load(std::memory_order_acquire);
     if (((end - reclaim) & queue_pos_mask) > mem().cells()) {
         reclaim = advance_reclaim(oldest_state);
-        shared_->reclaim_seen.store(reclaim, std::memory_order_relaxed);
+        shared_->reclaim_seen.store(reclaim, std::memory_order_release);
         if (((end - reclaim) & queue_pos_mask) > mem().cells()) {
             oldest_pos = reclaim;
             return room_status::ring_full;
@@ -314,7 +399,7 @@ inline std::uint64_t queue_ring::advance_reclaim(std::uint64_t& oldest_state) no
                 oldest_state = state;
                 break;
             }
-            const std::uint64_t cells = qlow(s.span.load(std::memory_order_acquire));
+            const std::uint64_t cells = span_cells(s.span.load(std::memory_order_acquire));
             end = qadd(end, cells);
             walked += cells;
         }
@@ -323,20 +408,18 @@ inline std::uint64_t queue_ring::advance_reclaim(std::uint64_t& oldest_state) no
     }
 }
 
-inline bool queue_ring::help_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch,
-                                  const Deadline& deadline) {
-    const std::uint64_t pos = qpos(tail);
-    queue_slot& s = mem().slot(pos);
-    const std::uint64_t span = s.span.load(std::memory_order_acquire);
-    if (qpos(span) == pos) {
-        ctl().tail.compare_exchange_strong(tail, qpack(qadd(pos, qlow(span)), qlow(tail) + 1),
-                                           std::memory_order_acq_rel);
-        return true;
+inline bool queue_ring::wait_for_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch,
+                                      const Deadline& deadline) {
+    // The claimer stores the tail a few instructions after its claim, unless it was preempted
+    // or died there. Only a writing record can sit at the tail (a publish or a drop comes after
+    // the tail's move).
+    queue_control& c = ctl();
+    for (int i = 0; i < 64; ++i) {
+        if (c.tail.load(std::memory_order_acquire) != tail) return true;
+        cpu_relax();
     }
-    // Only a writing record lacks its span: its producer is a few instructions from storing it,
-    // unless it died there.
-    if (watch.holder_dead(state, ctl().registry, deadline.expired())) {
-        drop(pos, state);
+    if (status_of(state) == slot_status::writing && watch.holder_dead(state, c.registry, deadline.expired())) {
+        drop(qpos(tail), state);
         return true;
     }
     if (deadline.expired()) return false;
@@ -345,20 +428,12 @@ inline bool queue_ring::help_tail(std::uint64_t tail, std::uint64_t state, stall
 }
 
 inline void queue_ring::advance_head(std::uint64_t head, const queue_slot& s) noexcept {
+    // Only for a record seen freed at the head: a drop that has not moved the head yet (a live
+    // consumer moves the head before it frees).
     const std::uint64_t span = s.span.load(std::memory_order_acquire);
     if (qpos(span) != qpos(head)) return;  // our head is stale: the slot moved on
-    ctl().head.compare_exchange_strong(head, qpack(qadd(qpos(head), qlow(span)), qlow(head) + 1),
+    ctl().head.compare_exchange_strong(head, qpack(qadd(qpos(head), span_cells(span)), qlow(head) + 1),
                                        std::memory_order_acq_rel);
-}
-
-inline std::byte* queue_ring::place_payload(queue_slot& s, std::uint64_t pos, std::uint64_t length,
-                                            std::uint64_t spill) noexcept {
-    s.length = length;
-    if (spill) {
-        s.spill.store(spill, std::memory_order_release);
-        return mem().spill_block(spill);
-    }
-    return length <= queue_slot::inline_bytes ? s.inline_data : mem().cell(pos);
 }
 
 }  // namespace detail

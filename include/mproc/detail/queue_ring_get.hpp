@@ -17,71 +17,111 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
     queue_control& c = ctl();
     const std::uint32_t me = holder_id();
     stall_watch watch;
+    bool found_empty = false;
     for (;;) {
         const std::uint64_t head = c.head.load(std::memory_order_acquire);
         const std::uint64_t pos = qpos(head);
         queue_slot& s = m.slot(pos);
         std::uint64_t state = s.state.load(std::memory_order_acquire);
+        // seq_cst: after counting itself in, a sleeper re-reads the slot that a producer's claim
+        // changes (see the top of queue_ring.hpp).
         const auto changed = [&] {
-            return s.state.load(std::memory_order_acquire) != state ||
+            return s.state.load(std::memory_order_seq_cst) != state ||
                    c.head.load(std::memory_order_acquire) != head ||
                    c.closed.load(std::memory_order_acquire) != 0;
         };
         if (qpos(state) != pos) {  // nothing claimed at the head yet (or our head is stale)
+            found_empty = true;
             if (qpos(c.tail.load(std::memory_order_acquire)) != pos) continue;
             if (c.closed.load(std::memory_order_acquire))
                 throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
             if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return false;
             continue;
         }
+        if (found_empty) {
+            // We caught up with the producers: let them get a few cache lines ahead before
+            // reading their slots, so that a line crosses once, not once per record.
+            found_empty = false;
+            settle(pos);
+            continue;
+        }
         switch (status_of(state)) {
         case slot_status::ready:
+            // seq_cst: the claim and the read of put_waiters after it pair with a sleeping
+            // producer's count-in and re-read (see the top of queue_ring.hpp).
             if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, me),
-                                                 std::memory_order_acq_rel))
+                                                 std::memory_order_seq_cst))
                 continue;
             {
-                __builtin_prefetch(&m.slot(pos + prefetch_distance), 1);
-                advance_head(head, s);
+                const bool putters_sleep = c.put_waiters.load(std::memory_order_seq_cst) != 0;
+                queue_fault(queue_point::get_claimed);
+                const std::uint64_t span = s.span.load(std::memory_order_relaxed);
+                c.head.store(qpack(qadd(pos, span_cells(span)), qlow(head) + 1), std::memory_order_release);
+                prefetch_published(pos);
                 struct release {
                     queue_ring& ring;
                     queue_slot& s;
-                    std::uint64_t pos;
-                    ~release() { ring.free_record(s, pos); }
-                } on_exit{*this, s, pos};
-                queue_fault(queue_point::get_claimed);
+                    std::uint64_t pos, span;
+                    bool putters_sleep;
+                    ~release() { ring.free_record(s, pos, span, putters_sleep); }
+                } on_exit{*this, s, pos, span, putters_sleep};
+                queue_fault(queue_point::get_moved);
                 const std::uint64_t length = s.length;
-                const std::uint64_t spill = s.spill.load(std::memory_order_acquire);
-                const std::byte* from = spill ? m.spill_block(spill)
-                                        : length <= queue_slot::inline_bytes ? s.inline_data
-                                                                             : m.cell(pos);
+                std::uint64_t inline_word;  // a copy, so the decoder never reads the slot after it is freed
+                const std::byte* from = m.cell(pos);
+                if (span_spilled(span)) {
+                    from = m.spill_block(std::atomic_ref<std::uint64_t>(s.word).load(std::memory_order_relaxed));
+                } else if (length <= queue_slot::inline_bytes) {
+                    inline_word = s.word;
+                    from = reinterpret_cast<const std::byte*>(&inline_word);
+                }
                 consume(std::span<const std::byte>(from, length));
                 queue_fault(queue_point::get_consumed);
             }
             return true;
         case slot_status::writing:
+            found_empty = true;
             if (watch.holder_dead(state, c.registry, deadline.expired())) {
                 drop(pos, state);
                 continue;
             }
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(5), changed)) return false;
+            // Its producer publishes within nanoseconds unless preempted or copying a big
+            // message; a short slice bounds what a wake-up missed in the race costs.
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(1), changed)) return false;
             continue;
-        default:  // taken or freed by another consumer whose head move we have not seen
-            advance_head(head, s);
+        case slot_status::reading:
+            // Another consumer claimed it and is a few instructions from moving the head,
+            // unless it was preempted or died there.
+            if (c.head.load(std::memory_order_acquire) != head) continue;
+            if (watch.holder_dead(state, c.registry, deadline.expired())) {
+                drop(pos, state);
+                continue;
+            }
+            if (deadline.expired()) return false;
+            ::sched_yield();
+            continue;
+        default:  // freed by a drop that has not moved the head yet, or our head is stale
+            if (c.head.load(std::memory_order_acquire) == head) advance_head(head, s);
             continue;
         }
     }
 }
 
-inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos) noexcept {
-    // The spill block goes first: once the state says freed, the slot may be claimed again.
-    // (Loaded before the exchange: only a record's holder frees it, and most have no block.)
-    if (s.spill.load(std::memory_order_relaxed) != 0)
-        if (const std::uint64_t spill = s.spill.exchange(0, std::memory_order_acq_rel)) mem().spill_release(spill);
-    s.state.store(slot_state(pos, slot_status::freed, 0), std::memory_order_seq_cst);
+inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos, std::uint64_t span, bool putters_sleep) noexcept {
+    // The spill block goes first: once the state says freed, the slot may be claimed again. An
+    // exchange, because a process that found us dead may be freeing the same record.
+    if (span_spilled(span))
+        if (const std::uint64_t spill = std::atomic_ref<std::uint64_t>(s.word).exchange(0, std::memory_order_acq_rel))
+            mem().spill_release(spill);
+    s.state.store(slot_state(pos, slot_status::freed, 0), std::memory_order_release);
     // The reclaim cursor is left to producers, which move it in batches when they run short,
     // unless one sleeps: then this consumer moves it and wakes it if it can go on.
     queue_control& c = ctl();
-    if (c.put_waiters.load(std::memory_order_seq_cst) == 0) return;
+    if (!putters_sleep && c.put_waiters.load(std::memory_order_seq_cst) == 0) return;
+    // Reclaim never passes the head: until the head reaches what the sleeper waits for, moving
+    // the shared cursor on every get would only slow this consumer down.
+    if (c.maxsize == 0 && !reached(qpos(c.head.load(std::memory_order_seq_cst)), c.space_target.load(std::memory_order_seq_cst)))
+        return;
     std::uint64_t ignored;
     const std::uint64_t reclaim = advance_reclaim(ignored);
     std::uint64_t target = c.space_target.load(std::memory_order_seq_cst);
@@ -98,14 +138,19 @@ inline void queue_ring::drop(std::uint64_t pos, std::uint64_t state) {
     queue_control& c = ctl();
     queue_slot& s = mem().slot(pos);
     std::uint64_t span = s.span.load(std::memory_order_acquire);
-    // A producer that died before storing its span held one cell: the tail has not passed it.
-    if (qpos(span) != pos) s.span.compare_exchange_strong(span, qpack(pos, 1), std::memory_order_acq_rel);
+    // A producer that died before storing its span held one cell: it had not moved the tail.
+    if (qpos(span) != pos && s.span.compare_exchange_strong(span, qpack(pos, 1), std::memory_order_acq_rel))
+        span = qpack(pos, 1);
+    const std::uint64_t cells = span_cells(span);
+    // Where its holder died before moving the tail (a producer) or the head (a consumer).
+    skip_record(c.tail, pos, cells);
     // Take the record over as its reader, so a death of ours here is handled the same way.
     if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, holder_id()),
                                          std::memory_order_acq_rel))
         return;
     c.dropped.fetch_add(1, std::memory_order_acq_rel);
-    free_record(s, pos);
+    skip_record(c.head, pos, cells);
+    free_record(s, pos, span, true);
     c.done.fetch_add(1, std::memory_order_seq_cst);  // a dropped item can never be task_done()
     if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
     notify(c.data_event, c.get_waiters);
@@ -156,15 +201,17 @@ inline void queue_ring::drop_dead_readers() {
     queue_control& c = ctl();
     const std::uint64_t head = qpos(c.head.load(std::memory_order_acquire));
     std::uint64_t pos = c.reclaim.load(std::memory_order_acquire);
-    for (std::uint64_t walked = 0; pos != head && walked < mem().cells();) {
+    // Up to the record at the head too: its consumer may have died before moving the head.
+    for (std::uint64_t walked = 0; walked < mem().cells();) {
         const queue_slot& s = mem().slot(pos);
         const std::uint64_t state = s.state.load(std::memory_order_acquire);
         const std::uint64_t span = s.span.load(std::memory_order_acquire);
         if (qpos(state) != pos || qpos(span) != pos) return;  // the ring moved on under us
         if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state)))
             drop(pos, state);
-        pos = qadd(pos, qlow(span));
-        walked += qlow(span);
+        if (pos == head) return;
+        pos = qadd(pos, span_cells(span));
+        walked += span_cells(span);
     }
 }
 

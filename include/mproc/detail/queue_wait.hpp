@@ -13,7 +13,11 @@ MPROC_NAMESPACE_BEGIN
 namespace detail {
 
 /// Moments at which a test may stop a process in the middle of a put or a get.
-enum class queue_point { put_claimed, put_copying, get_claimed, get_consumed };
+/// put_claimed: the slot is ours, span and tail not yet stored; put_spanned: the span stored,
+/// the tail not yet moved; put_copying: half the message written. get_claimed: the slot is
+/// ours, the head not yet moved; get_moved: the head moved, nothing read; get_consumed: read,
+/// not yet freed.
+enum class queue_point { put_claimed, put_copying, get_claimed, get_consumed, put_spanned, get_moved };
 
 /// Called at each queue_point when set (tests only: e.g. raise(SIGKILL) in a child).
 using queue_fault_fn = void (*)(queue_point);
