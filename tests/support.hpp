@@ -7,9 +7,11 @@
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <chrono>
+#include <fstream>
 #include <set>
 #include <string>
 #include <unistd.h>
@@ -25,6 +27,37 @@ inline int open_fd_count() {
         ::closedir(dir);
     }
     return count - 3;  // ".", ".." and the directory's own descriptor
+}
+
+/// A memory figure of this process in MiB, from /proc/self/status ("VmRSS:", "RssShmem:"...).
+inline long status_mib(const std::string& field) {
+    std::ifstream status("/proc/self/status");
+    std::string key;
+    long kib = 0;
+    while (status >> key)
+        if (key == field) {
+            status >> kib;
+            break;
+        }
+    return kib / 1024;
+}
+
+/// Bytes of memory held by this process's open memfds whose name starts with `name` (the
+/// blocks the files have allocated, whoever touched them).
+inline long long memfd_bytes(const std::string& name) {
+    long long total = 0;
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (!dir) return -1;
+    while (dirent* entry = ::readdir(dir)) {
+        const std::string path = std::string("/proc/self/fd/") + entry->d_name;
+        char target[256] = {};
+        if (::readlink(path.c_str(), target, sizeof target - 1) <= 0) continue;
+        struct stat st {};
+        if (std::string(target).rfind("/memfd:" + name, 0) == 0 && ::stat(path.c_str(), &st) == 0)
+            total += static_cast<long long>(st.st_blocks) * 512;
+    }
+    ::closedir(dir);
+    return total;
 }
 
 /// Names in /dev/shm right now.

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
-#include <fstream>
 #include <numeric>
 #include <ranges>
 #include <stdexcept>
@@ -16,21 +15,6 @@
 #include <vector>
 
 using namespace std::chrono_literals;
-
-namespace {
-// This process's resident set in MiB, from /proc/self/status.
-long rss_mib() {
-    std::ifstream status("/proc/self/status");
-    std::string key;
-    long kib = 0;
-    while (status >> key)
-        if (key == "VmRSS:") {
-            status >> kib;
-            break;
-        }
-    return kib / 1024;
-}
-}  // namespace
 
 TEST_CASE("ForkMap.capturing_lambda_order_kept", "[fork_map]") {
     const int offset = 1000;
@@ -50,13 +34,13 @@ TEST_CASE("ForkMap.big_input_is_shared_not_copied", "[fork_map]") {
     const std::size_t mib = 512;
     std::vector<std::uint8_t> big(mib << 20);
     for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<std::uint8_t>(i >> 12);
-    const long before = rss_mib();
+    const long before = mproc_test::status_mib("VmRSS:");
     const auto sums = mproc::fork_map([&big](std::size_t block) {
         std::uint64_t s = 0;
         for (std::size_t i = block << 20; i < (block + 1) << 20; i += 4096) s += big[i];
         return s;
     }, std::views::iota(std::size_t{0}, mib));
-    const long after = rss_mib();
+    const long after = mproc_test::status_mib("VmRSS:");
     std::uint64_t expected = 0, got = 0;
     for (std::size_t i = 0; i < big.size(); i += 4096) expected += big[i];
     for (auto s : sums) got += s;

@@ -3,15 +3,19 @@
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
+#include <mproc/sync.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
+#include <deque>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -260,6 +264,66 @@ TEST_CASE("Pool.submit.many_outstanding_futures", "[pool]") {
     std::vector<mproc::Future<int>> futures;
     for (int i = 0; i < 1000; ++i) futures.push_back(pool.submit([](int x) { return x * 3; }, i));
     for (int i = 0; i < 1000; ++i) REQUIRE(futures[static_cast<std::size_t>(i)].get() == i * 3);
+}
+
+namespace {
+mproc::Event* long_job_gate = nullptr;  // made before the pool, so its workers share it
+}
+
+TEST_CASE("Pool.submit.long_job_does_not_hold_up_later_ones", "[pool]") {
+    // One job runs for as long as the test wants while 2,000 short ones (many times the number
+    // of job slots) go through the other worker.
+    mproc::Event gate;
+    long_job_gate = &gate;
+    mproc::Pool pool(2);
+    auto long_job = pool.submit([] { return long_job_gate->wait_for(60s); });
+    std::deque<std::pair<int, mproc::Future<int>>> window;
+    for (int i = 0; i < 2000; ++i) {
+        window.emplace_back(i, pool.submit([](int x) { return x * 3; }, i));
+        if (window.size() == 8) {
+            REQUIRE(window.front().second.get() == 3 * window.front().first);
+            window.pop_front();
+        }
+    }
+    for (auto& [i, f] : window) CHECK(f.get() == 3 * i);
+    CHECK_FALSE(long_job.ready());
+    gate.set();
+    CHECK(long_job.get());
+}
+
+namespace {
+std::atomic<std::size_t>* released_up_to = nullptr;  // in shared memory made before the pool
+}
+
+TEST_CASE("Pool.submit.busy_pool_reuses_shared_memory", "[pool][stress]") {
+    // Task i may finish only once the parent has submitted task i + 8, so the pool is never idle
+    // (its arena is never reset), and 400 MB of arguments pass through it: the memory of
+    // retired jobs must be reused anyway.
+    void* shared = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(shared != MAP_FAILED);
+    released_up_to = new (shared) std::atomic<std::size_t>(0);
+    {
+        mproc::Pool pool(2);
+        const long long before = mproc_test::memfd_bytes("mproc-arena");
+        std::deque<mproc::Future<std::size_t>> window;
+        const std::string payload(4000, 'x');
+        auto held = [](const std::string& s, std::size_t i) {
+            while (released_up_to->load() < i) std::this_thread::yield();
+            return s.size() + i;
+        };
+        for (std::size_t i = 0; i < 100000; ++i) {
+            window.push_back(pool.submit(held, payload, i + 1));
+            if (window.size() > 8) {
+                released_up_to->store(i - 7);
+                REQUIRE(window.front().get() == payload.size() + i - 7);
+                window.pop_front();
+            }
+        }
+        released_up_to->store(SIZE_MAX);
+        for (auto& f : window) (void)f.get();
+        CHECK((mproc_test::memfd_bytes("mproc-arena") - before) >> 20 < 160);
+    }
+    ::munmap(shared, 4096);
 }
 
 TEST_CASE("Pool.as_completed.completion_order", "[pool]") {

@@ -10,26 +10,38 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <string>
 #include <utility>
 
 MPROC_NAMESPACE_BEGIN
 namespace detail {
 
 /// The arena's own bookkeeping, at offset 0 of the arena.
+///
+/// Allocations are positions on a ring that only grow; position p lives at file offset
+/// floor + p mod ring. Everything below `low_water` is garbage (its jobs are retired), so an
+/// allocation fits when it ends at most `ring` bytes past low_water. Allocations never straddle
+/// the ring's end, and once past the first `warm` bytes of a lap they start the next lap as soon
+/// as its beginning is free again: a pool that always has some job running (a rolling window
+/// of futures, a long imap) reuses the same warm pages instead of walking the whole window.
 struct arena_header {
-    std::atomic<std::uint64_t> covered;  // bytes of the file allocated so far
-    std::atomic<std::uint64_t> top;      // bump pointer: first free offset
-    std::uint64_t floor;                 // offset where the bump region starts (reset target)
+    std::atomic<std::uint64_t> covered;    // bytes of the file allocated so far
+    std::atomic<std::uint64_t> top;        // ring position of the first free byte
+    std::atomic<std::uint64_t> low_water;  // ring position below which nothing is in use
+    std::uint64_t floor;                   // file offset where the ring starts
+    std::uint64_t ring;                    // ring bytes
 };
 
 class shared_arena {
 public:
     static constexpr std::size_t default_window = std::size_t{64} << 30;  // address space, not memory
     static constexpr std::size_t granule = std::size_t{2} << 20;
+    static constexpr std::uint64_t warm = std::uint64_t{64} << 20;        // kept resident when idle
 
     shared_arena() = default;
     /// Makes an arena whose first `fixed` bytes (after the header) are reserved for the owner's
@@ -53,27 +65,28 @@ public:
         return reinterpret_cast<T*>(base_ + offset);
     }
 
-    /// Reserves `bytes` (64-byte aligned) and returns their offset. Safe from any process.
-    /// @throws Error when the window is full; SystemError when memory runs out (ENOSPC).
-    [[nodiscard]] std::uint64_t allocate(std::size_t bytes) {
-        const std::uint64_t size = (bytes + 63) & ~std::uint64_t{63};
-        const std::uint64_t offset = header().top.fetch_add(size, std::memory_order_relaxed);
-        ensure(offset + size);
-        return offset;
-    }
+    /// The ring position the next allocation starts from (a job's mark for release_below).
+    [[nodiscard]] std::uint64_t mark() const noexcept { return header().top.load(std::memory_order_acquire); }
 
-    /// Forgets every allocation (only when no process uses any). Memory beyond `keep` bytes is
-    /// returned to the system, so one huge map does not pin its memory for the Pool's life.
-    void reset(std::size_t keep = std::size_t{64} << 20) noexcept {
+    /// Reserves `bytes` (64-byte aligned) and returns their offset. Safe from any process.
+    /// @throws Error when the live allocations would exceed the window; SystemError when memory
+    ///         runs out (ENOSPC).
+    [[nodiscard]] std::uint64_t allocate(std::size_t bytes);
+
+    /// Everything below ring position `mark` is no longer used by anyone (called by the one
+    /// owner, in increasing order): later allocations may reuse it, and its pages beyond the
+    /// warm part of the ring are returned to the system.
+    void release_below(std::uint64_t mark) noexcept;
+
+    /// Forgets every allocation (only when no process uses any): the next one starts a new lap,
+    /// on the warm pages at the ring's start.
+    void reset() noexcept {
         arena_header& h = header();
-        h.top.store(h.floor, std::memory_order_relaxed);
-        const std::uint64_t covered = h.covered.load(std::memory_order_relaxed);
-        const std::uint64_t keep_to = std::max<std::uint64_t>(h.floor + keep, granule);
-        if (covered > keep_to && ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                                             static_cast<off_t>(keep_to),
-                                             static_cast<off_t>(covered - keep_to)) == 0) {
-            // The file keeps its size (no child can fault past its end); only pages are freed.
-        }
+        const std::uint64_t next_lap = (h.top.load(std::memory_order_relaxed) / h.ring + 1) * h.ring;
+        h.top.store(next_lap, std::memory_order_relaxed);
+        h.low_water.store(next_lap, std::memory_order_release);
+        punched_ = next_lap;
+        punch(h.floor + warm, h.covered.load(std::memory_order_relaxed));
     }
 
     /// Makes sure the file covers [0, end).
@@ -95,16 +108,22 @@ public:
 
 private:
     static constexpr std::size_t header_bytes = 64;
+    static constexpr std::uint64_t page = 4096;
+
+    /// Returns the whole pages of file offsets [first, last) to the system.
+    void punch(std::uint64_t first, std::uint64_t last) noexcept;
 
     void swap(shared_arena& other) noexcept {
         std::swap(fd_, other.fd_);
         std::swap(base_, other.base_);
         std::swap(window_, other.window_);
+        std::swap(punched_, other.punched_);
     }
 
     unique_fd fd_;
     std::byte* base_ = nullptr;
     std::size_t window_ = 0;
+    std::uint64_t punched_ = 0;  // the owner's: ring position up to which free pages were returned
 };
 
 inline shared_arena::shared_arena(std::size_t fixed, std::size_t window) : window_(window) {
@@ -119,7 +138,58 @@ inline shared_arena::shared_arena(std::size_t fixed, std::size_t window) : windo
     auto* h = new (base_) arena_header{};
     h->covered.store(initial, std::memory_order_relaxed);
     h->floor = floor;
-    h->top.store(floor, std::memory_order_relaxed);
+    h->ring = (window_ - floor) / 64 * 64;
+}
+
+inline std::uint64_t shared_arena::allocate(std::size_t bytes) {
+    arena_header& h = header();
+    const std::uint64_t size = (bytes + 63) & ~std::uint64_t{63};
+    if (size > h.ring)
+        throw Error("mproc: an allocation of " + std::to_string(bytes) + " bytes exceeds the shared arena's window");
+    std::uint64_t top = h.top.load(std::memory_order_relaxed);
+    std::uint64_t start = 0;
+    for (;;) {
+        const std::uint64_t low = h.low_water.load(std::memory_order_acquire);
+        const std::uint64_t lap_start = top / h.ring * h.ring, next_lap = lap_start + h.ring;
+        start = top;
+        // Past the warm part, or not fitting before the lap's end: start the next lap if its
+        // beginning is free (it always is once the rest of this lap is garbage).
+        if (top - lap_start + size > h.ring || (top - lap_start >= warm && next_lap + size - low <= h.ring))
+            start = next_lap;
+        if (start + size - low > h.ring)
+            throw Error("mproc: the shared arena's window is full (" + std::to_string(top - low) +
+                        " bytes in use, " + std::to_string(bytes) + " more asked)");
+        if (h.top.compare_exchange_weak(top, start + size, std::memory_order_acq_rel)) break;
+    }
+    const std::uint64_t offset = h.floor + start % h.ring;
+    ensure(offset + size);
+    return offset;
+}
+
+inline void shared_arena::release_below(std::uint64_t mark) noexcept {
+    arena_header& h = header();
+    if (mark <= h.low_water.load(std::memory_order_relaxed)) return;
+    h.low_water.store(mark, std::memory_order_release);
+    // Return the pages of what became free beyond the warm part of each lap it covers (at most
+    // two laps: the in-use span never exceeds the ring), once there is a granule of it, so that
+    // releasing stays cheap.
+    if (mark - punched_ < granule) return;
+    for (std::uint64_t from = punched_; from < mark;) {
+        const std::uint64_t lap_start = from / h.ring * h.ring;
+        const std::uint64_t to = std::min(mark, lap_start + h.ring);
+        punch(h.floor + std::max(from - lap_start, warm), h.floor + (to - lap_start));
+        from = to;
+    }
+    punched_ = mark;
+}
+
+inline void shared_arena::punch(std::uint64_t first, std::uint64_t last) noexcept {
+    // Whole pages only: a page that is partly in use keeps its contents.
+    last = std::min(last, header().covered.load(std::memory_order_relaxed)) / page * page;
+    first = (first + page - 1) / page * page;
+    if (last > first)
+        (void)::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first),
+                          static_cast<off_t>(last - first));
 }
 
 }  // namespace detail

@@ -10,6 +10,7 @@
 
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <array>
 #include <exception>
 #include <memory>
@@ -24,7 +25,8 @@ struct job_record {
     bool recount = false;   // a worker died after finishing a chunk: count chunk states instead
     std::uint32_t lost = 0; // chunks whose worker died running them
     std::uint64_t chunks = 0;
-    std::uint64_t seq = 0;
+    std::uint64_t id = 0;
+    std::uint64_t mark = 0;  // the arena's ring position when the job began: all of its memory is above
     std::function<void()> on_settled;  // harvests a submitted call's outcome into its Future
 };
 
@@ -40,8 +42,9 @@ public:
     [[nodiscard]] unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
     [[nodiscard]] shared_arena& arena() noexcept { return arena_; }
     [[nodiscard]] pool_control& ctl() noexcept { return *ctl_; }
-    [[nodiscard]] job_slot& job(std::uint64_t seq) noexcept { return ctl_->jobs[seq % max_jobs]; }
-    [[nodiscard]] job_record& record(std::uint64_t seq) noexcept { return records_[seq % max_jobs]; }
+    /// A job by its id (generation x max_jobs + slot, see pool_shared.hpp).
+    [[nodiscard]] job_slot& job(std::uint64_t id) noexcept { return ctl_->jobs[id % max_jobs]; }
+    [[nodiscard]] job_record& record(std::uint64_t id) noexcept { return records_[id % max_jobs]; }
     [[nodiscard]] bool running() const noexcept { return !terminated_; }
     [[nodiscard]] const PoolOptions& options() const noexcept { return options_; }
     /// Why the pool stopped working (an initializer that failed in a replacement worker), or null.
@@ -55,24 +58,24 @@ public:
     /// fills in its plan. The caller lays out input and output, then calls publish().
     std::uint64_t begin_job(function_id runner, function_id fn, std::uint64_t items, std::uint64_t chunk_size);
     /// Makes the job claimable and wakes workers (all of them, or one for a single chunk).
-    void publish(std::uint64_t seq);
+    void publish(std::uint64_t id);
 
     /// Chunks of the job known done.
-    [[nodiscard]] std::uint64_t done_chunks(std::uint64_t seq);
-    [[nodiscard]] bool complete(std::uint64_t seq) { return done_chunks(seq) == record(seq).chunks; }
-    [[nodiscard]] bool failed(std::uint64_t seq) noexcept {
-        return job(seq).failed.load(std::memory_order_acquire) == job_error_ready;
+    [[nodiscard]] std::uint64_t done_chunks(std::uint64_t id);
+    [[nodiscard]] bool complete(std::uint64_t id) { return done_chunks(id) == record(id).chunks; }
+    [[nodiscard]] bool failed(std::uint64_t id) noexcept {
+        return job(id).failed.load(std::memory_order_acquire) == job_error_ready;
     }
     /// No worker will touch the job again: every claimed chunk is done or lost.
-    [[nodiscard]] bool settled(std::uint64_t seq);
+    [[nodiscard]] bool settled(std::uint64_t id);
     /// The job's error as an exception (RemoteError or ProcessCrashed, with the item index).
-    [[nodiscard]] std::exception_ptr error(std::uint64_t seq);
+    [[nodiscard]] std::exception_ptr error(std::uint64_t id);
     /// Stops further claims of the job's chunks (an abandoned imap, a failed map).
-    void cancel(std::uint64_t seq) noexcept {
-        job(seq).claim.fetch_or(claim_word::cancelled_bit, std::memory_order_acq_rel);
+    void cancel(std::uint64_t id) noexcept {
+        job(id).claim.fetch_or(claim_word::cancelled_bit, std::memory_order_acq_rel);
     }
     /// Frees the slot once settled (now, or later from retire_settled()).
-    void retire(std::uint64_t seq);
+    void retire(std::uint64_t id);
 
     /// Waits until `done()` holds or the deadline passes; handles worker deaths meanwhile.
     /// Workers wake a sleeping parent when a job completes or fails, and after every chunk only
@@ -93,9 +96,13 @@ public:
 private:
     void spawn(unsigned index);
     void on_worker_exit(unsigned index);
-    void fail_job(std::uint64_t seq, job_error_kind kind, pid_t pid, int status, std::uint64_t item) noexcept;
+    void fail_job(std::uint64_t id, job_error_kind kind, pid_t pid, int status, std::uint64_t item) noexcept;
     [[nodiscard]] std::exception_ptr init_error(unsigned index);
     void retire_settled();
+    /// A job slot not in use, waiting for one if all are.
+    std::uint64_t free_slot();
+    /// Lets the arena reuse what no live job can use any more.
+    void release_arena() noexcept;
     void sleep_once(const Deadline& deadline);
     /// Kills workers whose task ran past its time limit; returns the next deadline to check.
     Deadline enforce_task_timeouts();
@@ -109,6 +116,8 @@ private:
     std::vector<std::optional<std::uint64_t>> timed_out_;  // per worker: the item it was killed for
     std::exception_ptr broken_;
     std::uint64_t live_jobs_ = 0;
+    std::uint64_t next_generation_ = 0;  // job ids: generation x max_jobs + slot
+    std::uint64_t slot_hint_ = 0;        // where the search for a free slot starts
     bool closed_ = false;
     bool terminated_ = false;
 };
@@ -190,16 +199,10 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     if (closed_) throw StateError("mproc::Pool: the pool is closed");
     check_workers();
     retire_settled();
-    const std::uint64_t seq = ctl_->posted.load(std::memory_order_relaxed);
-    if (record(seq).live) {
-        // The ring is full: the job posted max_jobs ago still runs (a failed map's chunks, say).
-        (void)wait([&] { return settled(record(seq).seq); });
-        retire(record(seq).seq);
-    }
-    if (live_jobs_ == 0) arena_.reset();
+    const std::uint64_t id = next_generation_++ * max_jobs + free_slot();
     const std::uint64_t chunks = (items + chunk_size - 1) / chunk_size;
-    job_slot& j = job(seq);
-    j.claim.store(claim_word::make(seq, 0) | claim_word::cancelled_bit, std::memory_order_release);
+    job_slot& j = job(id);
+    j.claim.store(claim_word::make(id, 0) | claim_word::cancelled_bit, std::memory_order_release);
     j.chunks_done.store(0, std::memory_order_relaxed);
     j.failed.store(job_ok, std::memory_order_relaxed);
     j.runner = runner;
@@ -212,39 +215,74 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     j.log = j.states + chunks * sizeof(std::uint32_t);
     j.log_tail.store(0, std::memory_order_relaxed);
     std::memset(arena_.base() + j.states, 0, 2 * chunks * sizeof(std::uint32_t));
-    job_record& r = record(seq);
+    job_record& r = record(id);
     r = job_record{};
     r.live = true;
     r.chunks = chunks;
-    r.seq = seq;
+    r.id = id;
+    r.mark = arena_.mark();
     ++live_jobs_;
-    return seq;
+    return id;
 }
 
-inline void pool_core::publish(std::uint64_t seq) {
-    job(seq).claim.store(claim_word::make(seq, record(seq).chunks), std::memory_order_release);
-    ctl_->posted.store(seq + 1, std::memory_order_release);
+inline std::uint64_t pool_core::free_slot() {
+    auto find = [&]() -> std::optional<std::uint64_t> {
+        for (std::uint64_t k = 0; k < max_jobs; ++k) {
+            const std::uint64_t slot = (slot_hint_ + k) % max_jobs;
+            if (!records_[slot].live) {
+                slot_hint_ = slot + 1;
+                return slot;
+            }
+        }
+        return std::nullopt;
+    };
+    if (auto slot = find()) return *slot;
+    // Every slot holds a job: wait until one settles (its Future harvests it), unless all have
+    // and are held by results nobody has read yet.
+    (void)wait([&] {
+        retire_settled();
+        bool running = false;
+        for (const auto& r : records_) {
+            if (!r.live) return true;
+            running = running || !settled(r.id);
+        }
+        return !running;
+    });
+    if (auto slot = find()) return *slot;
+    throw StateError("mproc::Pool: " + std::to_string(max_jobs) +
+                     " maps are finished but unread (imap ranges kept alive?); read or drop some first");
+}
+
+inline void pool_core::publish(std::uint64_t id) {
+    job(id).claim.store(claim_word::make(id, record(id).chunks), std::memory_order_release);
+    const std::uint64_t at = ctl_->posted.load(std::memory_order_relaxed);
+    // The post queue holds max_jobs entries from its head: a job at the head that still has
+    // chunks to claim keeps later entries from being reused until workers take them.
+    while (at - skip_exhausted(*ctl_) >= max_jobs)
+        (void)wait([&] { return at - skip_exhausted(*ctl_) < max_jobs; }, Deadline::after(std::chrono::milliseconds(1)));
+    ctl_->post_queue[at % max_jobs].store(id, std::memory_order_release);
+    ctl_->posted.store(at + 1, std::memory_order_release);
     ctl_->post_seq.fetch_add(1, std::memory_order_seq_cst);
-    wake_waiters(ctl_->post_seq, ctl_->idle_workers, record(seq).chunks == 1 ? 1 : INT_MAX);
+    wake_waiters(ctl_->post_seq, ctl_->idle_workers, record(id).chunks == 1 ? 1 : INT_MAX);
 }
 
-inline std::uint64_t pool_core::done_chunks(std::uint64_t seq) {
-    job_record& r = record(seq);
-    if (!r.recount) return job(seq).chunks_done.load(std::memory_order_acquire);
+inline std::uint64_t pool_core::done_chunks(std::uint64_t id) {
+    job_record& r = record(id);
+    if (!r.recount) return job(id).chunks_done.load(std::memory_order_acquire);
     std::uint64_t done = 0;
     for (std::uint64_t c = 0; c < r.chunks; ++c)
-        done += chunk_state_of(arena_, job(seq), c).load(std::memory_order_acquire) == chunk_done;
+        done += chunk_state_of(arena_, job(id), c).load(std::memory_order_acquire) == chunk_done;
     return done;
 }
 
-inline bool pool_core::settled(std::uint64_t seq) {
-    const std::uint64_t claimed = claim_word::next(job(seq).claim.load(std::memory_order_acquire));
-    return done_chunks(seq) + record(seq).lost >= claimed &&
-           (claim_word::cancelled(job(seq).claim.load()) || claimed == record(seq).chunks);
+inline bool pool_core::settled(std::uint64_t id) {
+    const std::uint64_t claimed = claim_word::next(job(id).claim.load(std::memory_order_acquire));
+    return done_chunks(id) + record(id).lost >= claimed &&
+           (claim_word::cancelled(job(id).claim.load()) || claimed == record(id).chunks);
 }
 
-inline std::exception_ptr pool_core::error(std::uint64_t seq) {
-    const job_slot& j = job(seq);
+inline std::exception_ptr pool_core::error(std::uint64_t id) {
+    const job_slot& j = job(id);
     if (j.error_kind == job_error_kind::crash)
         return std::make_exception_ptr(ProcessCrashed(j.error_pid, j.error_status, j.error_item));
     if (j.error_kind == job_error_kind::timeout) {
@@ -263,27 +301,40 @@ inline std::exception_ptr pool_core::error(std::uint64_t seq) {
     return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), j.error_item));
 }
 
-inline void pool_core::retire(std::uint64_t seq) {
-    job_record& r = record(seq);
-    if (!r.live || r.seq != seq) return;
-    if (!settled(seq)) {
-        cancel(seq);  // finish later (retire_settled), once its running chunks end
+inline void pool_core::retire(std::uint64_t id) {
+    job_record& r = record(id);
+    if (!r.live || r.id != id) return;
+    if (!settled(id)) {
+        cancel(id);  // finish later (retire_settled), once its running chunks end
         return;
     }
     if (r.on_settled) std::exchange(r.on_settled, nullptr)();
     r.live = false;
     --live_jobs_;
+    release_arena();
+}
+
+inline void pool_core::release_arena() noexcept {
+    if (live_jobs_ == 0) {
+        arena_.reset();
+        return;
+    }
+    // Jobs retire in any order; memory below the oldest live job's mark is nobody's.
+    std::uint64_t oldest = UINT64_MAX;
+    for (const auto& r : records_)
+        if (r.live) oldest = std::min(oldest, r.mark);
+    arena_.release_below(oldest);
 }
 
 inline void pool_core::retire_settled() {
     for (auto& r : records_)
-        if (r.live && settled(r.seq) && (r.on_settled || claim_word::cancelled(job(r.seq).claim.load())))
-            retire(r.seq);  // a Future's outcome is harvested now; abandoned jobs are let go
+        if (r.live && settled(r.id) && (r.on_settled || claim_word::cancelled(job(r.id).claim.load())))
+            retire(r.id);  // a Future's outcome is harvested now; abandoned jobs are let go
 }
 
-inline void pool_core::fail_job(std::uint64_t seq, job_error_kind kind, pid_t pid, int status,
+inline void pool_core::fail_job(std::uint64_t id, job_error_kind kind, pid_t pid, int status,
                                 std::uint64_t item) noexcept {
-    job_slot& j = job(seq);
+    job_slot& j = job(id);
     std::uint32_t state = j.failed.load(std::memory_order_acquire);
     // Take over when nobody recorded an error, or when the dead worker died recording one.
     const bool writer_died = state >= job_error_writing &&
@@ -297,7 +348,7 @@ inline void pool_core::fail_job(std::uint64_t seq, job_error_kind kind, pid_t pi
             j.failed.store(job_error_ready, std::memory_order_release);
         }
     }
-    cancel(seq);
+    cancel(id);
 }
 
 inline void pool_core::on_worker_exit(unsigned index) {
@@ -306,16 +357,16 @@ inline void pool_core::on_worker_exit(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     const std::uint64_t held = slot.job.load(std::memory_order_acquire);
     if (held != 0) {
-        const std::uint64_t seq = held - 1;
-        job_record& r = record(seq);
-        if (r.live && r.seq == seq) {
+        const std::uint64_t id = held - 1;
+        job_record& r = record(id);
+        if (r.live && r.id == id) {
             const std::uint64_t chunk = slot.chunk.load(std::memory_order_relaxed);
-            if (chunk_state_of(arena_, job(seq), chunk).load(std::memory_order_acquire) == chunk_done) {
+            if (chunk_state_of(arena_, job(id), chunk).load(std::memory_order_acquire) == chunk_done) {
                 r.recount = true;  // it died between publishing the chunk and counting it
             } else {
                 ++r.lost;
                 const auto& timed_out = timed_out_[index];
-                fail_job(seq, timed_out ? job_error_kind::timeout : job_error_kind::crash, w.pid(),
+                fail_job(id, timed_out ? job_error_kind::timeout : job_error_kind::crash, w.pid(),
                          *w.exitcode(), timed_out ? *timed_out : slot.item.load(std::memory_order_relaxed));
             }
         }
@@ -377,6 +428,10 @@ inline Deadline pool_core::enforce_task_timeouts() {
             earliest = std::min(earliest, expires);
         }
     }
+    // A task with a limit may start while the parent sleeps: look again within one limit, so
+    // that it is killed within twice its limit at worst.
+    for (const auto& r : records_)
+        if (r.live && job(r.id).timeout_ns != 0) earliest = std::min(earliest, now + job(r.id).timeout_ns);
     if (earliest == INT64_MAX) return Deadline::never();
     return Deadline::after(std::chrono::nanoseconds(earliest - now));
 }
@@ -410,7 +465,7 @@ inline void pool_core::join() {
     closed_ = true;
     (void)wait([&] {
         for (auto& r : records_)
-            if (r.live && !settled(r.seq)) return false;
+            if (r.live && !settled(r.id)) return false;
         return true;
     });
     retire_settled();

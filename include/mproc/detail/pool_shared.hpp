@@ -2,7 +2,11 @@
 // Pool's shared arena, and the claim protocol by which idle workers pull chunks.
 //
 // A job is a batch of items cut into chunks (a map is one job; a submit is a job of one item).
-// Its claim word packs [generation:16][cancelled:1][next:23][count:24]: a worker claims chunk
+// It lives in one of max_jobs slots, taken in any order (a long-running job holds its slot while
+// thousands of short ones come and go through the others), and is named by an id:
+// generation x max_jobs + slot, a new generation for every job. Published ids go into the post
+// queue in order; workers scan it from its head and pull chunks from the oldest job that has one.
+// A job's claim word packs [generation:16][cancelled:1][next:23][count:24]: a worker claims chunk
 // `next` with one compare-and-swap that also checks the generation (so a worker that lags behind
 // never claims from a reused slot) and the cancelled bit (set when the job failed).
 #pragma once
@@ -18,7 +22,7 @@
 MPROC_NAMESPACE_BEGIN
 namespace detail {
 
-inline constexpr std::uint64_t max_jobs = 256;           // job slots in the ring
+inline constexpr std::uint64_t max_jobs = 256;           // job slots, and post queue entries
 inline constexpr std::uint64_t max_chunks = (1u << 23) - 1;  // per job (the claim word's fields)
 
 namespace claim_word {
@@ -32,6 +36,11 @@ inline constexpr std::uint64_t gen(std::uint64_t w) { return w >> gen_shift; }
 inline constexpr bool cancelled(std::uint64_t w) { return (w & cancelled_bit) != 0; }
 inline constexpr std::uint64_t generation_of(std::uint64_t job) { return (job / max_jobs) & 0xffff; }
 inline constexpr std::uint64_t make(std::uint64_t job, std::uint64_t chunks) { return (generation_of(job) << gen_shift) | chunks; }
+/// Whether claim word `w` has no chunk left for job `job` (all claimed, cancelled, or its slot
+/// already holds a newer job).
+inline constexpr bool exhausted(std::uint64_t w, std::uint64_t job) {
+    return gen(w) != generation_of(job) || cancelled(w) || next(w) >= count(w);
+}
 }  // namespace claim_word
 
 /// Where a chunk is. Written by the worker that runs it; read by the parent.
@@ -96,12 +105,15 @@ struct alignas(64) pool_control {
     // job completes or fails (map, futures): a map of 100,000 one-item chunks must not cost
     // 100,000 wake-ups.
     std::atomic<std::uint32_t> parent_wants_chunks{0};
-    std::atomic<std::uint64_t> posted{0};  // jobs published so far
-    std::atomic<std::uint64_t> head{0};    // no job before this one has chunks left to claim
+    std::atomic<std::uint64_t> posted{0};  // jobs published so far: the post queue's tail
+    std::atomic<std::uint64_t> head{0};    // no job queued before this position has chunks to claim
     std::int32_t wake_fd = -1;             // eventfd: a worker writes 1 to wake a sleeping parent
     std::uint32_t worker_count = 0;
     std::uint64_t max_tasks_per_child = 0; // 0: never recycle
     job_slot jobs[max_jobs];
+    // Job ids in the order they were published; position p at p % max_jobs. The parent writes
+    // position p only once head > p - max_jobs, so an entry is never overwritten while needed.
+    std::atomic<std::uint64_t> post_queue[max_jobs];
 
     [[nodiscard]] worker_slot* workers() noexcept { return reinterpret_cast<worker_slot*>(this + 1); }
     [[nodiscard]] static std::size_t bytes_for(unsigned workers) noexcept {
@@ -117,23 +129,36 @@ struct claimed_chunk {
 
 /// Claims the next chunk of the oldest job that has one. Never blocks.
 [[nodiscard]] inline std::optional<claimed_chunk> claim_chunk(pool_control& ctl) noexcept {
-    std::uint64_t j = ctl.head.load(std::memory_order_acquire);
+    std::uint64_t at = ctl.head.load(std::memory_order_acquire);
     const std::uint64_t posted = ctl.posted.load(std::memory_order_acquire);
-    for (; j < posted; ++j) {
-        job_slot& job = ctl.jobs[j % max_jobs];
+    for (; at < posted; ++at) {
+        const std::uint64_t id = ctl.post_queue[at % max_jobs].load(std::memory_order_acquire);
+        job_slot& job = ctl.jobs[id % max_jobs];
         std::uint64_t w = job.claim.load(std::memory_order_acquire);
         for (;;) {
-            if (claim_word::gen(w) != claim_word::generation_of(j) || claim_word::cancelled(w) ||
-                claim_word::next(w) >= claim_word::count(w)) {
-                std::uint64_t expected = j;  // exhausted: let later scans start after it
-                ctl.head.compare_exchange_strong(expected, j + 1, std::memory_order_acq_rel);
+            if (claim_word::exhausted(w, id)) {
+                std::uint64_t expected = at;  // let later scans start after it
+                ctl.head.compare_exchange_strong(expected, at + 1, std::memory_order_acq_rel);
                 break;
             }
             if (job.claim.compare_exchange_weak(w, w + claim_word::next_one, std::memory_order_acq_rel))
-                return claimed_chunk{j, claim_word::next(w)};
+                return claimed_chunk{id, claim_word::next(w)};
         }
     }
     return std::nullopt;
+}
+
+/// Moves the post queue's head past the jobs at its front that have nothing left to claim, and
+/// returns it (the parent's check for room in the queue).
+inline std::uint64_t skip_exhausted(pool_control& ctl) noexcept {
+    std::uint64_t at = ctl.head.load(std::memory_order_acquire);
+    const std::uint64_t posted = ctl.posted.load(std::memory_order_acquire);
+    while (at < posted) {
+        const std::uint64_t id = ctl.post_queue[at % max_jobs].load(std::memory_order_acquire);
+        if (!claim_word::exhausted(ctl.jobs[id % max_jobs].claim.load(std::memory_order_acquire), id)) break;
+        if (ctl.head.compare_exchange_strong(at, at + 1, std::memory_order_acq_rel)) ++at;
+    }
+    return at;
 }
 
 [[nodiscard]] inline std::atomic<std::uint32_t>& chunk_state_of(shared_arena& arena, const job_slot& job,
