@@ -16,6 +16,7 @@
 #include <chrono>
 #include <csignal>
 #include <deque>
+#include <list>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -227,6 +228,63 @@ TEST_CASE("Pool.imap_unordered.all_results", "[pool]") {
     std::multiset<int> expected;
     for (int i = 0; i < 100; ++i) expected.insert(i * i);
     CHECK(seen == expected);
+}
+
+TEST_CASE("Pool.imap.reads_its_input_lazily", "[pool]") {
+    mproc::Pool pool(2);
+    // An endless input: imap takes it a batch at a time, two batches ahead of the reader at most.
+    std::size_t taken = 0;
+    auto counted = std::views::iota(std::int64_t{0}) | std::views::transform([&taken](std::int64_t x) {
+                       ++taken;
+                       return x;
+                   });
+    mproc::MapOptions opts;
+    opts.lookahead = 100;
+    std::int64_t expected = 0;
+    for (std::int64_t x : pool.imap(square, counted, opts)) {
+        REQUIRE(x == expected * expected);
+        if (++expected == 1000) break;
+    }
+    CHECK(taken <= 1000 + 2 * 100);
+    // A huge sized input: the same, without materializing it.
+    std::size_t seen = 0;
+    for (std::int64_t x : pool.imap(square, std::views::iota(std::int64_t{0}, std::int64_t{1} << 40))) {
+        CHECK(x == static_cast<std::int64_t>(seen * seen));
+        if (++seen == 300) break;
+    }
+    CHECK(pool.map(square, iota_vector(3)) == std::vector<std::int64_t>{0, 1, 4});
+}
+
+TEST_CASE("Pool.imap.batches_keep_order_and_error_index", "[pool]") {
+    mproc::Pool pool(2);
+    mproc::MapOptions opts;
+    opts.lookahead = 64;
+    opts.chunksize = 5;
+    // An rvalue input lives as long as the results; a list is read element by element.
+    std::vector<std::int64_t> got;
+    for (std::int64_t x : pool.imap(square, std::list<std::int64_t>(1000, 3), opts)) got.push_back(x);
+    CHECK(got == std::vector<std::int64_t>(1000, 9));
+    got.clear();
+    for (std::int64_t x : pool.imap(square, iota_vector(1000), opts)) got.push_back(x);
+    REQUIRE(got.size() == 1000);
+    CHECK(got[999] == 999 * 999);
+    std::multiset<std::int64_t> unordered;
+    for (std::int64_t x : pool.imap_unordered(square, iota_vector(1000), opts)) unordered.insert(x);
+    CHECK(unordered.size() == 1000);
+    CHECK(*unordered.rbegin() == 999 * 999);
+    got.clear();
+    try {
+        for (std::int64_t x : pool.imap([](std::int64_t x) {
+                 if (x == 777) throw std::runtime_error("777");
+                 return x;
+             }, iota_vector(1000), opts))
+            got.push_back(x);
+        FAIL("imap did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 777u);  // its index in the whole input, not in its batch
+    }
+    CHECK(got.size() == 777);
+    CHECK(pool.map(square, iota_vector(3)) == std::vector<std::int64_t>{0, 1, 4});
 }
 
 TEST_CASE("Pool.imap.abandoned_early", "[pool]") {

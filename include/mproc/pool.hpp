@@ -62,6 +62,33 @@ template <class F, class In>
 struct map_result<F, In, true> {
     using type = std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<const In&>()))>;
 };
+
+/// Lays out and publishes one map job over `inputs`, whose first item has index `base` in the
+/// caller's input (so errors name it); returns the parent's handle on it.
+template <bool Star, class Fn, class Range>
+auto post_map(const std::shared_ptr<pool_core>& core, const Fn& fn, const Range& inputs, const MapOptions& options,
+              std::uint64_t base = 0) {
+    using In = std::ranges::range_value_t<Range>;
+    using R = typename map_result<Fn, In, Star>::type;
+    static_assert(!std::is_void_v<R>, "mproc::Pool::map: the function must return a value");
+    const std::uint64_t n = std::ranges::size(inputs);
+    const std::uint64_t size = chunk_size_for(n, core->size(), options.chunksize);
+    const std::uint64_t seq = core->begin_job(identify(&run_map_chunk<Fn, In, R, Star, input_layout_v<Range, In>>),
+                                               function_identity(fn), n, size);
+    if (options.task_timeout.count() != 0) core->job(seq).timeout_ns = options.task_timeout.count();
+    core->record(seq).index_base = base;
+    try {
+        lay_out_inputs<In>(*core, seq, inputs);
+        lay_out_outputs<R>(*core, seq);
+    } catch (...) {
+        core->cancel(seq);
+        core->publish(seq);
+        core->retire(seq);
+        throw;
+    }
+    core->publish(seq);
+    return job_ticket<R>{core, seq};
+}
 }  // namespace detail
 
 /// A pool of worker processes, one per usable core by default.
@@ -132,26 +159,31 @@ public:
 
     /// Results as a lazy range, in order, as they complete; an error is thrown when the iteration
     /// reaches the failed task, after every result before it. Chunks of 1 item by default, as in
-    /// Python (0 picks a size).
-    template <class F, std::ranges::sized_range Range>
-    [[nodiscard]] auto imap(F&& f, const Range& inputs, std::size_t chunksize = 1) {
-        return imap(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
+    /// Python (0 picks a size). Any input range: it is read a batch at a time as the results are
+    /// consumed (MapOptions::lookahead), and an rvalue range is kept alive by the result.
+    template <class F, std::ranges::viewable_range Range>
+        requires std::ranges::input_range<Range>
+    [[nodiscard]] auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
+        return imap(std::forward<F>(f), std::forward<Range>(inputs), detail::with_chunksize(chunksize));
     }
-    template <class F, std::ranges::sized_range Range>
-    [[nodiscard]] auto imap(F&& f, const Range& inputs, const MapOptions& options) {
+    template <class F, std::ranges::viewable_range Range>
+        requires std::ranges::input_range<Range>
+    [[nodiscard]] auto imap(F&& f, Range&& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
-        return start_imap<false>(std::decay_t<F>(f), inputs, options);
+        return start_imap<false>(std::decay_t<F>(f), std::views::all(std::forward<Range>(inputs)), options);
     }
 
     /// Results as a lazy range in completion order.
-    template <class F, std::ranges::sized_range Range>
-    [[nodiscard]] auto imap_unordered(F&& f, const Range& inputs, std::size_t chunksize = 1) {
-        return imap_unordered(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
+    template <class F, std::ranges::viewable_range Range>
+        requires std::ranges::input_range<Range>
+    [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
+        return imap_unordered(std::forward<F>(f), std::forward<Range>(inputs), detail::with_chunksize(chunksize));
     }
-    template <class F, std::ranges::sized_range Range>
-    [[nodiscard]] auto imap_unordered(F&& f, const Range& inputs, const MapOptions& options) {
+    template <class F, std::ranges::viewable_range Range>
+        requires std::ranges::input_range<Range>
+    [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
-        return start_imap<true>(std::decay_t<F>(f), inputs, options);
+        return start_imap<true>(std::decay_t<F>(f), std::views::all(std::forward<Range>(inputs)), options);
     }
 
     /// Runs f(args...) in a worker; the Future gives the result.
@@ -207,37 +239,12 @@ private:
     }
 
     template <bool Star, class Fn, class Range>
-    auto post_map(const Fn& fn, const Range& inputs, const MapOptions& options);
-    template <bool Star, class Fn, class Range>
     auto run_map(const Fn& fn, const Range& inputs, const MapOptions& options);
-    template <bool Unordered, class Fn, class Range>
-    auto start_imap(const Fn& fn, const Range& inputs, const MapOptions& options);
+    template <bool Unordered, class Fn, class View>
+    auto start_imap(const Fn& fn, View inputs, const MapOptions& options);
 
     std::shared_ptr<detail::pool_core> core_;
 };
-
-template <bool Star, class Fn, class Range>
-auto Pool::post_map(const Fn& fn, const Range& inputs, const MapOptions& options) {
-    using In = std::ranges::range_value_t<Range>;
-    using R = typename detail::map_result<Fn, In, Star>::type;
-    static_assert(!std::is_void_v<R>, "mproc::Pool::map: the function must return a value");
-    const std::uint64_t n = std::ranges::size(inputs);
-    const std::uint64_t size = detail::chunk_size_for(n, core().size(), options.chunksize);
-    const std::uint64_t seq = core().begin_job(detail::identify(&detail::run_map_chunk<Fn, In, R, Star, detail::input_layout_v<Range, In>>),
-                                               detail::function_identity(fn), n, size);
-    if (options.task_timeout.count() != 0) core().job(seq).timeout_ns = options.task_timeout.count();
-    try {
-        detail::lay_out_inputs<In>(core(), seq, inputs);
-        detail::lay_out_outputs<R>(core(), seq);
-    } catch (...) {
-        core().cancel(seq);
-        core().publish(seq);
-        core().retire(seq);
-        throw;
-    }
-    core().publish(seq);
-    return detail::job_ticket<R>{core_, seq};
-}
 
 template <bool Star, class Fn, class Range>
 auto Pool::run_map(const Fn& fn, const Range& inputs, const MapOptions& options) {
@@ -247,15 +254,39 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, const MapOptions& options)
         (void)core();
         return std::vector<R>{};
     }
-    return post_map<Star>(fn, inputs, options).collect_all();
+    return detail::post_map<Star>(core_, fn, inputs, options).collect_all();
 }
 
-template <bool Unordered, class Fn, class Range>
-auto Pool::start_imap(const Fn& fn, const Range& inputs, const MapOptions& options) {
-    using In = std::ranges::range_value_t<Range>;
+template <bool Unordered, class Fn, class View>
+auto Pool::start_imap(const Fn& fn, View inputs, const MapOptions& options) {
+    using In = std::ranges::range_value_t<View>;
     using R = typename detail::map_result<Fn, In, false>::type;
-    if (std::ranges::size(inputs) == 0) return ImapRange<R, Unordered>();
-    return ImapRange<R, Unordered>(post_map<false>(fn, inputs, options));
+    (void)core();
+    // The feeder owns the input view and where the next batch starts.
+    struct source {
+        View view;
+        std::ranges::iterator_t<View> next;
+    };
+    auto from = std::make_shared<source>(source{std::move(inputs), {}});
+    from->next = std::ranges::begin(from->view);
+    const std::uint64_t batch_items = detail::imap_batch_items(options.lookahead, options.chunksize, core().size());
+    auto feed = [core = core_, from, fn, options, batch_items](std::uint64_t base) -> std::optional<detail::job_ticket<R>> {
+        if constexpr (std::ranges::random_access_range<View> && std::ranges::sized_range<View>) {
+            const auto left = static_cast<std::uint64_t>(std::ranges::size(from->view)) - base;
+            if (left == 0) return std::nullopt;
+            const auto n = static_cast<std::ranges::range_difference_t<View>>(std::min(left, batch_items));
+            const std::ranges::subrange items(from->next, std::ranges::next(from->next, n));
+            from->next = items.end();
+            return detail::post_map<false>(core, fn, items, options, base);
+        } else {
+            std::vector<In> items;
+            for (; items.size() < batch_items && from->next != std::ranges::end(from->view); ++from->next)
+                items.push_back(*from->next);
+            if (items.empty()) return std::nullopt;
+            return detail::post_map<false>(core, fn, items, options, base);
+        }
+    };
+    return ImapRange<R, Unordered>(std::move(feed));
 }
 
 MPROC_NAMESPACE_END

@@ -27,6 +27,7 @@ struct job_record {
     std::uint64_t chunks = 0;
     std::uint64_t id = 0;
     std::uint64_t mark = 0;  // the arena's ring position when the job began: all of its memory is above
+    std::uint64_t index_base = 0;  // index of the job's first item in the caller's input (imap batches)
     std::function<void()> on_settled;  // harvests a submitted call's outcome into its Future
 };
 
@@ -283,14 +284,15 @@ inline bool pool_core::settled(std::uint64_t id) {
 
 inline std::exception_ptr pool_core::error(std::uint64_t id) {
     const job_slot& j = job(id);
+    const std::uint64_t item = j.error_item + record(id).index_base;  // in the caller's input
     if (j.error_kind == job_error_kind::crash)
-        return std::make_exception_ptr(ProcessCrashed(j.error_pid, j.error_status, j.error_item));
+        return std::make_exception_ptr(ProcessCrashed(j.error_pid, j.error_status, item));
     if (j.error_kind == job_error_kind::timeout) {
         const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(j.timeout_ns));
         return std::make_exception_ptr(TimeoutError(
-            "task " + std::to_string(j.error_item) + " ran past its time limit of " +
+            "task " + std::to_string(item) + " ran past its time limit of " +
                 std::to_string(ms.count()) + " ms; its worker was killed",
-            j.error_item));
+            item));
     }
     std::string type = "unknown exception", message;
     try {
@@ -298,7 +300,7 @@ inline std::exception_ptr pool_core::error(std::uint64_t id) {
         if (j.error_text.length != 0) decoder(type, message);
     } catch (const DecodeError&) {
     }
-    return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), j.error_item));
+    return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), item));
 }
 
 inline void pool_core::retire(std::uint64_t id) {

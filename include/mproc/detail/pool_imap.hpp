@@ -3,29 +3,46 @@
 
 #include <mproc/detail/pool_results.hpp>
 
+#include <deque>
+#include <functional>
 #include <iterator>
 #include <optional>
 #include <vector>
 
 MPROC_NAMESPACE_BEGIN
 
-/// A single-pass range over a map's results as they complete. In order (`Unordered` false): each
-/// result as soon as it and every one before it is done; an error is thrown when iteration
+namespace detail {
+/// Items imap takes from its input and posts at a time (one job each).
+[[nodiscard]] inline std::uint64_t imap_batch_items(std::uint64_t asked, std::uint64_t chunksize, unsigned workers) {
+    if (asked != 0) return asked;
+    return std::clamp<std::uint64_t>(std::max<std::uint64_t>(chunksize, 1) * workers * 8, 256, 65536);
+}
+}  // namespace detail
+
+/// A single-pass range over a map's results as they complete. The inputs are taken from their
+/// range a batch at a time (MapOptions::lookahead items), at most two batches ahead of the
+/// reader, so an endless or huge input is never laid out whole. In order (`Unordered` false):
+/// each result as soon as it and every one before it is done; an error is thrown when iteration
 /// reaches the failed item, after every result before it. Unordered: chunk by chunk in the order
-/// the workers finish them. Dropping the range early cancels the tasks not yet started.
+/// the workers finish them, batch after batch. Dropping the range early cancels the tasks not
+/// yet started.
 template <class R, bool Unordered = false>
 class ImapRange {
 public:
+    /// Posts the batch whose first item has index `base`, or says the input is exhausted.
+    using Feeder = std::function<std::optional<detail::job_ticket<R>>(std::uint64_t base)>;
+
     ImapRange() = default;
-    explicit ImapRange(detail::job_ticket<R> ticket) : ticket_(std::move(ticket)) {}
+    explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
     ImapRange(ImapRange&& other) noexcept
-        : ticket_(std::move(other.ticket_)), buffer_(std::move(other.buffer_)), at_(other.at_),
-          next_chunk_(other.next_chunk_), finished_(other.finished_) {
-        other.ticket_.core.reset();
+        : feeder_(std::move(other.feeder_)), batches_(std::move(other.batches_)), buffer_(std::move(other.buffer_)),
+          at_(other.at_), posted_items_(other.posted_items_), finished_(other.finished_) {
+        other.batches_.clear();
+        other.feeder_ = nullptr;
     }
     ImapRange& operator=(ImapRange&&) = delete;
     ~ImapRange() {
-        if (ticket_.core) ticket_.core->retire(ticket_.seq);  // cancels what has not started
+        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);  // cancels what has not started
     }
 
     class iterator {
@@ -53,51 +70,87 @@ public:
     std::default_sentinel_t end() { return {}; }
 
 private:
+    /// One posted batch and how far the reader got in it.
+    struct batch {
+        detail::job_ticket<R> ticket;
+        std::uint64_t next_chunk = 0;
+    };
+
+    /// Keeps two batches posted while the input lasts.
+    void top_up() {
+        while (feeder_ && batches_.size() < 2) {
+            std::optional<detail::job_ticket<R>> ticket = feeder_(posted_items_);
+            if (!ticket) {
+                feeder_ = nullptr;
+                break;
+            }
+            posted_items_ += ticket->job().items;
+            batches_.push_back(batch{std::move(*ticket)});
+        }
+    }
+
     /// Fills the buffer with the next chunk's results; sets finished_ at the end.
     void load_next() {
         buffer_.clear();
         at_ = 0;
         while (buffer_.empty()) {
-            if (!ticket_.core || next_chunk_ == ticket_.chunks()) {
+            if (!batches_.empty() && batches_.front().next_chunk == batches_.front().ticket.chunks()) {
+                batches_.front().ticket.core->retire(batches_.front().ticket.seq);
+                batches_.pop_front();
+                top_up();
+            }
+            if (batches_.empty()) {
                 finished_ = true;
-                if (ticket_.core) ticket_.core->retire(ticket_.seq);
-                ticket_.core.reset();
                 return;
             }
-            const std::uint64_t chunk = Unordered ? wait_for_logged_chunk() : wait_for_chunk(next_chunk_);
-            std::uint64_t end = ticket_.end_item(chunk);
-            if (ticket_.core->failed(ticket_.seq)) {
-                const std::uint64_t bad = ticket_.job().error_item;
-                if (bad >= ticket_.first_item(chunk) && bad < end) end = bad;  // the failed chunk's good part
-                if (end <= ticket_.first_item(chunk)) ticket_.throw_if_failed_or_gone();
+            batch& b = batches_.front();
+            const std::uint64_t chunk = Unordered ? wait_for_logged_chunk(b) : wait_for_chunk(b);
+            std::uint64_t end = b.ticket.end_item(chunk);
+            if (b.ticket.core->failed(b.ticket.seq)) {
+                const std::uint64_t bad = b.ticket.job().error_item;
+                if (bad >= b.ticket.first_item(chunk) && bad < end) end = bad;  // the failed chunk's good part
+                if (end <= b.ticket.first_item(chunk)) fail();
             }
-            ticket_.read_chunk(chunk, end, buffer_);
-            ++next_chunk_;
+            b.ticket.read_chunk(chunk, end, buffer_);
+            ++b.next_chunk;
         }
     }
 
-    std::uint64_t wait_for_chunk(std::uint64_t chunk) {
-        auto& core = *ticket_.core;
-        (void)core.wait([&] { return ticket_.chunk_done(chunk) || core.failed(ticket_.seq) || !core.running(); },
-                        detail::Deadline::never(), /*every_chunk=*/true);
-        if (!ticket_.chunk_done(chunk)) ticket_.throw_if_failed_or_gone();
-        return chunk;
+    /// Throws the front batch's error; the range is finished and lets every batch go.
+    [[noreturn]] void fail() {
+        finished_ = true;
+        feeder_ = nullptr;
+        detail::job_ticket<R> failed = std::move(batches_.front().ticket);
+        batches_.pop_front();
+        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);
+        batches_.clear();
+        failed.throw_if_failed_or_gone();
+        throw StateError("mproc::Pool: an imap batch failed without an error");  // not reached
     }
 
-    std::uint64_t wait_for_logged_chunk() {
-        auto& core = *ticket_.core;
-        auto& entry = core.arena().template at<std::atomic<std::uint32_t>>(ticket_.job().log)[next_chunk_];
-        (void)core.wait([&] { return entry.load(std::memory_order_acquire) != 0 || core.failed(ticket_.seq) || !core.running(); },
+    std::uint64_t wait_for_chunk(const batch& b) {
+        auto& core = *b.ticket.core;
+        (void)core.wait([&] { return b.ticket.chunk_done(b.next_chunk) || core.failed(b.ticket.seq) || !core.running(); },
+                        detail::Deadline::never(), /*every_chunk=*/true);
+        if (!b.ticket.chunk_done(b.next_chunk)) fail();
+        return b.next_chunk;
+    }
+
+    std::uint64_t wait_for_logged_chunk(const batch& b) {
+        auto& core = *b.ticket.core;
+        auto& entry = core.arena().template at<std::atomic<std::uint32_t>>(b.ticket.job().log)[b.next_chunk];
+        (void)core.wait([&] { return entry.load(std::memory_order_acquire) != 0 || core.failed(b.ticket.seq) || !core.running(); },
                         detail::Deadline::never(), /*every_chunk=*/true);
         const std::uint32_t logged = entry.load(std::memory_order_acquire);
-        if (logged == 0) ticket_.throw_if_failed_or_gone();
+        if (logged == 0) fail();
         return logged - 1;
     }
 
-    detail::job_ticket<R> ticket_;
+    Feeder feeder_;
+    std::deque<batch> batches_;
     std::vector<R> buffer_;
     std::size_t at_ = 0;
-    std::uint64_t next_chunk_ = 0;
+    std::uint64_t posted_items_ = 0;
     bool finished_ = false;
 };
 

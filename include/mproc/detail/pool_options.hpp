@@ -43,6 +43,10 @@ struct MapOptions {
     std::size_t chunksize = 0;
     /// Overrides PoolOptions::task_timeout for this call when not zero.
     std::chrono::nanoseconds task_timeout{0};
+    /// imap and imap_unordered only: inputs are taken from the range and posted this many at a
+    /// time, at most two such batches ahead of the reader; 0 picks one (chunksize x workers x 8,
+    /// at least 256 items and at most 65,536).
+    std::size_t lookahead = 0;
 };
 
 MPROC_NAMESPACE_END
