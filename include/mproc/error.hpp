@@ -167,6 +167,13 @@ public:
     using Error::Error;
 };
 
+/// A wait on a Pool (map, imap, Future::get...) stopped because Ctrl-C (SIGINT) arrived inside an
+/// mproc::InterruptScope. Python's KeyboardInterrupt.
+class Interrupted : public Error {
+public:
+    Interrupted() : Error("mproc::Interrupted: SIGINT (Ctrl-C) arrived during the wait") {}
+};
+
 namespace detail {
 /// Throws SystemError for the current errno; kept out of line of the hot paths.
 [[noreturn]] inline void throw_errno(const char* call) { throw SystemError(errno, call); }

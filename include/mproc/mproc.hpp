@@ -5,6 +5,7 @@
 #include <mproc/error.hpp>
 #include <mproc/fork_map.hpp>
 #include <mproc/future.hpp>
+#include <mproc/interrupt.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>

@@ -110,15 +110,21 @@ inline std::size_t read_exact(int fd, std::span<std::byte> out) {
     return done;
 }
 
-/// poll(2) until the deadline, resuming after EINTR with the time that is left.
-/// Returns the number of ready descriptors, 0 on timeout.
-inline int poll_until(std::span<pollfd> fds, const Deadline& deadline) {
+/// poll(2) until the deadline, resuming after EINTR with the time that is left, after calling
+/// on_interrupt() (which may throw to stop waiting). Returns the number of ready descriptors, 0
+/// on timeout.
+template <class OnInterrupt>
+int poll_until(std::span<pollfd> fds, const Deadline& deadline, OnInterrupt&& on_interrupt) {
     for (;;) {
         int ready = sys().poll(fds.data(), fds.size(), deadline.poll_ms());
         if (ready >= 0) return ready;
         if (errno != EINTR) throw_errno("poll");
+        on_interrupt();
         if (deadline.expired()) return 0;
     }
+}
+inline int poll_until(std::span<pollfd> fds, const Deadline& deadline) {
+    return poll_until(fds, deadline, [] {});
 }
 
 /// Sets or clears O_NONBLOCK.

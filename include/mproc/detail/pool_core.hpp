@@ -4,6 +4,7 @@
 #pragma once
 
 #include <mproc/detail/child.hpp>
+#include <mproc/detail/interrupt.hpp>
 #include <mproc/detail/pool_options.hpp>
 #include <mproc/detail/pool_worker.hpp>
 #include <mproc/error.hpp>
@@ -77,6 +78,9 @@ public:
     }
     /// Frees the slot once settled (now, or later from retire_settled()).
     void retire(std::uint64_t id);
+    /// Gives up a job whose caller stopped waiting (interrupted): no chunk of it starts any more,
+    /// running ones get `grace`, and the workers still running it then are killed and replaced.
+    void abandon(std::uint64_t id, std::chrono::milliseconds grace = std::chrono::milliseconds(100)) noexcept;
 
     /// Waits until `done()` holds or the deadline passes; handles worker deaths meanwhile.
     /// Workers wake a sleeping parent when a job completes or fails, and after every chunk only
@@ -86,6 +90,7 @@ public:
 
     /// Reaps and replaces workers that died while nobody waited; settles what they held.
     void check_workers();
+    void check_workers_quietly() noexcept;
 
     void close() noexcept { closed_ = true; }
     [[nodiscard]] bool closed() const noexcept { return closed_; }
@@ -104,7 +109,11 @@ private:
     std::uint64_t free_slot();
     /// Lets the arena reuse what no live job can use any more.
     void release_arena() noexcept;
-    void sleep_once(const Deadline& deadline);
+    void sleep_once(const Deadline& deadline, std::uint64_t interrupts_seen);
+    /// Throws Interrupted when SIGINT arrived in an InterruptScope since the wait began.
+    static void check_interrupts(std::uint64_t seen) {
+        if (interrupts().received.load(std::memory_order_seq_cst) != seen) throw Interrupted();
+    }
     /// Kills workers whose task ran past its time limit; returns the next deadline to check.
     Deadline enforce_task_timeouts();
 
@@ -328,6 +337,34 @@ inline void pool_core::release_arena() noexcept {
     arena_.release_below(oldest);
 }
 
+inline void pool_core::abandon(std::uint64_t id, std::chrono::milliseconds grace) noexcept {
+    if (terminated_ || !record(id).live || record(id).id != id) return;
+    cancel(id);
+    // Not wait(): it would throw again for the same interrupt. Chunks that end soon are let end;
+    // a worker still on the job after the grace period is in a long task, and is killed.
+    const Deadline until = Deadline::after(grace);
+    while (!settled(id) && !until.expired()) {
+        check_workers_quietly();
+        ::usleep(1000);
+    }
+    try {
+        for (unsigned i = 0; i < workers_.size(); ++i)
+            if (!settled(id) && ctl_->workers()[i].job.load(std::memory_order_acquire) == id + 1)
+                workers_[i].signal(SIGKILL);
+        retire(id);  // now, or once the killed workers are reaped
+    } catch (...) {
+        // Cancelled at least; the next wait reaps and retires what is left.
+    }
+}
+
+inline void pool_core::check_workers_quietly() noexcept {
+    try {
+        check_workers();
+    } catch (...) {
+        // A replacement that cannot be forked now is retried by the next wait.
+    }
+}
+
 inline void pool_core::retire_settled() {
     for (auto& r : records_)
         if (r.live && settled(r.id) && (r.on_settled || claim_word::cancelled(job(r.id).claim.load())))
@@ -392,10 +429,12 @@ inline void pool_core::check_workers() {
         }
 }
 
-inline void pool_core::sleep_once(const Deadline& deadline) {
+inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interrupts_seen) {
     std::vector<pollfd> fds;
-    fds.reserve(workers_.size() + 1);
+    fds.reserve(workers_.size() + 2);
     fds.push_back({wake_fd_.get(), POLLIN, 0});
+    // SIGINT in an InterruptScope wakes us through this eventfd, whatever thread took the signal.
+    if (const int fd = interrupts().wake_fd.load(std::memory_order_relaxed); fd >= 0) fds.push_back({fd, POLLIN, 0});
     bool every_pidfd = true;
     for (const auto& w : workers_) {
         fds.push_back({w.pidfd(), POLLIN, 0});
@@ -405,7 +444,12 @@ inline void pool_core::sleep_once(const Deadline& deadline) {
     Deadline slice = every_pidfd ? deadline : bounded_slice(deadline, std::chrono::milliseconds(10));
     const Deadline next_timeout = enforce_task_timeouts();
     if (!next_timeout.is_never() && (slice.is_never() || next_timeout.poll_ms() < slice.poll_ms())) slice = next_timeout;
-    poll_until(fds, slice);
+    poll_until(fds, slice, [&] {
+        check_interrupts(interrupts_seen);
+        if (options_.on_interrupt) options_.on_interrupt();
+    });
+    drain_interrupt_wake();
+    check_interrupts(interrupts_seen);
     (void)enforce_task_timeouts();
     std::uint64_t drained;
     while (::read(wake_fd_.get(), &drained, sizeof drained) > 0) {
@@ -441,6 +485,7 @@ inline Deadline pool_core::enforce_task_timeouts() {
 template <class Done>
 bool pool_core::wait(Done&& done, const Deadline& deadline, bool every_chunk) {
     ctl_->parent_wants_chunks.store(every_chunk ? 1 : 0, std::memory_order_relaxed);
+    const std::uint64_t interrupts_seen = interrupts().received.load(std::memory_order_seq_cst);
     // A short spin (a few microseconds) catches a chunk that is about to finish without two
     // context switches; longer would steal the core a worker needs on a small machine.
     for (int i = 0; i < 200; ++i) {
@@ -457,7 +502,12 @@ bool pool_core::wait(Done&& done, const Deadline& deadline, bool every_chunk) {
             ctl_->parent_sleeping.store(0, std::memory_order_relaxed);
             return false;
         }
-        sleep_once(deadline);
+        try {
+            sleep_once(deadline, interrupts_seen);
+        } catch (...) {
+            ctl_->parent_sleeping.store(0, std::memory_order_relaxed);
+            throw;
+        }
         ctl_->parent_sleeping.store(0, std::memory_order_relaxed);
     }
 }

@@ -35,6 +35,11 @@ struct PoolOptions {
     bool progress = false;
     /// Called with (done, total) during map, at most 10 times a second and once at the end.
     std::function<void(std::size_t done, std::size_t total)> on_progress;
+    /// Called in the parent whenever one of its signal handlers interrupts a wait on the pool
+    /// (map, imap, Future::get...). If it throws, the wait ends with that exception; a map then
+    /// cancels its job and replaces the workers running it. For programs with their own SIGINT
+    /// handler; otherwise see mproc::InterruptScope.
+    std::function<void()> on_interrupt;
 };
 
 /// Per-call options of Pool::map / starmap / imap / fork_map.

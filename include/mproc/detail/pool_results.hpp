@@ -128,11 +128,16 @@ struct job_ticket {
     std::vector<R> collect_all() {
         auto finished = [&] { return core->complete(seq) || core->failed(seq) || !core->running(); };
         progress_reporter progress(core->options(), job().items);
-        if (progress.active()) {
-            while (!core->wait(finished, Deadline::after(std::chrono::milliseconds(100))))
-                progress.update(std::min<std::uint64_t>(core->done_chunks(seq) * job().chunk_size, job().items));
-        } else {
-            (void)core->wait(finished);
+        try {
+            if (progress.active()) {
+                while (!core->wait(finished, Deadline::after(std::chrono::milliseconds(100))))
+                    progress.update(std::min<std::uint64_t>(core->done_chunks(seq) * job().chunk_size, job().items));
+            } else {
+                (void)core->wait(finished);
+            }
+        } catch (...) {
+            core->abandon(seq);  // interrupted: nobody will read these results
+            throw;
         }
         throw_if_failed_or_gone();
         progress.update(job().items, true);
