@@ -212,6 +212,33 @@ TEST_CASE("Pool.imap.ordered_then_error", "[pool]") {
     CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
 }
 
+TEST_CASE("Pool.imap.error_after_later_results_are_done", "[pool]") {
+    // Task 5 (in chunk [4, 6)) fails late, after the other worker has finished every task after
+    // it: the reader still gets 0..4 and then the error, never the later results.
+    mproc::Pool pool(2);
+    for (bool unordered : {false, true}) {
+        std::vector<int> seen;
+        auto slow_five = [](int x) {
+            if (x == 5) {
+                std::this_thread::sleep_for(200ms);
+                throw std::runtime_error("five");
+            }
+            return x;
+        };
+        try {
+            if (unordered) {
+                for (int x : pool.imap_unordered(slow_five, std::views::iota(0, 50), 2)) seen.push_back(x);
+            } else {
+                for (int x : pool.imap(slow_five, std::views::iota(0, 50), 2)) seen.push_back(x);
+            }
+            FAIL("imap did not throw");
+        } catch (const mproc::RemoteError& e) {
+            CHECK(e.task_index() == 5u);
+        }
+        if (!unordered) CHECK(seen == std::vector<int>{0, 1, 2, 3, 4});
+    }
+}
+
 TEST_CASE("Pool.imap.encoded_results_and_chunks", "[pool]") {
     mproc::Pool pool(2);
     std::vector<std::string> seen;
@@ -279,7 +306,7 @@ TEST_CASE("Pool.imap.batches_keep_order_and_error_index", "[pool]") {
                  return x;
              }, iota_vector(1000), opts))
             got.push_back(x);
-        FAIL("imap did not throw");
+        FAIL("imap did not throw; got " << got.size());
     } catch (const mproc::RemoteError& e) {
         CHECK(e.task_index() == 777u);  // its index in the whole input, not in its batch
     }

@@ -50,8 +50,7 @@ template <class F, std::ranges::random_access_range Range>
     if (call.task_timeout.count() != 0) settings.task_timeout = call.task_timeout;
     auto core = std::make_shared<detail::pool_core>(settings, /*start=*/false);
     Context context{f, inputs};
-    const std::uint64_t chunk = detail::chunk_size_for(n, settings.processes, call.chunksize);
-    const std::uint64_t seq = core->begin_job(detail::identify(&detail::run_fork_chunk<Context, R>), {}, n, chunk);
+    const std::uint64_t seq = core->begin_job(detail::identify(&detail::run_fork_chunk<Context, R>), {}, n, call.chunksize);
     core->job(seq).context = reinterpret_cast<std::uint64_t>(&context);
     detail::lay_out_outputs<R>(*core, seq);
     core->publish(seq);

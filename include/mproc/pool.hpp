@@ -72,9 +72,8 @@ auto post_map(const std::shared_ptr<pool_core>& core, const Fn& fn, const Range&
     using R = typename map_result<Fn, In, Star>::type;
     static_assert(!std::is_void_v<R>, "mproc::Pool::map: the function must return a value");
     const std::uint64_t n = std::ranges::size(inputs);
-    const std::uint64_t size = chunk_size_for(n, core->size(), options.chunksize);
     const std::uint64_t seq = core->begin_job(identify(&run_map_chunk<Fn, In, R, Star, input_layout_v<Range, In>>),
-                                               function_identity(fn), n, size);
+                                              function_identity(fn), n, options.chunksize);
     if (options.task_timeout.count() != 0) core->job(seq).timeout_ns = options.task_timeout.count();
     core->record(seq).index_base = base;
     try {

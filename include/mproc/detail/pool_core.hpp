@@ -56,8 +56,9 @@ public:
     void start_workers();
     [[nodiscard]] std::vector<pid_t> pids() const;
 
-    /// Reserves the next job slot (waiting for the oldest job to settle if the ring is full) and
-    /// fills in its plan. The caller lays out input and output, then calls publish().
+    /// Reserves a job slot (waiting for a job to settle if all are taken) and fills in its plan:
+    /// chunks of `chunk_size` items, or guided ones (guided_bounds) when it is 0. The caller lays
+    /// out input and output, then calls publish().
     std::uint64_t begin_job(function_id runner, function_id fn, std::uint64_t items, std::uint64_t chunk_size);
     /// Makes the job claimable and wakes workers (all of them, or one for a single chunk).
     void publish(std::uint64_t id);
@@ -210,7 +211,12 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     check_workers();
     retire_settled();
     const std::uint64_t id = next_generation_++ * max_jobs + free_slot();
-    const std::uint64_t chunks = (items + chunk_size - 1) / chunk_size;
+    const std::uint64_t mark = arena_.mark();  // before any of the job's memory
+    std::vector<std::uint64_t> bounds;
+    if (chunk_size == 0) bounds = guided_bounds(items, size());
+    // The claim word holds at most max_chunks chunks: raise the size if a job would need more.
+    else chunk_size = std::max(chunk_size, (items + max_chunks - 1) / max_chunks);
+    const std::uint64_t chunks = chunk_size != 0 ? (items + chunk_size - 1) / chunk_size : bounds.size() - 1;
     job_slot& j = job(id);
     j.claim.store(claim_word::make(id, 0) | claim_word::cancelled_bit, std::memory_order_release);
     j.chunks_done.store(0, std::memory_order_relaxed);
@@ -225,12 +231,17 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     j.log = j.states + chunks * sizeof(std::uint32_t);
     j.log_tail.store(0, std::memory_order_relaxed);
     std::memset(arena_.base() + j.states, 0, 2 * chunks * sizeof(std::uint32_t));
+    j.bounds = 0;
+    if (!bounds.empty()) {
+        j.bounds = arena_.allocate(bounds.size() * sizeof(std::uint64_t));
+        std::memcpy(arena_.base() + j.bounds, bounds.data(), bounds.size() * sizeof(std::uint64_t));
+    }
     job_record& r = record(id);
     r = job_record{};
     r.live = true;
     r.chunks = chunks;
     r.id = id;
-    r.mark = arena_.mark();
+    r.mark = mark;
     ++live_jobs_;
     return id;
 }

@@ -36,7 +36,8 @@ public:
     explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
     ImapRange(ImapRange&& other) noexcept
         : feeder_(std::move(other.feeder_)), batches_(std::move(other.batches_)), buffer_(std::move(other.buffer_)),
-          at_(other.at_), posted_items_(other.posted_items_), finished_(other.finished_) {
+          at_(other.at_), posted_items_(other.posted_items_), failed_here_(other.failed_here_),
+          finished_(other.finished_) {
         other.batches_.clear();
         other.feeder_ = nullptr;
     }
@@ -93,6 +94,7 @@ private:
     void load_next() {
         buffer_.clear();
         at_ = 0;
+        if (failed_here_) fail();  // the reader has reached the failed item
         while (buffer_.empty()) {
             if (!batches_.empty() && batches_.front().next_chunk == batches_.front().ticket.chunks()) {
                 batches_.front().ticket.core->retire(batches_.front().ticket.seq);
@@ -108,8 +110,13 @@ private:
             std::uint64_t end = b.ticket.end_item(chunk);
             if (b.ticket.core->failed(b.ticket.seq)) {
                 const std::uint64_t bad = b.ticket.job().error_item;
-                if (bad >= b.ticket.first_item(chunk) && bad < end) end = bad;  // the failed chunk's good part
-                if (end <= b.ticket.first_item(chunk)) fail();
+                if (bad >= b.ticket.first_item(chunk) && bad < end) {
+                    // The failed chunk: its good part, then the error. Chunks after it may be
+                    // done too (claimed before the job was cancelled): never read past it.
+                    end = bad;
+                    failed_here_ = true;
+                    if (end <= b.ticket.first_item(chunk)) fail();
+                }
             }
             b.ticket.read_chunk(chunk, end, buffer_);
             ++b.next_chunk;
@@ -151,6 +158,7 @@ private:
     std::vector<R> buffer_;
     std::size_t at_ = 0;
     std::uint64_t posted_items_ = 0;
+    bool failed_here_ = false;  // the buffer ends just before the failed item
     bool finished_ = false;
 };
 

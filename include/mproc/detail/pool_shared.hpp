@@ -15,9 +15,11 @@
 #include <mproc/detail/function_id.hpp>
 #include <mproc/detail/futex.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 MPROC_NAMESPACE_BEGIN
 namespace detail {
@@ -67,7 +69,8 @@ struct alignas(64) job_slot {
     function_id runner;          // the chunk runner instantiated for this job's types
     function_id fn;              // the user's function, when it is a pointer
     std::uint64_t items = 0;
-    std::uint64_t chunk_size = 0;
+    std::uint64_t chunk_size = 0;  // items per chunk, or 0: the chunks' bounds are in `bounds`
+    std::uint64_t bounds = 0;      // chunks + 1 item indices (std::uint64_t) when chunk_size is 0
     std::uint64_t input = 0;     // bulk input array, a table of arena_span per chunk, or (for an
                                  // iota_view input) the first value's bits: item i is first + i
     std::uint64_t output = 0;    // bulk result array, or a table of arena_span per chunk
@@ -159,6 +162,38 @@ inline std::uint64_t skip_exhausted(pool_control& ctl) noexcept {
         if (ctl.head.compare_exchange_strong(at, at + 1, std::memory_order_acq_rel)) ++at;
     }
     return at;
+}
+
+/// Items [first, end) of a job.
+struct item_range {
+    std::uint64_t first = 0;
+    std::uint64_t end = 0;
+};
+
+/// The items of one chunk of a job: fixed-size chunks, or the job's table of bounds.
+[[nodiscard]] inline item_range chunk_items(const shared_arena& arena, const job_slot& job, std::uint64_t chunk) noexcept {
+    if (job.chunk_size != 0) {
+        const std::uint64_t first = chunk * job.chunk_size;
+        return {first, std::min(job.items, first + job.chunk_size)};
+    }
+    const std::uint64_t* bounds = arena.at<const std::uint64_t>(job.bounds);
+    return {bounds[chunk], bounds[chunk + 1]};
+}
+
+/// Chunk bounds when no chunk size is asked: guided self-scheduling. Each chunk is a quarter of
+/// the items left per worker, down to 1/256 of a worker's share: the big first chunks keep the
+/// per-chunk cost negligible, and the small last ones leave no core idle while another finishes
+/// a big one (with fixed chunks, the last chunk of a map whose late items cost more decides when
+/// it ends). About 20 chunks per worker.
+[[nodiscard]] inline std::vector<std::uint64_t> guided_bounds(std::uint64_t items, unsigned workers) {
+    const std::uint64_t w = std::max(workers, 1u);
+    const std::uint64_t smallest = std::max<std::uint64_t>(1, items / (256 * w));
+    std::vector<std::uint64_t> bounds{0};
+    for (std::uint64_t at = 0; at < items;) {
+        at = std::min(items, at + std::max(smallest, (items - at) / (4 * w)));
+        bounds.push_back(at);
+    }
+    return bounds;
 }
 
 [[nodiscard]] inline std::atomic<std::uint32_t>& chunk_state_of(shared_arena& arena, const job_slot& job,

@@ -95,8 +95,7 @@ inline void record_exception(chunk_context& c, std::uint64_t item) noexcept {
 template <class R, class Compute>
 void run_chunk_items(chunk_context& c, Compute&& compute) {
     const job_slot& job = c.job;
-    const std::uint64_t first = c.chunk * job.chunk_size;
-    const std::uint64_t last = std::min(job.items, first + job.chunk_size);
+    const auto [first, last] = chunk_items(c.arena, job, c.chunk);
     thread_local std::vector<std::byte> encoded;
     encoded.clear();
     auto store_encoded = [&] {
@@ -196,7 +195,7 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
     worker_slot& me = ctl.workers()[worker];
     // Item and start time first: the parent reads them once `job` names this job.
     me.chunk.store(claimed.chunk, std::memory_order_relaxed);
-    me.item.store(claimed.chunk * job.chunk_size, std::memory_order_relaxed);
+    me.item.store(chunk_items(arena, job, claimed.chunk).first, std::memory_order_relaxed);
     if (job.timeout_ns != 0) me.item_started.store(monotonic_ns(), std::memory_order_relaxed);
     me.job.store(claimed.job + 1, std::memory_order_release);
     auto& state = chunk_state_of(arena, job, claimed.chunk);
