@@ -500,6 +500,64 @@ TEST_CASE("Codec.encode_into.failure_leaves_buffer") {
     CHECK(buf == bytes_t{std::byte{1}, std::byte{2}});
 }
 
+// ---- encoded_size and encode_to ------------------------------------------------------------------
+
+namespace {
+
+/// encoded_size is exactly encode().size(); encode_to writes encode()'s bytes into a span of that
+/// size, and refuses a span one byte short.
+template <class T>
+void check_size_and_span(const T& value) {
+    const bytes_t bytes = mproc::encode(value);
+    CHECK(mproc::encoded_size(value) == bytes.size());
+    bytes_t into(bytes.size() + 3, std::byte{0xEE});
+    CHECK(mproc::encode_to(std::span<std::byte>(into.data(), bytes.size()), value) == bytes.size());
+    CHECK(std::equal(bytes.begin(), bytes.end(), into.begin()));
+    CHECK(into[bytes.size()] == std::byte{0xEE});  // nothing written past the span
+    if (!bytes.empty())
+        CHECK_THROWS_AS(mproc::encode_to(std::span<std::byte>(into.data(), bytes.size() - 1), value), mproc::Error);
+}
+
+template <class... Ts>
+void check_sizes_and_spans(const Ts&... values) {
+    (check_size_and_span(values), ...);
+}
+
+}  // namespace
+
+TEST_CASE("Codec.encoded_size.matches_encode_for_every_supported_type") {
+    using namespace std::chrono_literals;
+    check_sizes_and_spans(true, false, char{'c'}, std::int8_t{-1}, std::uint16_t{7}, -3, 5u, -9L, 11ULL, 1.5f, 2.5,
+                          3.5L, std::byte{9}, Color::blue, plain_b, Flag::on);
+    check_sizes_and_spans(std::string(), std::string("hello"), std::string(1000, 'x'), std::u16string(u"wide"),
+                          std::vector<double>{}, std::vector<double>(100, 1.0), std::vector<std::string>{"a", "", "bcd"},
+                          std::vector<bool>{}, std::vector<bool>(13, true), std::vector<Point>{{1, 2.0}, {3, 4.0}});
+    check_sizes_and_spans(std::array<int, 3>{1, 2, 3}, std::array<std::string, 2>{"x", "yz"}, std::array<int, 0>{},
+                          std::deque<int>{1, 2}, std::list<std::string>{"p", "q"});
+    check_sizes_and_spans(std::pair<int, std::string>{1, "one"}, std::tuple<>{},
+                          std::tuple<int, std::optional<double>, std::string>{1, 2.0, "t"});
+    check_sizes_and_spans(std::optional<int>{}, std::optional<std::string>{"o"}, std::monostate{},
+                          std::variant<std::monostate, int, std::string>{}, std::variant<std::monostate, int, std::string>{"v"});
+    check_sizes_and_spans(std::map<std::string, int>{{"a", 1}, {"b", 2}}, std::unordered_map<int, std::string>{{1, "x"}},
+                          std::set<int>{3, 1, 2}, std::unordered_set<std::string>{"s", "t"});
+    check_sizes_and_spans(250ms, std::chrono::nanoseconds(-5), std::chrono::system_clock::time_point(123s));
+    check_sizes_and_spans(std::vector<std::monostate>(3), std::vector<std::tuple<>>(2), std::vector<EmptySerialize>(4),
+                          std::array<std::monostate, 3>{});
+    Person person{"Ada", 36, {"math", "engines"}, Point{1, 2.0}, {7, 8, 9}, {"n1", "n2"}};
+    Node tree{1, {Node{2, {}}, Node{3, {Node{4, {}}}}}};
+    check_sizes_and_spans(person, Secret("s"), Bitwise3{1, 2, 3}, EmptySerialize{}, tree, Money{250, "EUR"}, Point{5, 6.0},
+                          NoDefault(4));
+    check_size_and_span(std::map<std::string, std::vector<std::optional<std::variant<int, std::string, bool>>>>{
+        {"alpha", {1, std::nullopt, std::string("x"), true}}, {"beta", {}}});
+    check_sizes_and_spans(std::vector<Person>{person, Person{}}, std::map<int, std::vector<std::optional<Point>>>{{1, {std::nullopt, Point{}}}});
+}
+
+TEST_CASE("Codec.encode_to.a_throwing_codec_throws_through") {
+    bytes_t into(64);
+    CHECK_THROWS_AS(mproc::encoded_size(std::vector<Thrower>{Thrower{}}), std::runtime_error);
+    CHECK_THROWS_AS(mproc::encode_to(into, std::vector<Thrower>{Thrower{}}), std::runtime_error);
+}
+
 // ---- hostile input ----------------------------------------------------------------------------
 
 namespace {

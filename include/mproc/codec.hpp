@@ -81,6 +81,46 @@ template <class T>
     return out;
 }
 
+/// The exact number of bytes encode(value) produces, found without producing them: bulk data
+/// (a vector<double>, a string) is counted in one step, other containers element by element.
+/// @code
+/// std::size_t n = mproc::encoded_size(std::vector<double>(1000));  // 8 + 8000
+/// @endcode
+/// @throws whatever the value's codec throws.
+template <class T>
+[[nodiscard]] std::size_t encoded_size(const T& value) {
+    Encoder e = Encoder::counter();
+    detail::encode_one(e, value);
+    return e.size();
+}
+
+/// Writes the encoding of `value` at the start of `out` (the bytes encode(value) would hold)
+/// and returns how many it wrote: encoded_size(value) bytes fit exactly.
+/// @code
+/// std::vector<std::byte> buf(mproc::encoded_size(v));
+/// mproc::encode_to(buf, v);
+/// @endcode
+/// @throws Error when `out` is too small (what was written of it is then unspecified);
+///         whatever the value's codec throws.
+template <class T>
+std::size_t encode_to(std::span<std::byte> out, const T& value) {
+    Encoder e(out);
+    detail::encode_one(e, value);
+    return e.size();
+}
+
+namespace detail {
+/// For `static_assert(Encodable<T> || detail::explain_unencodable<T>(), "...")` in a class
+/// template of T: when T cannot be encoded, instantiates its encoder, so that the error also
+/// carries the codec's own sentence naming the innermost culprit (a raw pointer three levels
+/// down), not only the class's. Always false.
+template <class T>
+consteval bool explain_unencodable() {
+    if constexpr (!Encodable<T>) (void)&encode_one<T>;
+    return false;
+}
+}  // namespace detail
+
 /// Decodes one T from all of `bytes`.
 /// @code
 /// auto m = mproc::decode<std::map<std::string, int>>(bytes);

@@ -58,22 +58,37 @@ void decode_into(Decoder& d, T& value);
 /// mproc::Encoder e(buf);
 /// e(std::uint8_t{1}, std::string("hello"), 3.5);  // appends; buf is never cleared
 /// @endcode
+/// Two more kinds serve mproc::encoded_size and mproc::encode_to: one that only counts the bytes
+/// (Encoder::counter()), and one that writes into a caller's fixed span. Codecs see the same
+/// Encoder& in all three and need not know which they write to.
 class Encoder {
 public:
     explicit Encoder(std::vector<std::byte>& out) noexcept : out_(&out) {}
+    /// Writes into `into`, from its start. @throws Error from write_bytes when it is full.
+    explicit Encoder(std::span<std::byte> into) noexcept : to_(into.data()), capacity_(into.size()) {}
+    /// Counts the bytes written, and keeps none of them.
+    [[nodiscard]] static Encoder counter() noexcept { return Encoder(); }
 
     /// Appends n raw bytes.
     void write_bytes(const void* data, std::size_t n) {
         const auto* p = static_cast<const std::byte*>(data);
+        if (out_) [[likely]] {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
         // GCC 12 at -O3 sees a buffer overflow in vector::insert that cannot happen.
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #endif
-        out_->insert(out_->end(), p, p + n);
+            out_->insert(out_->end(), p, p + n);
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+            return;
+        }
+        if (to_) {
+            if (n > capacity_ - written_) throw_full();
+            if (n != 0) std::memcpy(to_ + written_, p, n);
+        }
+        written_ += n;
     }
 
     /// Encodes each value in order.
@@ -82,13 +97,22 @@ public:
         (detail::encode_one(*this, values), ...);
     }
 
-    /// Bytes in the underlying vector (including those that were there before this Encoder).
-    [[nodiscard]] std::size_t size() const noexcept { return out_->size(); }
-    /// The vector appended to.
+    /// Bytes in the underlying vector (including those that were there before this Encoder);
+    /// for a counter or a span, the bytes written so far.
+    [[nodiscard]] std::size_t size() const noexcept { return out_ ? out_->size() : written_; }
+    /// The vector appended to. Only for an Encoder made on a vector.
     [[nodiscard]] std::vector<std::byte>& buffer() noexcept { return *out_; }
 
 private:
-    std::vector<std::byte>* out_;
+    Encoder() noexcept = default;
+    [[noreturn]] static void throw_full() {
+        throw Error("mproc::encode_to: the value's encoding is larger than the span given");
+    }
+
+    std::vector<std::byte>* out_ = nullptr;
+    std::byte* to_ = nullptr;  // with out_ null: the span written into; both null: counting
+    std::size_t capacity_ = 0;
+    std::size_t written_ = 0;
 };
 
 /// Reads values back from bytes, checking every read against the bytes left.
