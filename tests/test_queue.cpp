@@ -12,8 +12,10 @@
 #include <csignal>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -282,6 +284,14 @@ TEST_CASE("Queue.decode_error.queue_stays_usable", "[queue]") {
     CHECK(q.get() == "after");
     CHECK(q.empty());
     CHECK(q.dropped() == 0);
+    // Arithmetic types are read without the Decoder when the size is right, with it otherwise.
+    mproc::Queue<std::int64_t> numbers;
+    numbers.put_encoded(std::vector<std::byte>(3));
+    numbers.put_encoded(std::vector<std::byte>(12));
+    numbers.put(-5);
+    CHECK_THROWS_AS(numbers.get(), mproc::DecodeError);
+    CHECK_THROWS_AS(numbers.get(), mproc::DecodeError);
+    CHECK(numbers.get() == -5);
 }
 
 namespace {
@@ -315,6 +325,76 @@ TEST_CASE("Queue.codec.direct_encoding_matches_the_codec", "[queue]") {
     static_assert(!mproc::detail::queue_direct<bool>::value);
     static_assert(!mproc::detail::queue_direct<std::vector<bool>>::value);
     static_assert(!mproc::detail::queue_direct<std::vector<std::string>>::value);
+}
+
+namespace {
+// A codec that misbehaves on demand between the queue's two passes over a value (encoded_size,
+// then encode_to into the claimed record): mode 1 throws in the second, mode 2 writes less in
+// the second, mode 3 more than it said.
+std::atomic<int> g_flaky_mode{0};
+std::atomic<int> g_flaky_calls{0};
+
+template <class P>
+struct Flaky {
+    P payload{};
+    bool operator==(const Flaky&) const = default;
+};
+}  // namespace
+
+template <class P>
+struct mproc::codec<Flaky<P>> {
+    static void encode(Encoder& e, const Flaky<P>& f) {
+        const int call = g_flaky_calls++;
+        const int mode = g_flaky_mode.load();
+        e(f.payload);
+        if (mode == 1 && call % 2 == 1) throw std::runtime_error("flaky codec");
+        if ((mode == 2 && call % 2 == 0) || (mode == 3 && call % 2 == 1)) e(std::int32_t{0});
+    }
+    static Flaky<P> decode(Decoder& d) { return Flaky<P>{mproc::decode<P>(d)}; }
+};
+
+namespace {
+// A put whose encoding fails after its record was claimed: the put throws, nothing is delivered
+// or counted as dropped, a consumer already waiting gets the next message, join() is not held.
+template <class P>
+void check_failed_encoding(const P& payload, int mode) {
+    mproc::JoinableQueue<Flaky<P>> q(mproc::QueueOptions{.ring_bytes = 64 << 10});
+    mproc::Process consumer([q]() mutable {
+        const Flaky<P> f = q.get(10s);
+        q.task_done();
+        return mproc::encode(f.payload);
+    });
+    consumer.start();
+    std::this_thread::sleep_for(20ms);  // let it wait at the head
+    g_flaky_calls = 0;
+    g_flaky_mode = mode;
+    if (mode == 1) CHECK_THROWS_AS(q.put(Flaky<P>{payload}), std::runtime_error);
+    else CHECK_THROWS_AS(q.put(Flaky<P>{payload}), mproc::Error);
+    g_flaky_mode = 0;
+    CHECK(q.qsize() == 0);
+    q.put(Flaky<P>{payload});
+    join_bounded(consumer);
+    CHECK(mproc::decode<P>(consumer.result()) == payload);
+    CHECK(q.join_for(10s));
+    CHECK(q.dropped() == 0);
+    CHECK(q.empty());
+    q.put(Flaky<P>{payload});  // and it goes on
+    CHECK(q.get(10s).payload == payload);
+}
+}  // namespace
+
+TEST_CASE("Queue.codec.any_type_written_in_place_and_a_failed_encoding_given_up", "[queue]") {
+    for (int mode = 1; mode <= 3; ++mode) {
+        INFO("mode " << mode);
+        check_failed_encoding(std::int32_t{7}, mode);                 // in its slot
+        check_failed_encoding(std::string(300, 's'), mode);           // in the ring's cells
+        check_failed_encoding(std::string(40 << 10, 'b'), mode);      // spilled
+    }
+    // Types the queue has no shortcut for go through encoded_size and encode_to.
+    mproc::Queue<std::map<std::string, std::vector<std::optional<int>>>> q;
+    const std::map<std::string, std::vector<std::optional<int>>> m{{"a", {1, std::nullopt}}, {"b", {}}};
+    q.put(m);
+    CHECK(q.get() == m);
 }
 
 TEST_CASE("Queue.signals.eintr_does_not_end_waits", "[queue]") {

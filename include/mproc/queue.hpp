@@ -3,10 +3,10 @@
 //
 // How it works (details in detail/queue_ring.hpp): messages are codec-encoded straight into a
 // ring in shared memory; put() returns once the message is there, so nothing sits in a private
-// buffer that a process exit could lose. Claims are lock-free compare-and-swaps that name the
-// claiming process, so a process killed in the middle of a put or a get is found out (its pid,
-// start time and a generation are checked in /proc) and its half-done message is dropped and
-// counted, instead of wedging the queue.
+// buffer that a process exit could lose. A put and a get each take one compare-and-swap that
+// names the claiming process, so a process killed in the middle of a put or a get is found out
+// (its pid, start time and a generation are checked in /proc) and its half-done message is
+// dropped and counted, instead of wedging the queue.
 #pragma once
 
 #include <mproc/codec.hpp>
@@ -37,7 +37,8 @@ struct QueueOptions {
     /// Bytes of the shared ring that holds queued messages: a power of two, at least 4 KiB.
     /// Memory is touched as the ring fills, and stays with the queue. A message larger than half
     /// the ring takes the spill window instead, which is slower (its pages are freshly mapped).
-    /// Each queued message takes at least 128 bytes of ring (up to 8 bytes it takes no more).
+    /// A queued message of up to 8 bytes takes 128 bytes of ring; a longer one its size plus 16,
+    /// rounded up to a multiple of 128.
     std::size_t ring_bytes = std::size_t{4} << 20;
     /// Address space for messages larger than half the ring, all such messages queued at once
     /// counted together (each rounded up to a power of two, at least 64 KiB). Only the pages of
@@ -46,20 +47,15 @@ struct QueueOptions {
 };
 
 namespace detail {
-/// The encoding buffer of this thread, kept between puts so a put allocates nothing.
-inline std::vector<std::byte>& queue_encode_buffer() {
-    thread_local std::vector<std::byte> buffer;
-    return buffer;
-}
-
 /// Elements whose codec encoding is their object's bytes.
 template <class T>
 inline constexpr bool queue_raw_v = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || std::is_same_v<T, std::byte>;
 
-/// Values the queue encodes straight into shared memory, skipping the encode buffer and its
-/// copy (half the work of a put of 1 MiB): an arithmetic value (its bytes), and a vector or
-/// string of them (a u64 count, then the elements), exactly as codec.hpp documents them. The
-/// test Queue.codec.direct_encoding_matches_the_codec holds the two together.
+/// Values the queue writes into shared memory without the codec's Encoder (one memcpy, no
+/// sizing pass): an arithmetic value (its bytes), and a vector or string of them (a u64 count,
+/// then the elements), exactly as codec.hpp documents them. The test
+/// Queue.codec.direct_encoding_matches_the_codec holds the two together. Every other T is
+/// encoded in place too, by mproc::encoded_size and mproc::encode_to.
 template <class T>
 struct queue_direct : std::false_type {};
 
@@ -121,7 +117,7 @@ struct queue_direct<std::basic_string<C>> : queue_direct_counted<std::basic_stri
 /// @endcode
 template <class T>
 class Queue {
-    static_assert(Encodable<T>,
+    static_assert(Encodable<T> || detail::explain_unencodable<T>(),
                   "mproc::Queue<T>: T must be encodable by mproc::codec (give it a member "
                   "serialize(Ar&) or specialize mproc::codec<T>)");
 
@@ -138,7 +134,8 @@ public:
     ~Queue() = default;
 
     /// Puts `value`, blocking while the queue is full.
-    /// @throws EndOfStream when the queue is closed; Error when the message exceeds the spill window.
+    /// @throws EndOfStream when the queue is closed; Error when the message exceeds the spill window;
+    ///         whatever T's codec throws (nothing is then delivered).
     void put(const T& value) { (void)put_until(value, detail::Deadline::never()); }
 
     /// Puts `value`, waiting at most `timeout` for room.
@@ -220,19 +217,29 @@ private:
         if constexpr (direct::value) {
             return ring_.put(
                 direct::size(value), [&](std::byte* to) noexcept { direct::write(to, value); }, deadline);
+        } else {
+            // Any other T is encoded straight into its record too: sized first (before the
+            // claim, so a codec that throws leaves the queue untouched), then written in place.
+            const std::size_t length = encoded_size(value);
+            return ring_.put_or_give_up(
+                length, [&](std::byte* to) { return encode_to(std::span<std::byte>(to, length), value) == length; },
+                deadline);
         }
-        std::vector<std::byte>& buffer = detail::queue_encode_buffer();
-        buffer.clear();
-        encode_into(buffer, value);
-        const bool put = ring_.put(buffer, deadline);
-        // Keep the buffer for the next put, unless one huge message would pin its memory.
-        if (buffer.capacity() > (std::size_t{16} << 20)) std::vector<std::byte>().swap(buffer);
-        return put;
     }
 
     std::optional<T> get_until(const detail::Deadline& deadline) {
         std::optional<T> out;
-        (void)ring_.get(deadline, [&](std::span<const std::byte> bytes) { out.emplace(decode<T>(bytes)); });
+        (void)ring_.get(deadline, [&](std::span<const std::byte> bytes) {
+            if constexpr (detail::queue_raw_v<T>) {
+                if (bytes.size() == sizeof(T)) {  // what decode<T> would do, minus its checks
+                    T value;
+                    std::memcpy(&value, bytes.data(), sizeof value);
+                    out.emplace(value);
+                    return;
+                }
+            }
+            out.emplace(decode<T>(bytes));  // anything else, and every error, the codec's way
+        });
         return out;
     }
 };

@@ -12,3 +12,5 @@ mproc_compile_fail_test(Codec.function function.cpp
     "std::function cannot cross a process boundary")
 mproc_compile_fail_test(Codec.string_view string_view.cpp
     "non-owning views .* cannot cross a process boundary")
+mproc_compile_fail_test(Queue.raw_pointer queue_raw_pointer.cpp
+    "raw pointers cannot cross a process boundary; send the pointee")

@@ -50,7 +50,7 @@ inline constexpr std::uint64_t queue_low_mask = (std::uint64_t{1} << 24) - 1;
 }
 
 /// A span word's low bits: the cells a record covers (at most 2^23 - 1), and a flag saying its
-/// bytes are in a spill block (whose word is then the slot's `word`).
+/// bytes are in a spill block (whose word is then in the record's cell header).
 inline constexpr std::uint64_t queue_spilled = std::uint64_t{1} << 23;
 inline constexpr std::uint64_t queue_max_cells = queue_spilled - 1;
 [[nodiscard]] constexpr std::uint64_t span_cells(std::uint64_t span) noexcept { return span & queue_max_cells; }
@@ -60,31 +60,53 @@ inline constexpr std::uint64_t queue_max_cells = queue_spilled - 1;
 /// (reading) and frees it (freed). A record whose holder died is freed by whoever finds it.
 enum class slot_status : std::uint32_t { writing = 0, ready = 1, reading = 2, freed = 3 };
 
-[[nodiscard]] constexpr std::uint64_t slot_state(std::uint64_t pos, slot_status s, std::uint32_t holder) noexcept {
-    return qpack(pos, static_cast<std::uint64_t>(s) << 22 | holder);
+/// A state's low 22 bits: the status's companions. `queue_in_slot` marks a record of up to 8
+/// bytes held in its slot (one cell, no span). Writing and reading states name their holder
+/// (21 bits, see queue_registry); a ready in-slot record gives its length instead.
+inline constexpr std::uint32_t queue_in_slot = std::uint32_t{1} << 21;
+inline constexpr std::uint32_t queue_holder_mask = queue_in_slot - 1;
+
+[[nodiscard]] constexpr std::uint64_t slot_state(std::uint64_t pos, slot_status s, std::uint32_t low) noexcept {
+    return qpack(pos, static_cast<std::uint64_t>(s) << 22 | low);
 }
 [[nodiscard]] constexpr slot_status status_of(std::uint64_t state) noexcept {
     return static_cast<slot_status>(state >> 22 & 3);
 }
 [[nodiscard]] constexpr std::uint32_t holder_of(std::uint64_t state) noexcept {
-    return static_cast<std::uint32_t>(state & 0x3FFFFF);
+    return static_cast<std::uint32_t>(state) & queue_holder_mask;
+}
+[[nodiscard]] constexpr std::uint32_t in_slot_of(std::uint64_t state) noexcept {
+    return static_cast<std::uint32_t>(state) & queue_in_slot;
 }
 
-/// One slot per ring cell; only the slot of a record's first cell is used. Two slots share a
+/// One slot per ring cell; only the slot of a record's first cell is used. Four slots share a
 /// cache line, and a message of up to `inline_bytes` lives in its slot's `word`, so a stream of
-/// 8-byte messages moves half a cache line per message and never touches the ring's cells.
-struct alignas(32) queue_slot {
+/// 8-byte messages moves a quarter of a cache line per message and never touches the cells.
+struct alignas(16) queue_slot {
     static constexpr std::size_t inline_bytes = 8;
 
-    std::atomic<std::uint64_t> state;  // (position, status, holder id)
-    std::atomic<std::uint64_t> span;   // (position, cells | spilled): set once claimed, before the tail moves
-    std::uint64_t length;              // message bytes; written before ready
-    // The message itself (up to 8 bytes), or the spill block (offset | size class) of a spilled
-    // record, taken with an atomic exchange so that a block is given back once. Written before
-    // ready (a spill word before the span).
+    std::atomic<std::uint64_t> state;  // (position, status, in-slot flag, holder id or length)
+    // In-slot: the message (zeroed when freed, so it is never mistaken for a span). Otherwise
+    // the span (position, cells | spilled), stored after the claim and before the tail moves.
     std::uint64_t word;
 };
-static_assert(sizeof(queue_slot) == 32);
+static_assert(sizeof(queue_slot) == 16);
+
+/// Atomic access to a plain word of shared memory (slot words and cell headers are plain so
+/// that a record's bytes can be written into them; they are read atomically where a process
+/// that found their writer dead may race on them).
+[[nodiscard]] inline std::atomic_ref<std::uint64_t> atomic_word(const std::uint64_t& word) noexcept {
+    return std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(word));
+}
+
+/// The start of a record's first cell, unless it is in its slot: its length and, when spilled,
+/// its spill block (taken with an atomic exchange, so that a block is given back once). The
+/// message follows, 16-byte aligned.
+struct queue_cell_header {
+    std::uint64_t length;
+    std::uint64_t spill;
+};
+inline constexpr std::size_t queue_header_bytes = sizeof(queue_cell_header);
 
 /// The words every process of a queue shares. Words written on every put and every get sit on
 /// cache lines of their own, so producers and consumers do not slow each other down.
@@ -139,6 +161,9 @@ public:
     [[nodiscard]] queue_slot& slot(std::uint64_t pos) const noexcept { return slots_[pos & (cells_ - 1)]; }
     [[nodiscard]] std::byte* cell(std::uint64_t pos) const noexcept {
         return ring_ + (pos & (cells_ - 1)) * cell_bytes;
+    }
+    [[nodiscard]] queue_cell_header& header(std::uint64_t pos) const noexcept {
+        return *reinterpret_cast<queue_cell_header*>(cell(pos));
     }
     [[nodiscard]] std::byte* spill_block(std::uint64_t word) const noexcept {
         return spill_ + (word & ~std::uint64_t{63});
@@ -209,8 +234,7 @@ inline queue_memory::queue_memory(std::size_t ring_bytes, std::size_t spill_byte
         // Positions one lap back: no slot looks claimed for the first lap.
         const std::uint64_t before = (i - cells_) & queue_pos_mask;
         auto* s = ::new (&slots_[i]) queue_slot{};
-        s->state.store(slot_state(before, slot_status::freed, 0), std::memory_order_relaxed);
-        s->span.store(qpack(before, 1), std::memory_order_relaxed);
+        s->state.store(slot_state(before, slot_status::freed, queue_in_slot), std::memory_order_relaxed);
     }
 }
 

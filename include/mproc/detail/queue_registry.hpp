@@ -1,6 +1,6 @@
 // Who holds a queue slot, and whether that process is still alive.
 //
-// A queue slot that a process claimed names its holder by a 22-bit id: an index into a small
+// A queue slot that a process claimed names its holder by a 21-bit id: an index into a small
 // table in the queue's shared memory plus that entry's generation. The entry records the
 // holder's pid and the low bits of its start time (from /proc), so a reader that finds a slot
 // stuck can tell a slow holder from a dead one without being fooled by pid reuse: a pid now
@@ -79,12 +79,12 @@ struct process_status {
     return status;
 }
 
-/// The table of processes that use one queue. Each entry's word packs the generation (12 bits,
-/// never 0 once used), the pid (22 bits: Linux pids stay below 2^22) and the low 30 bits of the
+/// The table of processes that use one queue. Each entry's word packs the generation (12 bits
+/// of room, counting 1 .. 2047 so that an id fits the 21 bits a slot state has for it), the pid (22 bits: Linux pids stay below 2^22) and the low 30 bits of the
 /// start time. One atomic word, so a reader never sees an entry half rewritten.
 struct queue_registry {
     static constexpr unsigned entries = 1024;  // processes using one queue at the same time
-    static constexpr unsigned id_bits = 22;    // 10 bits of index, 12 of generation
+    static constexpr unsigned id_bits = 21;    // 10 bits of index, 11 of generation
 
     std::atomic<std::uint64_t> words[entries];
 
@@ -131,7 +131,7 @@ struct queue_registry {
                 std::uint64_t w = words[i].load(std::memory_order_acquire);
                 // First pass: fresh entries only (cheap); second: entries of dead processes.
                 if (pass == 0 ? w != 0 : (w == 0 || !entry_dead(w))) continue;
-                std::uint32_t gen = (gen_of(w) + 1) & 0xFFF;
+                std::uint32_t gen = (gen_of(w) + 1) & 0x7FF;
                 if (gen == 0) gen = 1;
                 if (words[i].compare_exchange_strong(w, pack(gen, pid, start),
                                                      std::memory_order_acq_rel))

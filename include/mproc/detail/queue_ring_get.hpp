@@ -13,6 +13,61 @@ namespace detail {
 
 template <class Consume>
 bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
+    {  // The short way: the record at the head is ready, and this process has its id.
+        const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
+        const std::uint64_t head = ctl().head.load(std::memory_order_acquire);
+        queue_slot& s = mem().slot(qpos(head));
+        const std::uint64_t state = s.state.load(std::memory_order_acquire);
+        if (me >> 32 == static_cast<std::uint64_t>(current_pid()) && qpos(state) == qpos(head) &&
+            status_of(state) == slot_status::ready && claim_ready(s, qpos(head), state, static_cast<std::uint32_t>(me))) {
+            take(s, qpos(head), head, state, consume);
+            return true;
+        }
+    }
+    return get_waiting(deadline, consume);
+}
+
+inline bool queue_ring::claim_ready(queue_slot& s, std::uint64_t pos, std::uint64_t state, std::uint32_t me) noexcept {
+    // seq_cst: the claim and the read of put_waiters after it pair with a sleeping producer's
+    // count-in and re-read (see the top of queue_ring.hpp).
+    return s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, in_slot_of(state) | me),
+                                           std::memory_order_seq_cst);
+}
+
+template <class Consume>
+void queue_ring::take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, Consume& consume) {
+    queue_memory& m = mem();
+    queue_control& c = ctl();
+    const std::uint32_t in_slot = in_slot_of(state);
+    const bool putters_sleep = c.put_waiters.load(std::memory_order_seq_cst) != 0;
+    queue_fault(queue_point::get_claimed);
+    // In-slot: a copy, so that the decoder never reads the slot once it is freed.
+    const std::uint64_t word = s.word;
+    const std::uint64_t span = in_slot ? 1 : word;
+    c.head.store(qpack(qadd(pos, span_cells(span)), qlow(head) + 1), std::memory_order_release);
+    prefetch_published(pos);
+    struct release {
+        queue_ring& ring;
+        queue_slot& s;
+        std::uint64_t pos, span;
+        std::uint32_t in_slot;
+        bool putters_sleep;
+        ~release() { ring.free_record(s, pos, in_slot, span, putters_sleep); }
+    } on_exit{*this, s, pos, span, in_slot, putters_sleep};
+    queue_fault(queue_point::get_moved);
+    std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&word), state & 15);
+    if (!in_slot) {
+        const queue_cell_header& h = m.header(pos);
+        const std::byte* from = m.cell(pos) + queue_header_bytes;
+        if (span_spilled(span)) from = m.spill_block(atomic_word(h.spill).load(std::memory_order_relaxed));
+        bytes = std::span<const std::byte>(from, h.length);
+    }
+    consume(bytes);
+    queue_fault(queue_point::get_consumed);
+}
+
+template <class Consume>
+bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
     queue_memory& m = mem();
     queue_control& c = ctl();
     const std::uint32_t me = holder_id();
@@ -25,17 +80,21 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
         std::uint64_t state = s.state.load(std::memory_order_acquire);
         // seq_cst: after counting itself in, a sleeper re-reads the slot that a producer's claim
         // changes (see the top of queue_ring.hpp).
-        const auto changed = [&] {
-            return s.state.load(std::memory_order_seq_cst) != state ||
-                   c.head.load(std::memory_order_acquire) != head ||
-                   c.closed.load(std::memory_order_acquire) != 0;
+        const auto changed_far = [&] {  // what does not touch the slot
+            return c.head.load(std::memory_order_acquire) != head || c.closed.load(std::memory_order_acquire) != 0;
         };
+        const auto changed = [&] { return s.state.load(std::memory_order_seq_cst) != state || changed_far(); };
         if (qpos(state) != pos) {  // nothing claimed at the head yet (or our head is stale)
             found_empty = true;
             if (qpos(c.tail.load(std::memory_order_acquire)) != pos) continue;
             if (c.closed.load(std::memory_order_acquire))
                 throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return false;
+            // While spinning, watch the tail, not the slot: the slot's line is the one the next
+            // producer is about to claim, and every look would pull it away from it.
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100),
+                       [&] { return qpos(c.tail.load(std::memory_order_acquire)) != pos || changed_far(); },
+                       changed))
+                return false;
             continue;
         }
         if (found_empty) {
@@ -47,37 +106,8 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
         }
         switch (status_of(state)) {
         case slot_status::ready:
-            // seq_cst: the claim and the read of put_waiters after it pair with a sleeping
-            // producer's count-in and re-read (see the top of queue_ring.hpp).
-            if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, me),
-                                                 std::memory_order_seq_cst))
-                continue;
-            {
-                const bool putters_sleep = c.put_waiters.load(std::memory_order_seq_cst) != 0;
-                queue_fault(queue_point::get_claimed);
-                const std::uint64_t span = s.span.load(std::memory_order_relaxed);
-                c.head.store(qpack(qadd(pos, span_cells(span)), qlow(head) + 1), std::memory_order_release);
-                prefetch_published(pos);
-                struct release {
-                    queue_ring& ring;
-                    queue_slot& s;
-                    std::uint64_t pos, span;
-                    bool putters_sleep;
-                    ~release() { ring.free_record(s, pos, span, putters_sleep); }
-                } on_exit{*this, s, pos, span, putters_sleep};
-                queue_fault(queue_point::get_moved);
-                const std::uint64_t length = s.length;
-                std::uint64_t inline_word;  // a copy, so the decoder never reads the slot after it is freed
-                const std::byte* from = m.cell(pos);
-                if (span_spilled(span)) {
-                    from = m.spill_block(std::atomic_ref<std::uint64_t>(s.word).load(std::memory_order_relaxed));
-                } else if (length <= queue_slot::inline_bytes) {
-                    inline_word = s.word;
-                    from = reinterpret_cast<const std::byte*>(&inline_word);
-                }
-                consume(std::span<const std::byte>(from, length));
-                queue_fault(queue_point::get_consumed);
-            }
+            if (!claim_ready(s, pos, state, me)) continue;
+            take(s, pos, head, state, consume);
             return true;
         case slot_status::writing:
             found_empty = true;
@@ -101,19 +131,23 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
             ::sched_yield();
             continue;
         default:  // freed by a drop that has not moved the head yet, or our head is stale
-            if (c.head.load(std::memory_order_acquire) == head) advance_head(head, s);
+            if (c.head.load(std::memory_order_acquire) == head) advance_head(head, state, s);
             continue;
         }
     }
 }
 
-inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos, std::uint64_t span, bool putters_sleep) noexcept {
+inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos, std::uint32_t in_slot, std::uint64_t span,
+                                    bool putters_sleep) noexcept {
     // The spill block goes first: once the state says freed, the slot may be claimed again. An
     // exchange, because a process that found us dead may be freeing the same record.
-    if (span_spilled(span))
-        if (const std::uint64_t spill = std::atomic_ref<std::uint64_t>(s.word).exchange(0, std::memory_order_acq_rel))
+    if (in_slot) {
+        s.word = 0;  // never left holding bytes that could pass for a span (see drop)
+    } else if (span_spilled(span)) {
+        if (const std::uint64_t spill = atomic_word(mem().header(pos).spill).exchange(0, std::memory_order_acq_rel))
             mem().spill_release(spill);
-    s.state.store(slot_state(pos, slot_status::freed, 0), std::memory_order_release);
+    }
+    s.state.store(slot_state(pos, slot_status::freed, in_slot), std::memory_order_release);
     // The reclaim cursor is left to producers, which move it in batches when they run short,
     // unless one sleeps: then this consumer moves it and wakes it if it can go on.
     queue_control& c = ctl();
@@ -135,25 +169,51 @@ inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos, std::uint6
 }
 
 inline void queue_ring::drop(std::uint64_t pos, std::uint64_t state) {
+    queue_slot& s = mem().slot(pos);
+    const std::uint32_t in_slot = in_slot_of(state);
+    std::uint64_t span = qpack(pos, 1);
+    if (!in_slot) {
+        // A producer that died before storing its span held one cell: it had not moved the
+        // tail. (The word is a span or 0, never message bytes: see free_record.)
+        std::atomic_ref<std::uint64_t> word = atomic_word(s.word);
+        std::uint64_t seen = word.load(std::memory_order_acquire);
+        const auto valid = [&](std::uint64_t w) { return qpos(w) == pos && span_cells(w) != 0; };
+        if (valid(seen) || !word.compare_exchange_strong(seen, span, std::memory_order_acq_rel)) span = seen;
+    }
+    (void)discard(pos, state, span, true);
+}
+
+inline void queue_ring::give_up(const claimed& record) noexcept {
+    const std::uint64_t state = record.slot->state.load(std::memory_order_acquire);
+    const std::uint64_t span = in_slot_of(state) ? qpack(record.pos, 1)
+                                                 : atomic_word(record.slot->word).load(std::memory_order_acquire);
+    (void)discard(record.pos, state, span, false);
+}
+
+inline bool queue_ring::discard(std::uint64_t pos, std::uint64_t state, std::uint64_t span, bool dropped) noexcept {
     queue_control& c = ctl();
     queue_slot& s = mem().slot(pos);
-    std::uint64_t span = s.span.load(std::memory_order_acquire);
-    // A producer that died before storing its span held one cell: it had not moved the tail.
-    if (qpos(span) != pos && s.span.compare_exchange_strong(span, qpack(pos, 1), std::memory_order_acq_rel))
-        span = qpack(pos, 1);
+    const std::uint32_t in_slot = in_slot_of(state);
     const std::uint64_t cells = span_cells(span);
     // Where its holder died before moving the tail (a producer) or the head (a consumer).
     skip_record(c.tail, pos, cells);
     // Take the record over as its reader, so a death of ours here is handled the same way.
-    if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, holder_id()),
+    std::uint32_t me = 0;
+    try {
+        me = holder_id();
+    } catch (...) {
+        return false;  // no registry entry left for us: leave it to a process that has one
+    }
+    if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::reading, in_slot | me),
                                          std::memory_order_acq_rel))
-        return;
-    c.dropped.fetch_add(1, std::memory_order_acq_rel);
+        return false;
+    if (dropped) c.dropped.fetch_add(1, std::memory_order_acq_rel);
     skip_record(c.head, pos, cells);
-    free_record(s, pos, span, true);
-    c.done.fetch_add(1, std::memory_order_seq_cst);  // a dropped item can never be task_done()
+    free_record(s, pos, in_slot, span, true);
+    c.done.fetch_add(1, std::memory_order_seq_cst);  // a discarded item can never be task_done()
     if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
     notify(c.data_event, c.get_waiters);
+    return true;
 }
 
 inline void queue_ring::close() noexcept {
@@ -205,13 +265,15 @@ inline void queue_ring::drop_dead_readers() {
     for (std::uint64_t walked = 0; walked < mem().cells();) {
         const queue_slot& s = mem().slot(pos);
         const std::uint64_t state = s.state.load(std::memory_order_acquire);
-        const std::uint64_t span = s.span.load(std::memory_order_acquire);
-        if (qpos(state) != pos || qpos(span) != pos) return;  // the ring moved on under us
+        // The ring moved on under us, or the head's record is still being written (its span
+        // may not be known yet).
+        if (qpos(state) != pos || status_of(state) == slot_status::writing) return;
+        const std::uint64_t cells = record_cells(s, state);
         if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state)))
             drop(pos, state);
         if (pos == head) return;
-        pos = qadd(pos, span_cells(span));
-        walked += span_cells(span);
+        pos = qadd(pos, cells);
+        walked += cells;
     }
 }
 

@@ -1,0 +1,226 @@
+// The queue's producer side (claim, publish, room, reclaim, waiting for the tail). Part of
+// queue_ring.hpp, which includes it at its end.
+#pragma once
+
+#include <mproc/detail/queue_ring.hpp>
+
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+inline std::optional<queue_ring::claimed> queue_ring::claim_in_slot(std::uint64_t length) noexcept {
+    if (length > queue_slot::inline_bytes) return std::nullopt;
+    queue_control& c = ctl();
+    const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
+    if (me >> 32 != static_cast<std::uint64_t>(current_pid()) || c.closed.load(std::memory_order_acquire)) return std::nullopt;
+    const std::uint64_t tail = c.tail.load(std::memory_order_acquire);
+    const std::uint64_t pos = qpos(tail);
+    queue_slot& s = mem().slot(pos);
+    std::uint64_t state = s.state.load(std::memory_order_acquire);
+    const std::uint64_t reclaim = shared_->reclaim_seen.load(std::memory_order_acquire);
+    if (!before(qpos(state), pos) || ((qadd(pos, 1) - reclaim) & queue_pos_mask) > mem().cells() ||
+        (c.maxsize != 0 && ((qlow(tail) - qlow(c.head.load(std::memory_order_acquire))) & queue_low_mask) >= c.maxsize))
+        return std::nullopt;
+    // The same claim as claim()'s (see there for the orders).
+    if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::writing, queue_in_slot | static_cast<std::uint32_t>(me)),
+                                         std::memory_order_seq_cst))
+        return std::nullopt;
+    const bool getters_sleep = c.get_waiters.load(std::memory_order_seq_cst) != 0;
+    queue_fault(queue_point::put_claimed);
+    queue_fault(queue_point::put_spanned);
+    c.tail.store(qpack(qadd(pos, 1), qlow(tail) + 1), std::memory_order_release);
+    if (((qadd(pos, 1 + prefetch_distance) - reclaim) & queue_pos_mask) < mem().cells())
+        prefetch_for_write(&mem().slot(pos + 1 + prefetch_distance));
+    return claimed{&s, pos, reinterpret_cast<std::byte*>(&s.word), queue_in_slot | static_cast<std::uint32_t>(length),
+                   getters_sleep};
+}
+
+inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length, const Deadline& deadline) {
+    queue_memory& m = mem();
+    queue_control& c = ctl();
+    const bool in_slot = length <= queue_slot::inline_bytes;
+    std::uint64_t cells = in_slot ? 1 : (length + queue_header_bytes + queue_memory::cell_bytes - 1) / queue_memory::cell_bytes;
+    // Taken before the claim, so that running out of spill space fails the put cleanly.
+    struct spill_block {
+        queue_memory& m;
+        std::uint64_t word = 0;
+        ~spill_block() {
+            if (word) m.spill_release(word);
+        }
+    } spill{m};
+    if (cells > m.cells() / 2 || cells > queue_max_cells) {
+        cells = 1;
+        spill.word = m.spill_allocate(length);
+        if (!spill.word)
+            throw Error("mproc::Queue: a message of " + std::to_string(length) +
+                        " bytes does not fit the spill window (QueueOptions::spill_bytes = " +
+                        std::to_string(c.spill_bytes) + ")");
+    }
+    const std::uint32_t me = holder_id();
+    stall_watch watch;
+    for (;;) {
+        if (c.closed.load(std::memory_order_acquire)) throw EndOfStream("mproc::Queue: put() on a closed queue");
+        const std::uint64_t tail = c.tail.load(std::memory_order_acquire);
+        const std::uint64_t pos = qpos(tail);
+        queue_slot& s = m.slot(pos);
+        std::uint64_t state = s.state.load(std::memory_order_acquire);
+        if (qpos(state) == pos) {  // claimed, and its producer has not moved the tail yet
+            if (!wait_for_tail(tail, state, watch, deadline)) return std::nullopt;
+            continue;
+        }
+        // A slot newer than our tail means the tail we read is laps old: read it again.
+        if (((pos - qpos(state)) & queue_pos_mask) >= queue_pos_mask / 2) continue;
+        std::uint64_t oldest_pos = 0, oldest_state = 0;
+        const room_status why = room(tail, cells, oldest_pos, oldest_state);
+        if (why == room_status::room) {
+            // seq_cst: the claim and the read of get_waiters after it pair with a sleeping
+            // consumer's count-in and re-read of this slot (see the top of this file).
+            const std::uint32_t flag = in_slot ? queue_in_slot : 0;
+            if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::writing, flag | me),
+                                                 std::memory_order_seq_cst))
+                continue;
+            const bool getters_sleep = c.get_waiters.load(std::memory_order_seq_cst) != 0;
+            queue_fault(queue_point::put_claimed);
+            std::byte* to = reinterpret_cast<std::byte*>(&s.word);
+            if (!in_slot) {
+                queue_cell_header& h = m.header(pos);
+                h.length = length;
+                std::uint64_t span = cells;
+                to = m.cell(pos) + queue_header_bytes;
+                if (spill.word) {
+                    // The block's word before the span that says it is there: whoever frees the
+                    // record (maybe a process that finds us dead) gives the block back.
+                    to = m.spill_block(spill.word);
+                    atomic_word(h.spill).store(std::exchange(spill.word, 0), std::memory_order_relaxed);
+                    span |= queue_spilled;
+                }
+                atomic_word(s.word).store(qpack(pos, span), std::memory_order_release);
+            }
+            queue_fault(queue_point::put_spanned);
+            c.tail.store(qpack(qadd(pos, cells), qlow(tail) + 1), std::memory_order_release);
+            // The next slots are this producer's to claim soon: start taking their lines now.
+            // Only slots already reclaimed: taking a line a consumer still reads slows both.
+            if (((qadd(pos, cells + prefetch_distance) - shared_->reclaim_seen.load(std::memory_order_relaxed)) &
+                 queue_pos_mask) < m.cells())
+                prefetch_for_write(&m.slot(pos + cells + prefetch_distance));
+            return claimed{&s, pos, to, in_slot ? queue_in_slot | static_cast<std::uint32_t>(length) : 0, getters_sleep};
+        }
+        // A consumer that died holding the oldest record must not keep the ring full.
+        const bool held = why == room_status::ring_full && qpos(oldest_state) == oldest_pos &&
+                          status_of(oldest_state) == slot_status::reading;
+        if (held && watch.holder_dead(oldest_state, c.registry, deadline.expired())) {
+            drop(oldest_pos, oldest_state);
+            continue;
+        }
+        const std::uint64_t seen_head = c.head.load(std::memory_order_seq_cst);
+        const std::uint64_t head_state = m.slot(qpos(seen_head)).state.load(std::memory_order_seq_cst);
+        // Ring full: wait until a sixteenth of the ring is free beyond what this record needs.
+        const std::uint64_t target = qadd(qpos(tail), cells + m.cells() / 16 - m.cells());
+        if (why == room_status::ring_full) lower_space_target(target);
+        // Short slices: a free stored just as we counted ourselves in may go unseen by its
+        // consumer (see the top of this file).
+        const bool slept = sleep(c.space_event, c.put_waiters, deadline, std::chrono::milliseconds(5), [&] {
+            if (c.closed.load(std::memory_order_acquire) != 0) return true;
+            if (why == room_status::bound_full)
+                return c.head.load(std::memory_order_seq_cst) != seen_head ||
+                       m.slot(qpos(seen_head)).state.load(std::memory_order_seq_cst) != head_state;
+            if (c.tail.load(std::memory_order_acquire) != tail) return true;
+            // The head first: reclaim never passes it, and walking the slots at the consumers'
+            // heels would pull the lines they are freeing away from them.
+            std::uint64_t ignored;
+            return reached(qpos(c.head.load(std::memory_order_acquire)), target) &&
+                   reached(advance_reclaim(ignored), target);
+        });
+        if (!slept) return std::nullopt;
+    }
+}
+
+inline void queue_ring::publish(const claimed& record) noexcept {
+    record.slot->state.store(slot_state(record.pos, slot_status::ready, record.ready_low), std::memory_order_release);
+    // A consumer that counted itself in before our claim was seen then; a second look catches
+    // one that came to wait for this record since.
+    queue_control& c = ctl();
+    if (record.getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
+        c.data_event.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(c.data_event, 1);
+    }
+}
+
+inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
+                                                std::uint64_t& oldest_pos, std::uint64_t& oldest_state) {
+    const std::uint64_t end = qadd(qpos(tail), cells);
+    // The cursor seen last, kept in this process: the shared one is read only when it must have
+    // moved, so a producer does not pull its line from the consumers on every put.
+    std::uint64_t reclaim = shared_->reclaim_seen.load(std::memory_order_acquire);
+    if (((end - reclaim) & queue_pos_mask) > mem().cells()) {
+        reclaim = advance_reclaim(oldest_state);
+        shared_->reclaim_seen.store(reclaim, std::memory_order_release);
+        if (((end - reclaim) & queue_pos_mask) > mem().cells()) {
+            oldest_pos = reclaim;
+            return room_status::ring_full;
+        }
+    }
+    const std::uint64_t bound = ctl().maxsize;
+    if (bound != 0 && ((qlow(tail) - qlow(ctl().head.load(std::memory_order_acquire))) & queue_low_mask) >= bound)
+        return room_status::bound_full;
+    return room_status::room;
+}
+
+inline std::uint64_t queue_ring::advance_reclaim(std::uint64_t& oldest_state) noexcept {
+    queue_control& c = ctl();
+    std::uint64_t reclaim = c.reclaim.load(std::memory_order_acquire);
+    for (;;) {
+        // Walk every freed record in order, then move the cursor once. A record seen freed
+        // stays so until the cursor passes it, so a successful CAS covers a valid walk.
+        std::uint64_t end = reclaim;
+        for (std::uint64_t walked = 0; walked < mem().cells();) {
+            const queue_slot& s = mem().slot(end);
+            const std::uint64_t state = s.state.load(std::memory_order_acquire);
+            if (qpos(state) != end || status_of(state) != slot_status::freed) {
+                oldest_state = state;
+                break;
+            }
+            const std::uint64_t cells = record_cells(s, state);
+            end = qadd(end, cells);
+            walked += cells;
+        }
+        if (end == reclaim) return reclaim;
+        if (c.reclaim.compare_exchange_strong(reclaim, end, std::memory_order_seq_cst)) return end;
+    }
+}
+
+inline bool queue_ring::wait_for_tail(std::uint64_t tail, std::uint64_t state, stall_watch& watch,
+                                      const Deadline& deadline) {
+    // The claimer stores the tail a few instructions after its claim, unless it was preempted
+    // or died there. Only a writing record can sit at the tail (a publish or a drop comes after
+    // the tail's move).
+    queue_control& c = ctl();
+    for (int i = 0; i < 64; ++i) {
+        if (c.tail.load(std::memory_order_acquire) != tail) return true;
+        cpu_relax();
+    }
+    if (status_of(state) == slot_status::writing && watch.holder_dead(state, c.registry, deadline.expired())) {
+        drop(qpos(tail), state);
+        return true;
+    }
+    if (deadline.expired()) return false;
+    ::sched_yield();
+    return true;
+}
+
+inline void queue_ring::advance_head(std::uint64_t head, std::uint64_t state, const queue_slot& s) noexcept {
+    // Only for a record seen freed at the head: a drop that has not moved the head yet (a live
+    // consumer moves the head before it frees). Freed, it stays so until the head passes it.
+    ctl().head.compare_exchange_strong(head, qpack(qadd(qpos(head), record_cells(s, state)), qlow(head) + 1),
+                                       std::memory_order_acq_rel);
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END
