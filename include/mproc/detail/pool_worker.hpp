@@ -43,9 +43,10 @@ using chunk_runner = void (*)(chunk_context&);
 
 /// Notes the item a worker starts, for crash reports and, when tasks have a time limit, for the
 /// parent's deadline check.
-inline void begin_item(chunk_context& c, std::uint64_t item) noexcept {
+/// `timed`: the job's tasks have a time limit (read once per chunk by the caller).
+inline void begin_item(chunk_context& c, std::uint64_t item, bool timed) noexcept {
     c.me.item.store(item, std::memory_order_relaxed);
-    if (c.job.timeout_ns != 0) c.me.item_started.store(monotonic_ns(), std::memory_order_release);
+    if (timed) c.me.item_started.store(monotonic_ns(), std::memory_order_release);
 }
 
 template <class F>
@@ -102,13 +103,16 @@ void run_chunk_items(chunk_context& c, Compute&& compute) {
         if constexpr (!pool_bulk_v<R>) c.arena.at<arena_span>(job.output)[c.chunk] = store_in_arena(c.arena, encoded);
     };
     std::uint64_t i = first;
+    // Read once: the per-item store below may alias the job's words as far as the compiler knows.
+    const bool timed = job.timeout_ns != 0;
+    R* const bulk_out = pool_bulk_v<R> ? c.arena.at<R>(job.output) : nullptr;
     try {
         Encoder encoder(encoded);
         for (; i < last; ++i) {
-            begin_item(c, i);
+            begin_item(c, i, timed);
             if constexpr (pool_bulk_v<R>) {
                 const R r = compute(i);
-                std::memcpy(c.arena.at<R>(job.output) + i, &r, sizeof(R));
+                std::memcpy(bulk_out + i, &r, sizeof(R));
             } else {
                 encoder(compute(i));
             }
@@ -172,7 +176,7 @@ void run_fork_chunk(chunk_context& c) {
 /// exception) for the Future.
 template <class Fn, class R, class ArgsTuple>
 void run_call_chunk(chunk_context& c) {
-    begin_item(c, 0);
+    begin_item(c, 0, c.job.timeout_ns != 0);
     thread_local std::vector<std::byte> outcome;
     outcome.clear();
     try {
