@@ -200,7 +200,7 @@ public:
         job.input = arena.allocate(sizeof(detail::arena_span));
         job.output = arena.allocate(sizeof(detail::arena_span));
         arena.at<detail::arena_span>(job.input)[0] =
-            detail::store_in_arena(arena, encode(ArgsTuple(std::forward<Args>(args)...)));
+            detail::encode_in_arena(arena, ArgsTuple(std::forward<Args>(args)...));
         Future<R> future(core_, seq);
         core().publish(seq);
         return future;

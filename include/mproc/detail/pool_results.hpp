@@ -37,21 +37,35 @@ void lay_out_inputs(pool_core& core, std::uint64_t seq, const Range& inputs) {
     } else {
         const std::uint64_t chunks = core.record(seq).chunks;
         std::vector<arena_span> spans(chunks);
-        std::vector<std::byte> bytes;
-        Encoder encoder(bytes);
-        std::uint64_t i = 0, chunk = 0, chunk_end = chunk_items(arena, job, 0).end;
-        for (auto&& x : inputs) {
-            encoder(static_cast<const In&>(x));
-            if (++i == chunk_end) {  // close this chunk's span, open the next one's
-                spans[chunk].length = bytes.size() - spans[chunk].offset;
-                if (++chunk < chunks) {
-                    spans[chunk].offset = bytes.size();
-                    chunk_end = chunk_items(arena, job, chunk).end;
+        // Encodes every input in order, noting where each chunk's bytes begin and end.
+        auto encode_all = [&](Encoder& encoder) {
+            std::uint64_t i = 0, chunk = 0, chunk_end = chunk_items(arena, job, 0).end;
+            for (auto&& x : inputs) {
+                encoder(static_cast<const In&>(x));
+                if (++i == chunk_end) {  // close this chunk's span, open the next one's
+                    spans[chunk].length = encoder.size() - spans[chunk].offset;
+                    if (++chunk < chunks) {
+                        spans[chunk].offset = encoder.size();
+                        chunk_end = chunk_items(arena, job, chunk).end;
+                    }
                 }
             }
+        };
+        std::uint64_t base = 0;
+        if constexpr (std::ranges::forward_range<const Range>) {
+            // Count first, then encode straight into the arena: one copy, no second buffer.
+            Encoder counter = Encoder::counter();
+            encode_all(counter);
+            base = arena.allocate(counter.size());
+            Encoder writer(std::span<std::byte>(arena.base() + base, counter.size()));
+            encode_all(writer);
+        } else {
+            std::vector<std::byte> bytes;
+            Encoder encoder(bytes);
+            encode_all(encoder);
+            base = store_in_arena(arena, bytes).offset;
         }
-        const arena_span all = store_in_arena(arena, bytes);
-        for (auto& s : spans) s.offset += all.offset;
+        for (auto& s : spans) s.offset += base;
         job.input = arena.allocate(chunks * sizeof(arena_span));
         std::memcpy(arena.at<arena_span>(job.input), spans.data(), chunks * sizeof(arena_span));
     }

@@ -59,6 +59,15 @@ template <class F>
     return {arena.base() + s.offset, static_cast<std::size_t>(s.length)};
 }
 
+/// Encodes `value` straight into fresh arena memory (no intermediate buffer).
+template <class T>
+[[nodiscard]] arena_span encode_in_arena(shared_arena& arena, const T& value) {
+    const std::size_t bytes = encoded_size(value);
+    const arena_span s{arena.allocate(bytes), bytes};
+    (void)encode_to(std::span<std::byte>(arena.base() + s.offset, bytes), value);
+    return s;
+}
+
 /// Copies `bytes` into fresh arena memory.
 [[nodiscard]] inline arena_span store_in_arena(shared_arena& arena, std::span<const std::byte> bytes) {
     arena_span s{arena.allocate(bytes.size()), bytes.size()};
