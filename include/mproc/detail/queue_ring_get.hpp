@@ -72,7 +72,6 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
     queue_control& c = ctl();
     const std::uint32_t me = holder_id();
     stall_watch watch;
-    bool found_empty = false;
     for (;;) {
         const std::uint64_t head = c.head.load(std::memory_order_acquire);
         const std::uint64_t pos = qpos(head);
@@ -80,28 +79,16 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
         std::uint64_t state = s.state.load(std::memory_order_acquire);
         // seq_cst: after counting itself in, a sleeper re-reads the slot that a producer's claim
         // changes (see the top of queue_ring.hpp).
-        const auto changed_far = [&] {  // what does not touch the slot
-            return c.head.load(std::memory_order_acquire) != head || c.closed.load(std::memory_order_acquire) != 0;
+        const auto changed = [&] {
+            return s.state.load(std::memory_order_seq_cst) != state ||
+                   c.head.load(std::memory_order_acquire) != head ||
+                   c.closed.load(std::memory_order_acquire) != 0;
         };
-        const auto changed = [&] { return s.state.load(std::memory_order_seq_cst) != state || changed_far(); };
         if (qpos(state) != pos) {  // nothing claimed at the head yet (or our head is stale)
-            found_empty = true;
             if (qpos(c.tail.load(std::memory_order_acquire)) != pos) continue;
             if (c.closed.load(std::memory_order_acquire))
                 throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
-            // While spinning, watch the tail, not the slot: the slot's line is the one the next
-            // producer is about to claim, and every look would pull it away from it.
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100),
-                       [&] { return qpos(c.tail.load(std::memory_order_acquire)) != pos || changed_far(); },
-                       changed))
-                return false;
-            continue;
-        }
-        if (found_empty) {
-            // We caught up with the producers: let them get a few cache lines ahead before
-            // reading their slots, so that a line crosses once, not once per record.
-            found_empty = false;
-            settle(pos);
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return false;
             continue;
         }
         switch (status_of(state)) {
@@ -110,7 +97,6 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
             take(s, pos, head, state, consume);
             return true;
         case slot_status::writing:
-            found_empty = true;
             if (watch.holder_dead(state, c.registry, deadline.expired())) {
                 drop(pos, state);
                 continue;
