@@ -311,6 +311,65 @@ TEST_CASE("Codec.roundtrip.vector_bool") {
     }
 }
 
+// The wire form spelled out bit by bit, to hold the word-at-a-time paths to.
+std::vector<std::byte> reference_bits(const std::vector<bool>& v) {
+    std::vector<std::byte> out((v.size() + 7) / 8);
+    for (std::size_t i = 0; i < v.size(); ++i)
+        if (v[i]) out[i / 8] |= std::byte{static_cast<unsigned char>(1u << (i % 8))};
+    return out;
+}
+
+TEST_CASE("Codec.vector_bool.wire_form_bit_by_bit") {
+    std::mt19937 rng(7);
+    for (std::size_t n = 0; n < 300; ++n) {
+        std::vector<bool> v(n);
+        for (std::size_t i = 0; i < n; ++i) v[i] = (rng() & 1u) != 0;
+        const auto bytes = mproc::encode(v);
+        REQUIRE(bytes.size() == 8 + (n + 7) / 8);
+        const auto expected = reference_bits(v);
+        CHECK(std::equal(expected.begin(), expected.end(), bytes.begin() + 8));
+        CHECK(mproc::decode<std::vector<bool>>(bytes) == v);
+    }
+}
+
+TEST_CASE("Codec.vector_bool.stale_bits_past_the_end_are_not_sent") {
+    std::vector<bool> v(70, true);
+    v.resize(65);  // the storage word still holds the five dropped ones
+    const auto bytes = mproc::encode(v);
+    REQUIRE(bytes.size() == 8 + 9);
+    CHECK(bytes.back() == std::byte{1});
+    CHECK(mproc::decode<std::vector<bool>>(bytes) == v);
+}
+
+TEST_CASE("Codec.vector_bool.pack8_every_pattern") {
+    for (unsigned pattern = 0; pattern < 256; ++pattern) {
+        bool eight[8];
+        for (unsigned b = 0; b < 8; ++b) eight[b] = ((pattern >> b) & 1u) != 0;
+        CHECK(mproc::detail::pack8_bools(eight) == pattern);
+    }
+}
+
+TEST_CASE("Codec.vector_bool.append_bools_at_any_offset") {
+    std::mt19937 rng(11);
+    for (bool words : {true, false}) {
+        for (std::size_t at : {0, 1, 31, 63, 64, 100}) {
+            for (std::size_t n : {0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 129, 1000}) {
+                std::vector<bool> out(at);
+                for (std::size_t i = 0; i < at; ++i) out[i] = (rng() & 1u) != 0;
+                std::vector<bool> expected = out;
+                std::vector<unsigned char> src(n);  // bytes of 0 or 1, read as bools
+                for (auto& b : src) b = static_cast<unsigned char>(rng() & 1u);
+                for (auto b : src) expected.push_back(b != 0);
+                bool flags[1000];
+                std::memcpy(flags, src.data(), n);
+                mproc::detail::append_bools(out, flags, n, words);
+                INFO("words " << words << ", at " << at << ", n " << n);
+                CHECK(out == expected);
+            }
+        }
+    }
+}
+
 TEST_CASE("Codec.roundtrip.array") {
     check_round_trip(std::array<int, 4>{1, 2, 3, 4});
     check_round_trip(std::array<std::string, 2>{"x", "yy"});

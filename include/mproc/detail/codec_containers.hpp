@@ -2,6 +2,7 @@
 // Include <mproc/codec.hpp> rather than this file.
 #pragma once
 
+#include <mproc/detail/bool_bits.hpp>
 #include <mproc/detail/codec_default.hpp>
 
 #include <array>
@@ -203,19 +204,7 @@ struct codec<std::vector<bool, A>> : detail::counted_base {
     using V = std::vector<bool, A>;
     static void encode(Encoder& e, const V& v) {
         detail::write_count(e, v.size());
-        std::array<std::uint8_t, 256> chunk{};
-        std::size_t used = 0;
-        for (std::size_t i = 0; i < v.size(); i += 8) {
-            std::uint8_t byte = 0;
-            for (std::size_t b = 0; b < 8 && i + b < v.size(); ++b)
-                byte = static_cast<std::uint8_t>(byte | (v[i + b] ? 1u << b : 0u));
-            chunk[used++] = byte;
-            if (used == chunk.size()) {
-                e.write_bytes(chunk.data(), used);
-                used = 0;
-            }
-        }
-        e.write_bytes(chunk.data(), used);
+        detail::pack_bits(v, [&e](const std::byte* bytes, std::size_t n) { e.write_bytes(bytes, n); });
     }
     static V decode(Decoder& d) {
         std::uint64_t n = 0;
@@ -226,8 +215,7 @@ struct codec<std::vector<bool, A>> : detail::counted_base {
         if (n % 8 != 0 && (std::to_integer<unsigned>(bytes.back()) >> (n % 8)) != 0)
             detail::throw_decode("stray bits after a vector<bool>");
         V v(static_cast<std::size_t>(n));
-        for (std::size_t i = 0; i < v.size(); ++i)
-            v[i] = ((std::to_integer<unsigned>(bytes[i / 8]) >> (i % 8)) & 1u) != 0;
+        detail::unpack_bits(v, bytes.data());
         return v;
     }
 };
