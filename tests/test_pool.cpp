@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
@@ -452,6 +453,88 @@ TEST_CASE("Pool.no_leaks_after_1000_pools", "[pool][stress]") {
     }
     CHECK(mproc_test::open_fd_count() == fds_before);
     CHECK(mproc_test::shm_names() == shm_before);
+    CHECK(mproc_test::no_children_left());
+}
+
+namespace {
+std::atomic<bool> forks_fail{false};
+pid_t fork_unless_told_to_fail() {
+    if (forks_fail.load()) {
+        errno = EAGAIN;  // what fork says at the user's process limit
+        return -1;
+    }
+    return ::fork();
+}
+
+// Kills a worker and waits (bounded) until it is gone, so that the next call finds it dead.
+void kill_worker(pid_t pid) {
+    ::kill(pid, SIGKILL);
+    const auto give_up = std::chrono::steady_clock::now() + 5s;
+    siginfo_t info{};
+    while (std::chrono::steady_clock::now() < give_up &&
+           (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid))
+        std::this_thread::sleep_for(1ms);
+}
+}  // namespace
+
+TEST_CASE("Pool.replacement_that_cannot_be_forked", "[pool][fault]") {
+    SECTION("no worker left: the call fails at once, and the pool forks again later") {
+        mproc::Pool pool(1);
+        REQUIRE(pool.apply(square, 2) == 4);
+        {
+            mproc_test::ScopedSys sys;
+            sys->fork = fork_unless_told_to_fail;
+            forks_fail = true;
+            kill_worker(pool.pids()[0]);
+            const auto t0 = std::chrono::steady_clock::now();
+            try {
+                (void)pool.map(square, iota_vector(10));
+                FAIL("map did not throw");
+            } catch (const mproc::SystemError& e) {
+                CHECK(e.code() == std::errc::resource_unavailable_try_again);
+                CHECK(e.call() == "fork");
+            }
+            CHECK_THROWS_AS(pool.apply(square, 3), mproc::SystemError);
+            CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+            forks_fail = false;
+        }
+        CHECK(pool.apply(square, 3) == 9);
+        CHECK(pool.map(square, iota_vector(100)) == [] {
+            std::vector<std::int64_t> v;
+            for (std::int64_t i = 0; i < 100; ++i) v.push_back(i * i);
+            return v;
+        }());
+    }
+    SECTION("a worker dies mid-map and cannot be replaced: the crash is what is reported") {
+        mproc::Pool pool(1);
+        mproc_test::ScopedSys sys;
+        sys->fork = fork_unless_told_to_fail;
+        forks_fail = true;
+        CHECK_THROWS_AS(pool.map([](int x) {
+            if (x == 5) std::raise(SIGKILL);
+            return x;
+        }, std::views::iota(0, 10), 1), mproc::ProcessCrashed);
+        CHECK_THROWS_AS(pool.apply(square, 3), mproc::SystemError);
+        forks_fail = false;
+        CHECK(pool.apply(square, 3) == 9);
+    }
+    SECTION("another worker lives: the pool carries on with fewer, then forks again") {
+        mproc::Pool pool(2);
+        {
+            mproc_test::ScopedSys sys;
+            sys->fork = fork_unless_told_to_fail;
+            forks_fail = true;
+            kill_worker(pool.pids()[0]);
+            CHECK(pool.map(square, iota_vector(1000)).size() == 1000);
+            CHECK(pool.apply(square, 4) == 16);
+            forks_fail = false;
+        }
+        const auto before = pool.pids();
+        CHECK(pool.apply(square, 5) == 25);
+        CHECK(pool.pids()[0] != before[0]);
+        for (pid_t p : pool.pids()) CHECK(::kill(p, 0) == 0);
+    }
+    forks_fail = false;
     CHECK(mproc_test::no_children_left());
 }
 

@@ -90,6 +90,7 @@ public:
     bool wait(Done&& done, const Deadline& deadline = Deadline::never(), bool every_chunk = false);
 
     /// Reaps and replaces workers that died while nobody waited; settles what they held.
+    /// @throws SystemError when no worker is left to run posted work and none can be forked.
     void check_workers();
     void check_workers_quietly() noexcept;
 
@@ -103,6 +104,11 @@ public:
 private:
     void spawn(unsigned index);
     void on_worker_exit(unsigned index);
+    /// Forks a replacement for every worker that is gone; a fork that fails is kept in
+    /// spawn_failure_ and tried again at the next check.
+    void replace_workers() noexcept;
+    [[nodiscard]] unsigned live_workers() const noexcept;
+    [[nodiscard]] bool work_pending();
     void fail_job(std::uint64_t id, job_error_kind kind, pid_t pid, int status, std::uint64_t item) noexcept;
     [[nodiscard]] std::exception_ptr init_error(unsigned index);
     void retire_settled();
@@ -126,6 +132,7 @@ private:
     std::array<job_record, max_jobs> records_{};
     std::vector<std::optional<std::uint64_t>> timed_out_;  // per worker: the item it was killed for
     std::exception_ptr broken_;
+    std::exception_ptr spawn_failure_;  // why the last replacement could not be forked
     std::uint64_t live_jobs_ = 0;
     std::uint64_t next_generation_ = 0;  // job ids: generation x max_jobs + slot
     std::uint64_t slot_hint_ = 0;        // where the search for a free slot starts
@@ -209,6 +216,7 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     if (terminated_) throw StateError("mproc::Pool: the pool was terminated");
     if (closed_) throw StateError("mproc::Pool: the pool is closed");
     check_workers();
+    if (spawn_failure_ && live_workers() == 0) std::rethrow_exception(spawn_failure_);
     retire_settled();
     const std::uint64_t id = next_generation_++ * max_jobs + free_slot();
     const std::uint64_t mark = arena_.mark();  // before any of the job's memory
@@ -429,7 +437,28 @@ inline void pool_core::on_worker_exit(unsigned index) {
         terminate();
         return;
     }
-    if (!terminated_ && ctl_->shutdown.load() == 0) spawn(index);
+}
+
+inline void pool_core::replace_workers() noexcept {
+    spawn_failure_ = nullptr;
+    if (terminated_ || broken_ || ctl_->shutdown.load() != 0) return;
+    for (unsigned i = 0; i < workers_.size(); ++i) {
+        if (!workers_[i].reaped()) continue;
+        try {
+            spawn(i);
+        } catch (...) {
+            spawn_failure_ = std::current_exception();  // EAGAIN at the process limit, ENOMEM...
+        }
+    }
+}
+
+inline unsigned pool_core::live_workers() const noexcept {
+    return static_cast<unsigned>(
+        std::ranges::count_if(workers_, [](const child_handle& w) { return w.started() && !w.reaped(); }));
+}
+
+inline bool pool_core::work_pending() {
+    return std::ranges::any_of(records_, [&](const job_record& r) { return r.live && !settled(r.id); });
 }
 
 inline void pool_core::check_workers() {
@@ -438,6 +467,10 @@ inline void pool_core::check_workers() {
             // try_reap reaped it: handle as an exit (on_worker_exit sees it reaped).
             on_worker_exit(i);
         }
+    replace_workers();
+    // With no worker left, posted work would wait forever for one that cannot be forked; while
+    // another worker lives, the pool carries on with fewer and forks again at the next check.
+    if (spawn_failure_ && live_workers() == 0 && work_pending()) std::rethrow_exception(spawn_failure_);
 }
 
 inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interrupts_seen) {
