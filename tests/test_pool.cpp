@@ -19,6 +19,7 @@
 #include <deque>
 #include <list>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -535,6 +536,47 @@ TEST_CASE("Pool.replacement_that_cannot_be_forked", "[pool][fault]") {
         for (pid_t p : pool.pids()) CHECK(::kill(p, 0) == 0);
     }
     forks_fail = false;
+    CHECK(mproc_test::no_children_left());
+}
+
+namespace {
+// A pool with static storage, as programs keep one: exit() in a forked child runs its destructor.
+std::optional<mproc::Pool> static_pool;
+}  // namespace
+
+TEST_CASE("Pool.forked_children_cannot_use_or_stop_the_parents_pool", "[pool][fault]") {
+    static_pool.emplace(2);
+    mproc::Pool& pool = *static_pool;
+    const auto workers = pool.pids();
+    REQUIRE(pool.apply(square, 2) == 4);
+
+    mproc::Process leaves_with_exit([] { std::exit(0); });  // runs static_pool's destructor
+    leaves_with_exit.start();
+    REQUIRE(leaves_with_exit.join(10s));
+    CHECK(leaves_with_exit.exitcode() == 0);
+
+    mproc::Process uses_it([] {
+        try {
+            (void)static_pool->map(square, iota_vector(10));
+            return 1;
+        } catch (const mproc::StateError&) {
+            return 0;
+        }
+    });
+    uses_it.start();
+    REQUIRE(uses_it.join(10s));
+    CHECK(uses_it.exitcode() == 0);
+    CHECK(pool.pids() == workers);  // neither child stopped a worker
+    for (pid_t p : workers) CHECK(::kill(p, 0) == 0);
+
+    // A task that calls exit() runs the static pool's destructor in the worker.
+    CHECK_THROWS_AS(pool.map([](int x) {
+        if (x == 3) std::exit(3);
+        return x;
+    }, std::views::iota(0, 8), 1), mproc::ProcessCrashed);
+
+    CHECK(pool.map(square, iota_vector(1000)).size() == 1000);
+    static_pool.reset();
     CHECK(mproc_test::no_children_left());
 }
 

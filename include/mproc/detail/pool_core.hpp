@@ -41,6 +41,15 @@ public:
     pool_core& operator=(const pool_core&) = delete;
     ~pool_core() { terminate(); }
 
+    /// A forked child (a Process, or a task that calls exit() and so runs static destructors)
+    /// holds a copy of its parent's Pool: the copy must neither run work nor stop the parent's
+    /// workers. @throws StateError outside the process that created the pool.
+    void check_owner() const {
+        if (current_pid() != owner_)
+            throw StateError("mproc::Pool: used in a forked child of the process that made it; a Pool "
+                             "works only in that process (make a new Pool in the child)");
+    }
+
     [[nodiscard]] unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
     [[nodiscard]] shared_arena& arena() noexcept { return arena_; }
     [[nodiscard]] pool_control& ctl() noexcept { return *ctl_; }
@@ -124,6 +133,7 @@ private:
     /// Kills workers whose task ran past its time limit; returns the next deadline to check.
     Deadline enforce_task_timeouts();
 
+    pid_t owner_ = current_pid();
     PoolOptions options_;
     shared_arena arena_;
     pool_control* ctl_ = nullptr;
@@ -212,6 +222,7 @@ inline void pool_core::spawn(unsigned index) {
 
 inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, std::uint64_t items,
                                           std::uint64_t chunk_size) {
+    check_owner();
     if (broken_) std::rethrow_exception(broken_);
     if (terminated_) throw StateError("mproc::Pool: the pool was terminated");
     if (closed_) throw StateError("mproc::Pool: the pool is closed");
@@ -333,7 +344,7 @@ inline std::exception_ptr pool_core::error(std::uint64_t id) {
 
 inline void pool_core::retire(std::uint64_t id) {
     job_record& r = record(id);
-    if (!r.live || r.id != id) return;
+    if (!r.live || r.id != id || current_pid() != owner_) return;
     if (!settled(id)) {
         cancel(id);  // finish later (retire_settled), once its running chunks end
         return;
@@ -357,7 +368,7 @@ inline void pool_core::release_arena() noexcept {
 }
 
 inline void pool_core::abandon(std::uint64_t id, std::chrono::milliseconds grace) noexcept {
-    if (terminated_ || !record(id).live || record(id).id != id) return;
+    if (terminated_ || !record(id).live || record(id).id != id || current_pid() != owner_) return;
     cancel(id);
     // Not wait(): it would throw again for the same interrupt. Chunks that end soon are let end;
     // a worker still on the job after the grace period is in a long task, and is killed.
@@ -528,6 +539,7 @@ inline Deadline pool_core::enforce_task_timeouts() {
 
 template <class Done>
 bool pool_core::wait(Done&& done, const Deadline& deadline, bool every_chunk) {
+    check_owner();
     ctl_->parent_wants_chunks.store(every_chunk ? 1 : 0, std::memory_order_relaxed);
     const std::uint64_t interrupts_seen = interrupts().received.load(std::memory_order_seq_cst);
     // A short spin (a few microseconds) catches a chunk that is about to finish without two
@@ -557,6 +569,7 @@ bool pool_core::wait(Done&& done, const Deadline& deadline, bool every_chunk) {
 }
 
 inline void pool_core::join() {
+    check_owner();
     if (terminated_) return;
     closed_ = true;
     (void)wait([&] {
@@ -576,6 +589,7 @@ inline void pool_core::terminate() noexcept {
     if (terminated_ || !ctl_) return;
     terminated_ = true;
     closed_ = true;
+    if (current_pid() != owner_) return;  // a forked child's copy: the workers are not its own
     ctl_->shutdown.store(1, std::memory_order_seq_cst);
     try {
         for (auto& w : workers_) w.signal(SIGKILL);

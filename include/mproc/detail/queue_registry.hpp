@@ -25,22 +25,6 @@
 MPROC_NAMESPACE_BEGIN
 namespace detail {
 
-/// This process's pid without a system call on the hot path (glibc no longer caches getpid).
-/// A fork handler forgets the cached value in the child.
-[[nodiscard]] inline pid_t current_pid() noexcept {
-    static std::atomic<pid_t> cached{0};
-    pid_t pid = cached.load(std::memory_order_relaxed);
-    if (pid == 0) [[unlikely]] {
-        static const int registered = ::pthread_atfork(nullptr, nullptr, [] {
-            cached.store(0, std::memory_order_relaxed);
-        });
-        (void)registered;
-        pid = ::getpid();
-        cached.store(pid, std::memory_order_relaxed);
-    }
-    return pid;
-}
-
 /// What /proc says about a pid: whether it runs (a zombie does not) and when it started, in
 /// clock ticks since boot.
 struct process_status {

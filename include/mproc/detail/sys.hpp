@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -18,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <ctime>
@@ -47,6 +49,22 @@ inline long raw_futex(std::uint32_t* word, int op, std::uint32_t value, const ti
 
 inline void* raw_mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
     return ::mmap(addr, length, prot, flags, fd, offset);
+}
+
+/// This process's pid without a system call on the hot path (glibc no longer caches getpid).
+/// A fork handler forgets the cached value in the child.
+[[nodiscard]] inline pid_t current_pid() noexcept {
+    static std::atomic<pid_t> cached{0};
+    pid_t pid = cached.load(std::memory_order_relaxed);
+    if (pid == 0) [[unlikely]] {
+        static const int registered = ::pthread_atfork(nullptr, nullptr, [] {
+            cached.store(0, std::memory_order_relaxed);
+        });
+        (void)registered;
+        pid = ::getpid();
+        cached.store(pid, std::memory_order_relaxed);
+    }
+    return pid;
 }
 
 /// The system calls mproc makes, as replaceable function pointers.
