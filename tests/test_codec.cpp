@@ -361,7 +361,7 @@ TEST_CASE("Codec.vector_bool.append_bools_at_any_offset") {
                 for (auto& b : src) b = static_cast<unsigned char>(rng() & 1u);
                 for (auto b : src) expected.push_back(b != 0);
                 bool flags[1000];
-                std::memcpy(flags, src.data(), n);
+                if (n != 0) std::memcpy(flags, src.data(), n);
                 mproc::detail::append_bools(out, flags, n, words);
                 INFO("words " << words << ", at " << at << ", n " << n);
                 CHECK(out == expected);
