@@ -460,8 +460,9 @@ TEST_CASE("Pool.no_leaks_after_1000_pools", "[pool][stress]") {
 
 namespace {
 std::atomic<bool> forks_fail{false};
+std::atomic<int> forks_before_failing{-1};  // -1: no countdown
 pid_t fork_unless_told_to_fail() {
-    if (forks_fail.load()) {
+    if (forks_fail.load() || forks_before_failing.fetch_sub(1) == 0) {
         errno = EAGAIN;  // what fork says at the user's process limit
         return -1;
     }
@@ -479,7 +480,14 @@ void kill_worker(pid_t pid) {
 }
 }  // namespace
 
-TEST_CASE("Pool.replacement_that_cannot_be_forked", "[pool][fault]") {
+TEST_CASE("Pool.fork_failures", "[pool][fault]") {
+    SECTION("while making the pool: the workers already forked are reaped") {
+        mproc_test::ScopedSys sys;
+        sys->fork = fork_unless_told_to_fail;
+        forks_before_failing = 2;
+        CHECK_THROWS_AS(mproc::Pool(4), mproc::SystemError);
+        forks_before_failing = -1;
+    }
     SECTION("no worker left: the call fails at once, and the pool forks again later") {
         mproc::Pool pool(1);
         REQUIRE(pool.apply(square, 2) == 4);
