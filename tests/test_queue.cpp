@@ -12,8 +12,10 @@
 #include <csignal>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -708,4 +710,147 @@ TEST_CASE("Queue.hygiene.no_names_no_descriptors_no_mappings_left", "[queue]") {
     CHECK(mappings_matching("mproc-queue") == 0);
     CHECK(our_shm_names() == names_before);
     CHECK(mproc_test::no_children_left());
+}
+
+namespace {
+std::atomic<int> g_stop_at{-1};
+void stop_at_hook(mproc::detail::queue_point point) {
+    if (static_cast<int>(point) == g_stop_at.load()) ::raise(SIGSTOP);
+}
+
+// Whether /proc says `pid` is stopped (state T).
+bool is_stopped(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    return close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'T';
+}
+
+// A child that stops (SIGSTOP) at `point` of its first put or get, holding that record.
+template <class Body>
+mproc::Process<void> stop_holding(queue_point point, Body body) {
+    mproc::Process<void> child([point, body]() mutable {
+        g_stop_at = static_cast<int>(point);
+        mproc::detail::queue_fault_hook = stop_at_hook;
+        body();
+    });
+    child.start();
+    const auto t0 = clock_type::now();
+    while (!is_stopped(child.pid()) && clock_type::now() - t0 < 10s) std::this_thread::sleep_for(1ms);
+    REQUIRE(is_stopped(child.pid()));
+    return child;
+}
+
+template <class Wait>
+auto timed(Wait wait) {
+    const auto t0 = clock_type::now();
+    auto result = wait();
+    const auto took = clock_type::now() - t0;
+    CHECK(took >= 100ms);
+    CHECK(took < 2s);
+    return result;
+}
+}  // namespace
+
+// A stopped holder is alive: nobody takes its record, and every timed wait behind it still
+// returns in time. Once it is killed, its record is dropped and the queue flows again.
+TEST_CASE("Queue.timeouts.hold_behind_a_stopped_holder", "[queue]") {
+    SECTION("a consumer stopped holding its claim") {
+        mproc::Queue<long> q;
+        q.put(1);
+        q.put(2);
+        auto holder = stop_holding(queue_point::get_claimed, [q]() mutable { (void)q.get(); });
+        CHECK_FALSE(timed([&] { return q.try_get_for(100ms); }));
+        CHECK_THROWS_AS(timed([&] { return q.get(100ms); }), mproc::TimeoutError);
+        holder.kill();
+        REQUIRE(holder.join(10s));
+        CHECK(q.get(10s) == 2);
+        CHECK(q.dropped() == 1);
+    }
+    SECTION("a producer stopped holding its claim, in a bounded queue") {
+        mproc::Queue<std::string> q(4);
+        auto holder = stop_holding(queue_point::put_spanned, [q]() mutable { q.put(std::string(100, 'h')); });
+        CHECK_FALSE(timed([&] { return q.try_put_for("x", 100ms); }));
+        CHECK_FALSE(timed([&] { return q.try_get_for(100ms); }));
+        CHECK_THROWS_AS(timed([&] { return (q.put("y", 100ms), 0); }), mproc::TimeoutError);
+        holder.kill();
+        REQUIRE(holder.join(10s));
+        q.put("after");
+        CHECK(q.get(10s) == "after");
+        CHECK(q.dropped() == 1);
+    }
+}
+
+namespace {
+// Eight producers put `per` messages (producer, sequence, and every 997th a 48 KB padding that
+// takes the spill window) through a small ring; one is SIGKILLed at a random moment. The
+// consumer must see every survivor's messages once and in order, the victim's as an unbroken
+// prefix, and at most the victim's last message dropped.
+void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
+    INFO("ring " << ring_bytes << ", seed " << seed);
+    constexpr int producers = 8;
+    constexpr std::uint64_t per = 12'500;
+    std::mt19937 random(seed);
+    const int victim = static_cast<int>(random() % producers);
+    const std::uint64_t kill_after = 1'000 + random() % 60'000;
+    mproc::Queue<std::vector<std::uint64_t>> q(mproc::QueueOptions{.ring_bytes = ring_bytes});
+    std::vector<mproc::Process<void>> children;
+    for (int p = 0; p < producers; ++p)
+        children.emplace_back([q, p]() mutable {
+            for (std::uint64_t n = 0; n < per; ++n) {
+                std::vector<std::uint64_t> m{static_cast<std::uint64_t>(p), n};
+                if (n % 997 == 0) m.resize(6'000, n);
+                q.put(m);
+            }
+        });
+    for (auto& c : children) c.start();
+    std::vector<std::uint64_t> next(producers, 0);
+    std::uint64_t received = 0, bad = 0;
+    bool killed = false;
+    const auto take = [&](const std::vector<std::uint64_t>& m) {
+        ++received;
+        if (m.size() < 2 || m[0] >= producers || m[1] != next[m[0]]) {
+            ++bad;  // a duplicate, a gap or garbage
+            return;
+        }
+        ++next[m[0]];
+    };
+    const auto survivors_done = [&] {
+        for (int p = 0; p < producers; ++p)
+            if (p != victim && next[static_cast<std::size_t>(p)] != per) return false;
+        return true;
+    };
+    while (!survivors_done() && bad == 0) {
+        auto m = q.try_get_for(20s);
+        if (!m) FAIL("no message for 20 s: " << received << " received");
+        take(*m);
+        if (!killed && received == kill_after) {
+            children[static_cast<std::size_t>(victim)].kill();
+            killed = true;
+        }
+    }
+    for (auto& c : children) REQUIRE(c.join(30s));
+    q.close();
+    try {
+        for (;;) take(q.get(10s));
+    } catch (const mproc::EndOfStream&) {
+    }
+    CHECK(bad == 0);
+    for (int p = 0; p < producers; ++p)
+        if (p != victim) CHECK(next[static_cast<std::size_t>(p)] == per);
+    const std::uint64_t victim_got = next[static_cast<std::size_t>(victim)];
+    CHECK(q.dropped() <= 1);
+    if (children[static_cast<std::size_t>(victim)].exitcode() == 0) {
+        CHECK(victim_got == per);  // it finished before the kill
+        CHECK(q.dropped() == 0);
+    }
+    CHECK(received == (producers - 1) * per + victim_got);
+    CHECK(q.empty());
+}
+}  // namespace
+
+TEST_CASE("Queue.dead_producer.one_of_eight_killed_at_random", "[queue]") {
+    const std::uint32_t seed = std::random_device{}();
+    one_of_eight_killed(std::size_t{64} << 10, seed);      // producers wait for room all the time
+    one_of_eight_killed(std::size_t{4} << 20, seed + 1);
 }

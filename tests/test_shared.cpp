@@ -3,11 +3,16 @@
 #include "support.hpp"
 
 #include <mproc/process.hpp>
+#include <mproc/queue.hpp>
 #include <mproc/shared.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
 #include <chrono>
+#include <cstdlib>
+#include <exception>
 #include <set>
 #include <string>
 #include <csignal>
@@ -273,4 +278,150 @@ TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
         CHECK_THROWS_AS(child.result(), mproc::RemoteError);
     }
     CHECK(mproc_test::our_shm_names() == names_before);
+}
+
+// A file size tmpfs accepts but no address space can map: the create() that fails after
+// shm_open made the name must remove it again (nobody else could).
+TEST_CASE("Shared.memory.failed_mapping_leaves_no_name", "[shared]") {
+    const auto names_before = mproc_test::our_shm_names();
+    const std::string name = unique_name("nomap");
+    try {
+        (void)mproc::SharedMemory::create(name, std::size_t{1} << 60);
+        FAIL("mapped 2^60 bytes");
+    } catch (const mproc::SystemError& e) {
+        CHECK(e.code() == std::errc::not_enough_memory);
+    }
+    CHECK(mproc_test::our_shm_names() == names_before);
+    {  // The same through the seam, for a size that would map.
+        mproc_test::ScopedSys fake;
+        fake->mmap = [](void*, size_t, int, int, int, off_t) -> void* {
+            errno = ENOMEM;
+            return MAP_FAILED;
+        };
+        CHECK_THROWS_AS(mproc::SharedMemory::create(name, 4096), mproc::SystemError);
+    }
+    CHECK(mproc_test::our_shm_names() == names_before);
+    ::shm_unlink(("/" + name).c_str());  // never left to other tests, whatever happened
+}
+
+TEST_CASE("Shared.memory.edge_inputs", "[shared]") {
+    const auto names_before = mproc_test::our_shm_names();
+    const std::string name = unique_name("edge");
+    for (const std::string& bad : {std::string("../x"), std::string(300, 'a'), std::string("a\0b", 3)})
+        CHECK_THROWS_AS(mproc::SharedMemory::create(bad, 10), mproc::SystemError);
+    std::string longest = unique_name("long");  // 254 characters: the most a name may have
+    longest.resize(254, 'q');
+    CHECK(mproc::SharedMemory::create(longest, 1).unlink());
+    {  // Size 0: a valid, empty block on both sides.
+        auto zero = mproc::SharedMemory::create(name, 0);
+        CHECK(zero.size() == 0);
+        CHECK(mproc::SharedMemory::attach(name).size() == 0);
+    }
+    {  // A taken name: EEXIST, and the block already there is left alone.
+        auto first = mproc::SharedMemory::create(name, 64);
+        first.data()[0] = std::byte{42};
+        CHECK_THROWS_AS(mproc::SharedMemory::create(name, 128), mproc::SystemError);
+        auto view = mproc::SharedMemory::attach(name);
+        CHECK(view.size() == 64);
+        CHECK(view.data()[0] == std::byte{42});
+    }
+    {  // Out of descriptors: a clean error, no name made, and it works once they are back.
+        rlimit saved{};
+        REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+        std::vector<int> fds;
+        rlimit low = saved;
+        low.rlim_cur = static_cast<rlim_t>(mproc_test::open_fd_count() + 8);
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+        for (int fd; (fd = ::dup(0)) >= 0;) fds.push_back(fd);
+        std::exception_ptr error;  // looked at once descriptors are back (sanitizers need some)
+        try {
+            (void)mproc::SharedMemory::create(name, 64);
+        } catch (...) {
+            error = std::current_exception();
+        }
+        for (int fd : fds) ::close(fd);
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+        REQUIRE(error);
+        try {
+            std::rethrow_exception(error);
+        } catch (const mproc::SystemError& e) {
+            CHECK(e.code() == std::errc::too_many_files_open);
+        }
+        CHECK(mproc_test::our_shm_names() == names_before);
+        CHECK(mproc::SharedMemory::create(name, 64).size() == 64);
+    }
+    CHECK(mproc_test::our_shm_names() == names_before);
+}
+
+namespace {
+// Static handles a forked child may destroy on its way out.
+struct exit_statics {
+    mproc::Queue<int> queue;
+    mproc::Lock lock;
+    mproc::SharedValue<long> value{7};
+    mproc::SharedMemory memory;
+};
+}  // namespace
+
+// std::exit() in a forked child runs the static destructors it inherited (mproc's own exit is
+// _exit): none may take anything away from the parent.
+TEST_CASE("Shared.fork.child_exit_runs_static_destructors_harmlessly", "[shared]") {
+    const auto names_before = mproc_test::our_shm_names();
+    const std::string name = unique_name("exit");
+    static exit_statics s{mproc::Queue<int>(), mproc::Lock(), mproc::SharedValue<long>(7),
+                          mproc::SharedMemory::create(name, 4096)};
+    s.memory.data()[0] = std::byte{5};
+    s.queue.put(1);
+    mproc::Process child([] {
+        (void)s.queue.get();
+        s.queue.put(2);
+        s.value.fetch_add(1);
+        std::exit(0);  // runs s's destructors in the child
+    });
+    child.start();
+    REQUIRE(child.join(30s));
+    CHECK(mproc_test::our_shm_names().count(name) == 1);  // the name is still there
+    CHECK(mproc::SharedMemory::attach(name).data()[0] == std::byte{5});
+    CHECK(s.memory.data()[0] == std::byte{5});
+    CHECK(s.queue.get(5s) == 2);
+    CHECK_FALSE(s.queue.closed());
+    s.queue.put(3);
+    CHECK(s.queue.get(5s) == 3);
+    REQUIRE(s.lock.try_acquire_for(5s));
+    CHECK_FALSE(s.lock.owner_died());
+    s.lock.release();
+    CHECK(s.value.get() == 8);
+    s.memory.unlink();
+    CHECK(mproc_test::our_shm_names() == names_before);
+}
+
+// Eight processes add under the value's lock; one is SIGKILLed holding it, mid-update. Nobody
+// hangs, exactly one later acquisition learns of the death, and every survivor's adds count.
+TEST_CASE("Shared.value.eight_adders_one_killed_holding_the_lock", "[shared]") {
+    constexpr int adds = 5000;
+    mproc::SharedValue<long> total(0);
+    mproc::SharedValue<int> deaths_seen(0);  // counted with fetch_add, not under the lock
+    std::vector<mproc::Process<void>> children;
+    for (int i = 0; i < 8; ++i)
+        children.emplace_back([&, i] {
+            for (int n = 0; n < adds; ++n) {
+                std::lock_guard g(total.get_lock());
+                if (total.get_lock().owner_died()) deaths_seen.fetch_add(1);
+                if (i == 0 && n == adds / 2) {
+                    total.value() += 1000000;  // half an update: the repair below undoes it
+                    ::raise(SIGKILL);
+                }
+                total.value() += 1;
+            }
+        });
+    for (auto& c : children) c.start();
+    for (auto& c : children) REQUIRE(c.join(60s));
+    CHECK(children[0].exitcode() == -SIGKILL);
+    for (int i = 1; i < 8; ++i) CHECK(children[static_cast<std::size_t>(i)].exitcode() == 0);
+    CHECK(deaths_seen.load() <= 1);  // 0 only if the parent is the first to look, below
+    REQUIRE(total.get_lock().try_acquire_for(5s));
+    const bool parent_saw_it = total.get_lock().owner_died();
+    total.get_lock().release();
+    CHECK(deaths_seen.load() + (parent_saw_it ? 1 : 0) == 1);
+    CHECK(total.get() == 7L * adds + adds / 2 + 1000000);
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <csignal>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -460,4 +461,128 @@ TEST_CASE("Sync.eintr.injected_futex_failures", "[sync]") {
           mproc::detail::futex_status::changed);
     CHECK(mproc::detail::futex_wait(word, 5, mproc::detail::Deadline::after(5ms)) ==
           mproc::detail::futex_status::timeout);
+}
+
+// A member whose round was released, but that died before it could leave (stopped, then
+// killed), was no longer waiting: the next round must work, not find the barrier broken.
+TEST_CASE("Sync.barrier.member_dying_after_release_does_not_break_the_next_round", "[sync]") {
+    mproc::Barrier bar(2);
+    mproc::Process<void> late([&] { (void)bar.wait_for(30s); });
+    late.start();
+    const auto t0 = clock_type::now();
+    while (bar.n_waiting() < 1 && since(t0) < 10s) std::this_thread::sleep_for(1ms);
+    REQUIRE(bar.n_waiting() == 1);
+    std::this_thread::sleep_for(20ms);  // asleep in the futex wait
+    REQUIRE(::kill(late.pid(), SIGSTOP) == 0);
+    REQUIRE(bar.wait_for(10s));  // releases the round; `late` cannot leave it while stopped
+    late.kill();                 // now it dies, counted inside a released round
+    REQUIRE(late.join(10s));
+    mproc::Process next([&] { return bar.wait_for(10s).has_value(); });
+    next.start();
+    std::optional<std::size_t> mine;
+    CHECK_NOTHROW(mine = bar.wait_for(10s));
+    CHECK(mine.has_value());
+    REQUIRE(next.join(15s));
+    CHECK(next.exitcode() == 0);
+    if (next.exitcode() == 0) CHECK(next.result());
+    CHECK_FALSE(bar.broken());
+}
+
+// Every timed wait returns in time while the other side is stopped (SIGSTOP) holding what it
+// waits for, and again once that side is dead.
+TEST_CASE("Sync.timeouts.hold_with_a_stopped_or_dead_holder", "[sync]") {
+    mproc::Lock lock;
+    mproc::RLock rlock;
+    mproc::Semaphore sem(1);
+    mproc::Event never_set;
+    mproc::Barrier bar(3);
+    mproc::Event held;
+    mproc::Process<void> holder([&] {
+        lock.acquire();
+        rlock.acquire();
+        rlock.acquire();
+        sem.acquire();
+        held.set();
+        (void)bar.wait_for(60s);  // one of three: the round never fills
+        std::this_thread::sleep_for(60s);
+    });
+    holder.start();
+    REQUIRE(held.wait_for(10s));
+    const auto t1 = clock_type::now();
+    while (bar.n_waiting() < 1 && since(t1) < 10s) std::this_thread::sleep_for(1ms);
+    REQUIRE(::kill(holder.pid(), SIGSTOP) == 0);
+    const auto in_time = [](auto&& wait) {
+        const auto t0 = clock_type::now();
+        const bool got = wait();
+        const auto took = since(t0);
+        CHECK(took >= 50ms);
+        CHECK(took < 2s);
+        return got;
+    };
+    for (int round = 0; round < 2; ++round) {
+        INFO("round " << round << (round == 0 ? " (holder stopped)" : " (holder dead)"));
+        if (round == 0) {
+            CHECK_FALSE(in_time([&] { return lock.try_acquire_for(50ms); }));
+            CHECK_FALSE(in_time([&] { return rlock.try_acquire_for(50ms); }));
+        }
+        CHECK_FALSE(in_time([&] { return sem.try_acquire_for(50ms); }));  // its unit is lost
+        CHECK_FALSE(in_time([&] { return never_set.wait_for(50ms); }));
+        mproc::Condition cv(lock);
+        if (round == 1) {
+            std::unique_lock lk(cv);
+            CHECK(cv.owner_died());
+            CHECK_FALSE(in_time([&] { return cv.wait_for(lk, 50ms); }));
+        }
+        if (round == 0) {
+            CHECK_FALSE(in_time([&] { return bar.wait_for(50ms).has_value(); }));  // breaks it
+            CHECK(bar.broken());
+            holder.kill();
+            REQUIRE(holder.join(10s));
+        }
+    }
+    REQUIRE(rlock.try_acquire_for(5s));
+    CHECK(rlock.owner_died());
+    rlock.release();
+}
+
+// Waiters SIGKILLed while asleep on a Condition or an Event leave nothing broken: the lock is
+// free (not owner-died), and the next waiter is woken by the next notify or set.
+TEST_CASE("Sync.waiter_killed.condition_and_event_go_on", "[sync]") {
+    mproc::Condition cv;
+    mproc::Event ev;
+    mproc::SharedValue<int> go(0);
+    const auto waiter = [&] {
+        return mproc::Process([&] {
+            std::unique_lock lk(cv);
+            go.value() += 1;  // announce under the lock: the parent's acquire means we wait
+            if (!cv.wait_for(lk, 20s, [&] { return go.value() >= 100; })) return 1;
+            lk.unlock();
+            return ev.wait_for(20s) ? 0 : 2;
+        });
+    };
+    auto doomed = waiter();
+    doomed.start();
+    const auto t0 = clock_type::now();
+    while (go.get() < 1 && since(t0) < 10s) std::this_thread::sleep_for(1ms);
+    doomed.kill();  // asleep in the condition's wait, not holding the lock
+    REQUIRE(doomed.join(10s));
+    mproc::Process<void> doomed_on_event([&] { (void)ev.wait_for(20s); });
+    doomed_on_event.start();
+    std::this_thread::sleep_for(50ms);  // asleep in the event's wait (or about to be)
+    doomed_on_event.kill();
+    REQUIRE(doomed_on_event.join(10s));
+    auto next = waiter();
+    next.start();
+    while (go.get() < 2 && since(t0) < 10s) std::this_thread::sleep_for(1ms);
+    {
+        std::lock_guard g(cv);
+        CHECK_FALSE(cv.owner_died());
+        go.value() = 100;
+        cv.notify();  // one wake-up: it must not go to the dead waiter
+    }
+    std::this_thread::sleep_for(50ms);
+    ev.set();
+    REQUIRE(next.join(15s));
+    CHECK(next.exitcode() == 0);
+    if (next.exitcode() == 0) CHECK(next.result() == 0);
 }

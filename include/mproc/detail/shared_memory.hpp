@@ -41,7 +41,16 @@ public:
     [[nodiscard]] static SharedMemory create(std::string_view name, std::size_t bytes) {
         std::string path = detail::shm_path(name);
         detail::unique_fd fd = detail::shm_create(path, bytes);
-        return SharedMemory(std::move(path), detail::shared_mapping(fd.get(), bytes, true), true);
+        detail::shared_mapping mapping;
+        try {
+            mapping = detail::shared_mapping(fd.get(), bytes, true);
+        } catch (...) {
+            // mmap failed (ENOMEM: a size the file took but no address space can hold): the
+            // name is ours, and no handle exists that would ever unlink it.
+            ::shm_unlink(path.c_str());
+            throw;
+        }
+        return SharedMemory(std::move(path), std::move(mapping), true);
     }
     /// Creates a block under a fresh unique name ("mproc_<pid>_<n>_<random>"); see name().
     [[nodiscard]] static SharedMemory create(std::size_t bytes) {

@@ -185,7 +185,8 @@ inline bool Barrier::sleep_locked(const detail::Deadline& deadline) {
 // release it). A free slot is released at once; a busy one has a live holder; our own says
 // "held". Under the state mutex, holding a slot and being counted in `inside` go together (both
 // change in one critical section), so a dead holder is also counted out here, and the round can
-// drain and reset() can work.
+// drain and reset() can work. Only a death while the round fills breaks the barrier: a member
+// that dies after its round was released (draining) or reset was no longer waiting.
 inline void Barrier::check_members_locked() {
     auto& s = *state_;
     for (std::uint32_t i = 0; i < s.parties; ++i) {
@@ -193,7 +194,7 @@ inline void Barrier::check_members_locked() {
         if (r == detail::acquire_result::acquired || r == detail::acquire_result::owner_died)
             s.slot(i).unlock();
         if (r == detail::acquire_result::owner_died) {
-            break_locked();
+            if (s.phase == phase_t::filling) break_locked();
             leave_locked();
         }
     }
