@@ -782,6 +782,35 @@ TEST_CASE("Queue.timeouts.hold_behind_a_stopped_holder", "[queue]") {
 }
 
 namespace {
+// CPU time this thread spends in `wait`, in ms.
+template <class Wait>
+double thread_cpu_ms(Wait wait) {
+    const auto now = [] {
+        timespec ts{};
+        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+    };
+    const double t0 = now();
+    (void)wait();
+    return now() - t0;
+}
+}  // namespace
+
+// Waiting 400 ms behind a stopped holder sleeps: it used to yield in a loop, a whole core's worth.
+TEST_CASE("Queue.timeouts.waiting_behind_a_stopped_holder_sleeps", "[queue]") {
+    mproc::Queue<std::string> q(4);
+    q.put("first");
+    auto consumer = stop_holding(queue_point::get_claimed, [q]() mutable { (void)q.get(); });
+    CHECK(thread_cpu_ms([&] { return q.try_get_for(400ms); }) < 100);
+    consumer.kill();
+    REQUIRE(consumer.join(10s));
+    auto producer = stop_holding(queue_point::put_spanned, [q]() mutable { q.put(std::string(100, 'h')); });
+    CHECK(thread_cpu_ms([&] { return q.try_put_for("x", 400ms); }) < 100);
+    producer.kill();
+    REQUIRE(producer.join(10s));
+}
+
+namespace {
 // Eight producers put `per` messages (producer, sequence, and every 997th a 48 KB padding that
 // takes the spill window) through a small ring; one is SIGKILLed at a random moment. The
 // consumer must see every survivor's messages once and in order, the victim's as an unbroken

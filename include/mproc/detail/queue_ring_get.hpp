@@ -114,7 +114,7 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
                 continue;
             }
             if (deadline.expired()) return false;
-            ::sched_yield();
+            watch.pause(state, deadline);
             continue;
         default:  // freed by a drop that has not moved the head yet, or our head is stale
             if (c.head.load(std::memory_order_acquire) == head) advance_head(head, state, s);

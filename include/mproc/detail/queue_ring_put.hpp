@@ -211,7 +211,7 @@ inline bool queue_ring::wait_for_tail(std::uint64_t tail, std::uint64_t state, s
         return true;
     }
     if (deadline.expired()) return false;
-    ::sched_yield();
+    watch.pause(state, deadline);
     return true;
 }
 
