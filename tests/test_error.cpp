@@ -42,6 +42,16 @@ TEST_CASE("Error.remote_error_names_type_message_and_task", "[error]") {
     CHECK(std::string(task.what()) == "task 12 raised std::domain_error: negative");
 }
 
+TEST_CASE("Error.process_crashed_with_a_lost_status", "[error]") {
+    const mproc::ProcessCrashed lost(100, mproc::ProcessCrashed::lost_status, 7);
+    CHECK(lost.status_lost());
+    CHECK(lost.signal() == 0);
+    CHECK_FALSE(lost.exit_code());
+    CHECK(lost.task_index() == 7u);
+    CHECK(std::string(lost.what()).find("exit status is unknown") != std::string::npos);
+    CHECK_FALSE(mproc::ProcessCrashed(100, -SIGKILL).status_lost());
+}
+
 TEST_CASE("Error.process_crashed_names_the_signal", "[error]") {
     const mproc::ProcessCrashed killed(100, -SIGSEGV);
     CHECK(killed.signal() == SIGSEGV);

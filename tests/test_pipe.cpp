@@ -6,9 +6,12 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -218,4 +221,100 @@ TEST_CASE("Pipe.no_descriptor_leak", "[pipe]") {
         REQUIRE(a.recv() == i);
     }
     CHECK(mproc_test::open_fd_count() == before);
+}
+
+TEST_CASE("Pipe.one_sender_and_one_receiver_thread_per_end", "[pipe][threads]") {
+    // A duplex end is commonly used by a reader thread and a writer thread at once: sending must
+    // not touch the buffer a receive is filling.
+    auto [a, b] = mproc::Pipe<std::vector<std::uint32_t>>();
+    constexpr std::uint32_t count = 3000;
+    auto message = [](std::uint32_t i) { return std::vector<std::uint32_t>(i % 997 + 1, i); };
+    std::atomic<int> bad{0};
+    auto sender = [&](mproc::Connection<std::vector<std::uint32_t>>& end) {
+        try {
+            for (std::uint32_t i = 0; i < count; ++i) end.send(message(i));
+        } catch (...) {
+            ++bad;
+        }
+    };
+    auto receiver = [&](mproc::Connection<std::vector<std::uint32_t>>& end) {
+        try {
+            for (std::uint32_t i = 0; i < count; ++i)
+                if (end.recv() != message(i)) ++bad;
+        } catch (...) {
+            ++bad;
+        }
+    };
+    std::thread threads[] = {std::thread(sender, std::ref(a)), std::thread(receiver, std::ref(a)),
+                             std::thread(sender, std::ref(b)), std::thread(receiver, std::ref(b))};
+    for (auto& t : threads) t.join();
+    CHECK(bad == 0);
+}
+
+TEST_CASE("Pipe.peer_killed_mid_message_is_end_of_stream", "[pipe][fault]") {
+    auto [reader, writer] = mproc::Pipe<std::vector<char>>(false);
+    mproc::Process sender([&writer = writer] { writer.send(std::vector<char>(16 << 20, 'x')); });
+    sender.start();
+    writer.close();
+    // The message is far larger than the socket buffer: the sender is blocked partway.
+    REQUIRE(reader.poll(10s));
+    std::this_thread::sleep_for(50ms);
+    sender.kill();
+    CHECK(sender.join(10s));
+    CHECK_THROWS_AS((void)reader.recv(), mproc::EndOfStream);
+    CHECK(reader.closed());
+}
+
+TEST_CASE("Pipe.poll_times_out_while_the_writer_is_stopped", "[pipe][fault]") {
+    auto [reader, writer] = mproc::Pipe<int>(false);
+    mproc::Process sender([&writer = writer] {
+        ::raise(SIGSTOP);  // stopped before it sends
+        writer.send(7);
+    });
+    sender.terminate_grace = 10ms;
+    sender.start();
+    writer.close();
+    CHECK_FALSE(reader.poll(200ms));
+    ::kill(sender.pid(), SIGCONT);
+    CHECK(reader.poll(10s));
+    CHECK(reader.recv() == 7);
+    CHECK(sender.join(10s));
+}
+
+TEST_CASE("Pipe.garbage.hostile_element_count_is_a_decode_error", "[pipe][fault]") {
+    // A well-framed message whose vector claims 2^60 elements: refused, not allocated.
+    auto [a, b] = mproc::Pipe<std::vector<std::uint64_t>>();
+    const std::uint64_t body[] = {std::uint64_t{1} << 60, 1, 2};
+    const std::uint64_t length = sizeof body;
+    write_raw(b.fileno(), &length, sizeof length);
+    write_raw(b.fileno(), body, sizeof body);
+    CHECK_THROWS_AS((void)a.recv(), mproc::DecodeError);
+}
+
+namespace {
+int reads_before_failure = 0;
+ssize_t read_then_fail(int fd, void* buf, size_t n) {
+    if (reads_before_failure-- == 0) {
+        errno = EIO;
+        return -1;
+    }
+    return ::read(fd, buf, std::min<std::size_t>(n, 8));
+}
+}  // namespace
+
+TEST_CASE("Pipe.failure_inside_a_message_closes_the_end", "[pipe][fault]") {
+    // A read that fails after part of a message (an I/O error, or bad_alloc growing the buffer)
+    // leaves the stream mid-message: the end must be closed, not left to read the rest of that
+    // message as the start of the next one.
+    auto [a, b] = mproc::Pipe<std::string>();
+    b.send("first message, long enough for several reads");
+    b.send("second");
+    {
+        mproc_test::ScopedSys sys;
+        reads_before_failure = 2;  // the header, then 8 bytes of the payload
+        sys->read = read_then_fail;
+        CHECK_THROWS_AS((void)a.recv(), mproc::SystemError);
+    }
+    CHECK(a.closed());
+    CHECK_THROWS_AS((void)a.recv(), mproc::StateError);
 }

@@ -6,11 +6,13 @@
 #include <catch2/catch.hpp>
 
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -357,4 +359,276 @@ TEST_CASE("Process.cpu_count_follows_affinity", "[process]") {
     });
     p.start();
     CHECK(p.result() == 1u);
+}
+
+namespace {
+// Sets SIGCHLD's disposition for one scope: ignored, the kernel reaps children itself.
+class ScopedSigchld {
+public:
+    explicit ScopedSigchld(void (*handler)(int)) : saved_(std::signal(SIGCHLD, handler)) {}
+    ~ScopedSigchld() { std::signal(SIGCHLD, saved_); }
+    ScopedSigchld(const ScopedSigchld&) = delete;
+    ScopedSigchld& operator=(const ScopedSigchld&) = delete;
+
+private:
+    void (*saved_)(int);
+};
+}  // namespace
+
+TEST_CASE("Process.sigchld_ignored.join_and_result_still_work", "[process][fault]") {
+    // Daemons often ignore SIGCHLD: the kernel then reaps children at once and waitpid says
+    // ECHILD. The child is gone all the same, and what it sent is still there to read.
+    const int fds_before = mproc_test::open_fd_count();
+    ScopedSigchld ignore(SIG_IGN);
+    mproc::Process value([] { return 42; });
+    value.start();
+    CHECK(value.join(10s));
+    CHECK_FALSE(value.is_alive());
+    CHECK(value.result() == 42);
+    CHECK(value.exitcode() == 0);  // known from what it sent: a value means it left with 0
+
+    mproc::Process thrower([]() -> int { throw std::runtime_error("no"); });
+    thrower.start();
+    CHECK_THROWS_AS(thrower.result(), mproc::RemoteError);
+    CHECK(thrower.exitcode() == 1);
+
+    mproc::Process crasher([]() -> int { ::_exit(3); });
+    crasher.start();
+    CHECK(crasher.join(10s));
+    try {
+        (void)crasher.result();
+        FAIL("result() did not throw");
+    } catch (const mproc::ProcessCrashed& e) {
+        CHECK(e.status_lost());
+        CHECK(e.signal() == 0);
+        CHECK_FALSE(e.exit_code());
+        CHECK(std::string(e.what()).find("unknown") != std::string::npos);
+    }
+    CHECK_FALSE(crasher.exitcode());  // the status is lost: unknown, although it has ended
+    CHECK_FALSE(crasher.is_alive());
+
+    mproc::Process sleeper([] { std::this_thread::sleep_for(60s); });
+    sleeper.start();
+    CHECK_FALSE(sleeper.join(50ms));
+    CHECK(sleeper.is_alive());
+    sleeper.terminate();
+    CHECK(sleeper.join(10s));
+    CHECK_FALSE(sleeper.is_alive());
+    sleeper.kill();  // harmless: its pid is never signalled again once it is known to be gone
+    CHECK(mproc_test::open_fd_count() == fds_before);  // no pidfd or socket left behind
+}
+
+namespace {
+void reap_every_child(int) {
+    const int saved = errno;
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    errno = saved;
+}
+}  // namespace
+
+TEST_CASE("Process.sigchld_handler_that_reaps_every_child", "[process][fault]") {
+    // The other common daemon idiom: a handler that reaps whatever ended. Same outcome.
+    ScopedSigchld reaper(reap_every_child);
+    mproc::Process p([] {
+        std::this_thread::sleep_for(20ms);
+        return std::string("done");
+    });
+    p.start();
+    CHECK(p.result() == "done");
+    CHECK(p.exitcode() == 0);
+    CHECK_FALSE(p.is_alive());
+}
+
+TEST_CASE("Process.moved_while_running", "[process]") {
+    mproc::Process<int> target([] { return 0; });
+    {
+        mproc::Process p([] {
+            std::this_thread::sleep_for(100ms);
+            return 11;
+        });
+        p.start();
+        mproc::Process q = std::move(p);
+        CHECK(p.pid() == 0);
+        CHECK_THROWS_AS(p.start(), mproc::StateError);
+        target = std::move(q);
+    }  // the moved-from handles end nothing
+    CHECK(target.is_alive());
+    CHECK(target.result() == 11);
+    // Assigning over a running Process stops and reaps its child.
+    mproc::Process<int> sleeper([] {
+        std::this_thread::sleep_for(60s);
+        return 0;
+    });
+    sleeper.terminate_grace = 10ms;
+    sleeper.start();
+    const pid_t old = sleeper.pid();
+    sleeper = std::move(target);
+    CHECK(sleeper.result() == 11);
+    int status;
+    CHECK(::waitpid(old, &status, WNOHANG) == -1);  // reaped: no zombie left
+}
+
+TEST_CASE("Process.polling_is_alive_does_not_deadlock_on_a_large_result", "[process]") {
+    // The child blocks writing a result larger than the socket buffer until the parent reads it:
+    // a parent that only polls is_alive() or exitcode() must read too, or both wait forever.
+    for (int use_exitcode = 0; use_exitcode < 2; ++use_exitcode) {
+        mproc::Process p([] { return std::vector<double>(1 << 20, 2.5); });
+        p.terminate_grace = 10ms;
+        p.start();
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        auto running = [&] { return use_exitcode ? !p.exitcode() : p.is_alive(); };
+        while (running() && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::sleep_for(1ms);
+        REQUIRE_FALSE(p.is_alive());
+        CHECK(p.exitcode() == 0);
+        CHECK(p.result().size() == (1u << 20));
+    }
+}
+
+TEST_CASE("Process.join_from_a_forked_copy_is_a_state_error", "[process]") {
+    mproc::Process sleeper([] { std::this_thread::sleep_for(60s); });
+    sleeper.terminate_grace = 10ms;
+    sleeper.start();
+    // A child holds a copy of the handle; only the parent can wait for the sleeper.
+    mproc::Process probe([&sleeper] {
+        int state_errors = 0;
+        try {
+            (void)sleeper.join(1s);
+        } catch (const mproc::StateError&) {
+            ++state_errors;
+        } catch (...) {
+        }
+        try {
+            (void)sleeper.is_alive();
+        } catch (const mproc::StateError&) {
+            ++state_errors;
+        } catch (...) {
+        }
+        return state_errors;
+    });
+    probe.start();
+    CHECK(probe.result() == 2);
+    CHECK(sleeper.is_alive());  // and the copy did not end it
+    sleeper.kill();
+    CHECK(sleeper.join(10s));
+}
+
+TEST_CASE("Process.finished_result_is_readable_from_a_forked_copy", "[process]") {
+    mproc::Process first([] { return 6; });
+    first.start();
+    first.join();
+    mproc::Process second([&first] { return first.result() * 7; });  // settled before the fork
+    second.start();
+    CHECK(second.result() == 42);
+}
+
+TEST_CASE("Process.child_exit_runs_static_destructors_harmlessly", "[process]") {
+    // A user's child that calls std::exit() runs the destructors of statics copied from the
+    // parent: a running Process and a Pipe. They must not end or close anything of the parent's.
+    static mproc::Process sibling([] { std::this_thread::sleep_for(60s); });
+    static auto ends = mproc::Pipe<int>();
+    sibling.terminate_grace = 10ms;
+    sibling.start();
+    mproc::Process leaver([] { std::exit(0); });
+    leaver.start();
+    CHECK(leaver.join(10s));
+    CHECK(sibling.is_alive());
+    ends.second.send(5);
+    CHECK(ends.first.recv() == 5);
+    sibling.kill();
+    CHECK(sibling.join(10s));
+}
+
+TEST_CASE("Process.grandchild_holding_the_channel_does_not_delay_the_result", "[process]") {
+    // The child forks a grandchild that outlives it and still holds the result socket.
+    mproc::Process p([] {
+        const pid_t grandchild = ::fork();
+        if (grandchild == 0) {
+            std::this_thread::sleep_for(30s);
+            ::_exit(0);
+        }
+        return grandchild;
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    p.start();
+    const pid_t grandchild = p.result();
+    CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+    CHECK(p.exitcode() == 0);
+    REQUIRE(grandchild > 0);
+    ::kill(grandchild, SIGKILL);  // an orphan now (init reaps it)
+}
+
+TEST_CASE("Process.child_that_closes_its_descriptors_ends_without_a_result", "[process][fault]") {
+    // The child closes every descriptor (as daemonizing code does), its result socket included.
+    mproc::Process p([] {
+        for (int fd = 3; fd < 1024; ++fd) ::close(fd);
+        return 1;
+    });
+    p.start();
+    CHECK(p.join(10s));
+    CHECK(p.exitcode() == 71);
+    CHECK_THROWS_AS(p.result(), mproc::ProcessCrashed);
+}
+
+namespace {
+// The lowest descriptor numbers that are free now, in order.
+std::vector<int> next_free_fds(int n) {
+    std::vector<int> fds;
+    for (int i = 0; i < n; ++i) fds.push_back(::dup(0));
+    for (int fd : fds) ::close(fd);
+    return fds;
+}
+int pidfd_open_emfile(pid_t, unsigned) {
+    errno = EMFILE;
+    return -1;
+}
+}  // namespace
+
+TEST_CASE("Process.start_out_of_descriptors", "[process][fault]") {
+    // RLIMIT_NOFILE bounds descriptor numbers: a limit equal to a free number makes it the first
+    // one that cannot be had. start() then fails cleanly at socketpair, leaving nothing behind.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    const int fds_before = mproc_test::open_fd_count();
+    const std::vector<int> free_fds = next_free_fds(2);
+    for (int limit : {free_fds[0], free_fds[1]}) {  // no descriptor left, then only one
+        // Made before the limit drops: UBSan's checks need descriptors.
+        mproc::Process p([] { return 9; });
+        rlimit low = saved;
+        low.rlim_cur = static_cast<rlim_t>(limit);
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+        std::exception_ptr error;
+        try {
+            p.start();
+        } catch (...) {
+            error = std::current_exception();  // looked at once the limit is back
+        }
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+        REQUIRE(error);
+        try {
+            std::rethrow_exception(error);
+        } catch (const mproc::SystemError& e) {
+            CHECK(e.call() == "socketpair");
+            CHECK(e.code() == std::errc::too_many_files_open);
+        }
+        CHECK(p.pid() == 0);
+        CHECK(mproc_test::open_fd_count() == fds_before);
+        CHECK(mproc_test::no_children_left());
+    }
+    // Without a pidfd (none left, or an old kernel) the parent waits by polling. Injected, not
+    // by a limit: the child would run under that limit too, where UBSan's checks fail.
+    {
+        mproc_test::ScopedSys sys;
+        sys->pidfd_open = pidfd_open_emfile;
+        mproc::Process p([] {
+            std::this_thread::sleep_for(20ms);
+            return 9;
+        });
+        p.start();
+        CHECK(p.join(10s));
+        CHECK(p.result() == 9);
+    }
+    CHECK(mproc_test::open_fd_count() == fds_before);
+    CHECK(mproc_test::no_children_left());
 }

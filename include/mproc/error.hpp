@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstddef>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -104,14 +105,21 @@ private:
 /// `exit_code()` before returning. `task_index()` is set when it died running one task of a map.
 class ProcessCrashed : public Error {
 public:
-    /// @param status Python's exitcode convention: negative signal number, or the exit code.
+    /// The status of a process reaped by someone else (a program that ignores SIGCHLD, or whose
+    /// handler reaps every child): the kernel dropped it.
+    static constexpr int lost_status = std::numeric_limits<int>::min();
+
+    /// @param status Python's exitcode convention: negative signal number, or the exit code;
+    ///        lost_status when unknown.
     ProcessCrashed(int pid, int status, std::optional<std::size_t> task_index = std::nullopt)
         : Error(describe(pid, status, task_index)), pid_(pid), status_(status),
           task_index_(task_index) {}
 
     [[nodiscard]] int pid() const noexcept { return pid_; }
+    /// True when the exit status is unknown (see lost_status): signal() is 0, exit_code() empty.
+    [[nodiscard]] bool status_lost() const noexcept { return status_ == lost_status; }
     /// The signal that killed the process, or 0 when it exited.
-    [[nodiscard]] int signal() const noexcept { return status_ < 0 ? -status_ : 0; }
+    [[nodiscard]] int signal() const noexcept { return status_ < 0 && !status_lost() ? -status_ : 0; }
     /// The exit code, or std::nullopt when a signal killed it.
     [[nodiscard]] std::optional<int> exit_code() const noexcept {
         return status_ >= 0 ? std::optional<int>(status_) : std::nullopt;
@@ -124,6 +132,9 @@ private:
     static std::string describe(int pid, int status, std::optional<std::size_t> index) {
         std::string text = "process " + std::to_string(pid);
         if (index) text += " running task " + std::to_string(*index);
+        if (status == lost_status)
+            return text + " ended without a result (its exit status is unknown: the program ignores "
+                          "SIGCHLD or reaps its children itself)";
         if (status < 0)
             return text + " was killed by " + signal_name(-status) + " (signal " +
                    std::to_string(-status) + ")";

@@ -20,7 +20,8 @@ MPROC_NAMESPACE_BEGIN
 /// Ends are inherited by children forked after the Pipe was made; as in Python, close the ends a
 /// process does not use (Process drops the arguments it was given in the parent at start()).
 /// One end is meant for one reader at a time: two processes reading the same end concurrently
-/// would split messages between them unpredictably.
+/// would split messages between them unpredictably. Within a process, one thread may send while
+/// another receives on the same end; two threads sending (or two receiving) at once need a lock.
 template <class T>
 class Connection {
     static_assert(Encodable<T>,
@@ -37,28 +38,28 @@ public:
     void send(const T& value) {
         check_open("send");
         if (!writable_) throw StateError("mproc::Connection: send() on the receive-only end of a simplex Pipe");
-        buffer_.clear();
-        encode_into(buffer_, value);
-        detail::send_frame(fd_.get(), buffer_);
+        send_buffer_.clear();
+        encode_into(send_buffer_, value);
+        detail::send_frame(fd_.get(), send_buffer_);
     }
 
     /// Receives the next message, blocking until one arrives.
     /// @throws EndOfStream once every peer end is closed and drained; DecodeError when the bytes
-    ///         are not a T (this end is then closed, never left half-read); StateError on a
-    ///         closed or send-only end.
+    ///         are not a T; SystemError when reading fails (after either, this end is closed,
+    ///         never left half-read); StateError on a closed or send-only end.
     [[nodiscard]] T recv() {
         check_open("recv");
         if (!readable_) throw StateError("mproc::Connection: recv() on the send-only end of a simplex Pipe");
         bool got;
         try {
-            got = detail::recv_frame(fd_.get(), buffer_);
-        } catch (const EndOfStream&) {
-            close();
-            throw;
+            got = detail::recv_frame(fd_.get(), recv_buffer_);
+        } catch (...) {
+            close();  // stopped inside a message (end of stream, read error, bad_alloc): the
+            throw;    // rest of it would be read as the start of the next one
         }
         if (!got) throw EndOfStream("mproc::Connection: the peer closed the pipe");
         try {
-            return decode<T>(buffer_);
+            return decode<T>(recv_buffer_);
         } catch (const DecodeError&) {
             close();  // the stream's framing can no longer be trusted
             throw;
@@ -66,7 +67,8 @@ public:
     }
 
     /// Waits up to `timeout` for a message (or the end of stream) to be ready; with no argument,
-    /// only looks. True when recv() will not block.
+    /// only looks. True when recv() will not block, except when only the start of a message has
+    /// arrived: recv() then waits for the rest (a writer that is stopped keeps it waiting).
     template <class Rep = long, class Period = std::milli>
     [[nodiscard]] bool poll(std::chrono::duration<Rep, Period> timeout = std::chrono::milliseconds(0)) {
         check_open("poll");
@@ -81,7 +83,8 @@ public:
     [[nodiscard]] bool closed() const noexcept { return !fd_.valid(); }
     [[nodiscard]] bool readable() const noexcept { return readable_; }
     [[nodiscard]] bool writable() const noexcept { return writable_; }
-    /// The underlying descriptor, for a user's own poll loop (-1 once closed).
+    /// The underlying descriptor, for a user's own poll loop (-1 once closed). Leave it blocking:
+    /// recv() reads whole messages.
     [[nodiscard]] int fileno() const noexcept { return fd_.get(); }
 
 private:
@@ -92,7 +95,10 @@ private:
     detail::unique_fd fd_;
     bool readable_ = false;
     bool writable_ = false;
-    std::vector<std::byte> buffer_;  // reused between messages to avoid an allocation each
+    // Reused between messages to avoid an allocation each; two, so that one thread may send
+    // while another receives.
+    std::vector<std::byte> send_buffer_;
+    std::vector<std::byte> recv_buffer_;
 };
 
 /// Makes a connected pair of ends. Duplex (the default): both ends send and receive. Simplex

@@ -80,24 +80,28 @@ public:
     Process(Process&&) noexcept = default;
     Process& operator=(Process&& other) noexcept {
         if (this != &other) {
-            child_.stop_and_reap(terminate_grace);
+            stop_if_owner();
             child_ = std::move(other.child_);
             task_ = std::move(other.task_);
             channel_ = std::move(other.channel_);
             received_ = std::move(other.received_);
             terminate_grace = other.terminate_grace;
+            owner_ = other.owner_;
         }
         return *this;
     }
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
-    ~Process() { child_.stop_and_reap(terminate_grace); }
+    ~Process() { stop_if_owner(); }
 
     /// Forks the child. A Process starts once.
     /// @throws StateError when already started; SystemError when fork or socketpair fails.
     void start();
 
     /// Waits for the child to end. Never throws the child's exception (result() does).
+    /// Only the process that called start() can wait: in a forked copy (a child holding this
+    /// handle) join(), is_alive(), exitcode() and result() throw StateError, unless the child
+    /// had already been seen to end before that fork.
     void join() { (void)wait_for_exit(detail::Deadline::never()); }
 
     /// Waits at most `timeout`; true when the child has ended.
@@ -107,17 +111,17 @@ public:
     }
 
     /// True between start() and the child's end.
-    [[nodiscard]] bool is_alive() { return child_.started() && !child_.try_reap(); }
+    [[nodiscard]] bool is_alive() { return child_.started() && !poll_exit(); }
 
     /// The child's pid, or 0 before start().
     [[nodiscard]] pid_t pid() const noexcept { return child_.pid(); }
 
     /// Python's exitcode: nullopt while running (or before start), the exit code 0..255, or
     /// minus the signal that killed it (-9 for SIGKILL).
-    [[nodiscard]] std::optional<int> exitcode() {
-        if (child_.started()) child_.try_reap();
-        return child_.exitcode();
-    }
+    /// A program that ignores SIGCHLD has its children reaped by the kernel, which drops their
+    /// status: the code is then 0 or 1 when the child sent its value or exception (the codes it
+    /// leaves with), and nullopt when it ended without a result (is_alive() says it has ended).
+    [[nodiscard]] std::optional<int> exitcode();
 
     /// Sends SIGTERM (no effect once the child has ended).
     void terminate() { child_.signal(SIGTERM); }
@@ -126,7 +130,8 @@ public:
 
     /// Joins, then returns the callable's return value (or nothing, for void).
     /// @throws RemoteError when the callable threw (type name and message of the original);
-    ///         ProcessCrashed when the child ended without a result (signal, _exit, abort).
+    ///         ProcessCrashed when the child ended without a result (signal, _exit, abort); its
+    ///         status_lost() is true when the status was lost (SIGCHLD ignored, see exitcode()).
     R result();
 
     /// How long the destructor waits after SIGTERM before it sends SIGKILL.
@@ -135,11 +140,18 @@ public:
 private:
     bool wait_for_exit(const detail::Deadline& deadline);
     void drain_channel();
+    bool poll_exit();
+    void stop_if_owner() noexcept {
+        // A forked copy (a child that called exit(), running static destructors) must leave
+        // the parent's child alone.
+        if (detail::current_pid() == owner_) child_.stop_and_reap(terminate_grace);
+    }
 
     std::unique_ptr<detail::process_task<R>> task_;
     detail::child_handle child_;
-    detail::unique_fd channel_;       // parent's end of the result socket
+    detail::unique_fd channel_;        // parent's end of the result socket
     std::vector<std::byte> received_;  // bytes of the result frame received so far
+    pid_t owner_ = 0;                  // the process that called start()
 };
 
 template <class F, class... Args>
@@ -165,6 +177,7 @@ void Process<R>::start() {
         return ok ? 0 : 1;  // 1, like Python's exitcode when run() raised
     });
     child_ = detail::child_handle(pid);
+    owner_ = detail::current_pid();
     child_end.reset();
     detail::set_nonblocking(parent_end.get(), true);
     channel_ = std::move(parent_end);
@@ -187,13 +200,27 @@ void Process<R>::drain_channel() {
     }
 }
 
+/// Reads what the child sent so far, then reaps it if it has ended (reading the rest then).
+/// Every wait goes through here: the child may block writing a large result until we read it,
+/// so a parent that only polls is_alive() or exitcode() must read too.
+template <class R>
+bool Process<R>::poll_exit() {
+    if (child_.reaped()) return true;  // settled before a fork: a child's copy may read it too
+    if (detail::current_pid() != owner_)
+        throw StateError(
+            "mproc::Process: only the process that started it can wait for it "
+            "(this is a forked copy of the handle)");
+    if (channel_) drain_channel();
+    if (!child_.try_reap()) return false;  // a child reaped elsewhere counts as ended (lost)
+    if (channel_) drain_channel();  // it wrote everything before it ended
+    channel_.reset();
+    return true;
+}
+
 template <class R>
 bool Process<R>::wait_for_exit(const detail::Deadline& deadline) {
     if (!child_.started()) throw StateError("mproc::Process: join() before start()");
-    // The child may block writing a large result until we read it, so read while waiting.
-    while (!child_.try_reap()) {
-        if (channel_) drain_channel();
-        if (child_.try_reap()) break;
+    while (!poll_exit()) {
         if (deadline.expired()) return false;
         pollfd fds[2] = {{child_.pidfd(), POLLIN, 0}, {channel_.get(), POLLIN, 0}};
         if (child_.pidfd() < 0) {
@@ -202,16 +229,23 @@ bool Process<R>::wait_for_exit(const detail::Deadline& deadline) {
         }
         detail::poll_until(fds, deadline);
     }
-    if (channel_) drain_channel();
-    channel_.reset();
     return true;
+}
+
+template <class R>
+std::optional<int> Process<R>::exitcode() {
+    if (!child_.started() || !poll_exit() || child_.exitcode()) return child_.exitcode();
+    // Lost status: the child leaves with 0 after sending a value and 1 after an exception.
+    auto frame = detail::complete_frame(received_);
+    if (!frame || frame->empty()) return std::nullopt;
+    return (*frame)[0] == static_cast<std::byte>(detail::outcome_tag::value) ? 0 : 1;
 }
 
 template <class R>
 R Process<R>::result() {
     join();
     auto frame = detail::complete_frame(received_);
-    if (!frame) throw ProcessCrashed(child_.pid(), child_.exitcode().value_or(0));
+    if (!frame) throw ProcessCrashed(child_.pid(), child_.exitcode().value_or(ProcessCrashed::lost_status));
     return detail::decode_outcome<R>(*frame);
 }
 

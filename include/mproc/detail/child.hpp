@@ -59,18 +59,30 @@ public:
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
         : pid_(std::exchange(other.pid_, 0)), pidfd_(std::move(other.pidfd_)),
-          exitcode_(std::exchange(other.exitcode_, std::nullopt)) {}
+          exitcode_(std::exchange(other.exitcode_, std::nullopt)),
+          lost_(std::exchange(other.lost_, false)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
         exitcode_ = std::exchange(other.exitcode_, std::nullopt);
+        lost_ = std::exchange(other.lost_, false);
         return *this;
     }
 
     [[nodiscard]] pid_t pid() const noexcept { return pid_; }
     [[nodiscard]] bool started() const noexcept { return pid_ > 0; }
-    [[nodiscard]] bool reaped() const noexcept { return exitcode_.has_value(); }
+    /// True once the child is known to be gone: reaped here, or lost (see mark_lost).
+    [[nodiscard]] bool reaped() const noexcept { return exitcode_.has_value() || lost_; }
+    /// The exit code once reaped here; nullopt while running, and for a lost child.
     [[nodiscard]] const std::optional<int>& exitcode() const noexcept { return exitcode_; }
+
+    /// Records that the child is gone but was reaped elsewhere (waitpid said ECHILD in its parent:
+    /// the program ignores SIGCHLD, so the kernel reaped it and dropped its status, or a SIGCHLD
+    /// handler reaped it). Its pid is never signalled or waited for again: it may be reused.
+    void mark_lost() noexcept {
+        lost_ = true;
+        pidfd_.reset();
+    }
     /// A descriptor that polls readable when the child exits, or -1 without pidfd support.
     [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
 
@@ -81,7 +93,13 @@ public:
         pid_t r;
         do r = sys().waitpid(pid_, &status, WNOHANG);
         while (r < 0 && errno == EINTR);
-        if (r < 0) throw_errno("waitpid");
+        if (r < 0) {
+            // ECHILD in the parent: reaped elsewhere (SIGCHLD ignored, or a handler that reaps
+            // every child), so it is gone and its status lost. Callers make sure they are the
+            // parent (a forked copy of a handle gets ECHILD too).
+            if (errno != ECHILD) throw_errno("waitpid");
+            mark_lost();
+        }
         if (r == pid_) {
             exitcode_ = exitcode_from_status(status);
             pidfd_.reset();
@@ -133,6 +151,7 @@ private:
     pid_t pid_ = 0;
     unique_fd pidfd_;
     std::optional<int> exitcode_;
+    bool lost_ = false;
 };
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.

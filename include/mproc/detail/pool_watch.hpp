@@ -42,7 +42,7 @@ inline std::exception_ptr pool_core::init_error(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     if (slot.state.load(std::memory_order_acquire) != worker_init_failed) {
         workers_[index].wait(Deadline::never());
-        return std::make_exception_ptr(ProcessCrashed(workers_[index].pid(), *workers_[index].exitcode()));
+        return std::make_exception_ptr(ProcessCrashed(workers_[index].pid(), workers_[index].exitcode().value_or(ProcessCrashed::lost_status)));
     }
     std::string type = "unknown exception", message;
     try {
@@ -113,7 +113,7 @@ inline void pool_core::on_worker_exit(unsigned index) {
                 ++r.lost;
                 const auto& timed_out = timed_out_[index];
                 fail_job(id, timed_out ? job_error_kind::timeout : job_error_kind::crash, w.pid(),
-                         *w.exitcode(), timed_out ? *timed_out : slot.item.load(std::memory_order_relaxed));
+                         w.exitcode().value_or(ProcessCrashed::lost_status), timed_out ? *timed_out : slot.item.load(std::memory_order_relaxed));
             }
         }
     }
