@@ -45,6 +45,22 @@ std::vector<std::int64_t> iota_vector(std::int64_t n) {
     return v;
 }
 
+// Maps over 0..n-1 in one-item chunks where task `at` kills its own worker; returns the crash.
+mproc::ProcessCrashed crash_in_map(mproc::Pool& pool, int at, int n) {
+    std::vector<std::pair<int, int>> tasks;
+    for (int x = 0; x < n; ++x) tasks.emplace_back(x, at);
+    try {
+        (void)pool.starmap([](int x, int kill_at) {
+            if (x == kill_at) std::raise(SIGKILL);
+            return x;
+        }, tasks, 1);
+    } catch (const mproc::ProcessCrashed& e) {
+        return e;
+    }
+    FAIL("map did not throw");
+    return mproc::ProcessCrashed(0, 0);
+}
+
 // Waits (bounded) for every pid to be reaped by this process, which adopted them as subreaper.
 bool all_reaped_within(std::vector<pid_t> pids, std::chrono::milliseconds limit) {
     const auto give_up = std::chrono::steady_clock::now() + limit;
@@ -136,17 +152,10 @@ TEST_CASE("Pool.map.worker_killed_mid_task_is_reported_and_replaced", "[pool][fa
     mproc::Pool pool(2);
     const auto before = pool.pids();
     const auto t0 = std::chrono::steady_clock::now();
-    try {
-        (void)pool.map([](int x) {
-            if (x == 50) std::raise(SIGKILL);
-            return x;
-        }, std::views::iota(0, 100), 1);
-        FAIL("map did not throw");
-    } catch (const mproc::ProcessCrashed& e) {
-        CHECK(e.signal() == SIGKILL);
-        CHECK(e.task_index() == 50u);
-        CHECK(std::string(e.what()).find("SIGKILL") != std::string::npos);
-    }
+    const auto e = crash_in_map(pool, 50, 100);
+    CHECK(e.signal() == SIGKILL);
+    CHECK(e.task_index() == 50u);
+    CHECK(std::string(e.what()).find("SIGKILL") != std::string::npos);
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);
     CHECK(pool.map(square, iota_vector(4)) == std::vector<std::int64_t>{0, 1, 4, 9});
     CHECK(pool.pids() != before);
@@ -519,10 +528,7 @@ TEST_CASE("Pool.fork_failures", "[pool][fault]") {
         mproc_test::ScopedSys sys;
         sys->fork = fork_unless_told_to_fail;
         forks_fail = true;
-        CHECK_THROWS_AS(pool.map([](int x) {
-            if (x == 5) std::raise(SIGKILL);
-            return x;
-        }, std::views::iota(0, 10), 1), mproc::ProcessCrashed);
+        CHECK(crash_in_map(pool, 5, 10).task_index() == 5u);
         CHECK_THROWS_AS(pool.apply(square, 3), mproc::SystemError);
         forks_fail = false;
         CHECK(pool.apply(square, 3) == 9);
@@ -554,16 +560,9 @@ TEST_CASE("Pool.sigchld_ignored", "[pool][fault]") {
     {
         mproc::Pool pool(2);
         CHECK(pool.map(square, iota_vector(100)).size() == 100);
-        try {
-            (void)pool.map([](int x) {
-                if (x == 5) std::raise(SIGKILL);
-                return x;
-            }, std::views::iota(0, 10), 1);
-            FAIL("map did not throw");
-        } catch (const mproc::ProcessCrashed& e) {
-            CHECK(e.status_lost());
-            CHECK(e.task_index() == 5u);
-        }
+        const auto e = crash_in_map(pool, 5, 10);
+        CHECK(e.status_lost());
+        CHECK(e.task_index() == 5u);
         CHECK(pool.apply(square, 6) == 36);
         CHECK(pool.map(square, iota_vector(1000)).size() == 1000);
         for (pid_t p : pool.pids()) CHECK(::kill(p, 0) == 0);
