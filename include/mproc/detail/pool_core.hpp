@@ -44,8 +44,9 @@ public:
     /// A forked child (a Process, or a task that calls exit() and so runs static destructors)
     /// holds a copy of its parent's Pool: the copy must neither run work nor stop the parent's
     /// workers. @throws StateError outside the process that created the pool.
+    [[nodiscard]] bool owned() const noexcept { return current_pid() == owner_; }
     void check_owner() const {
-        if (current_pid() != owner_)
+        if (!owned())
             throw StateError("mproc::Pool: used in a forked child of the process that made it; a Pool "
                              "works only in that process (make a new Pool in the child)");
     }
@@ -290,7 +291,7 @@ inline std::exception_ptr pool_core::error(std::uint64_t id) {
 
 inline void pool_core::retire(std::uint64_t id) {
     job_record& r = record(id);
-    if (!r.live || r.id != id || current_pid() != owner_) return;
+    if (!r.live || r.id != id || !owned()) return;
     if (!settled(id)) {
         cancel(id);  // finish later (retire_settled), once its running chunks end
         return;
@@ -314,7 +315,7 @@ inline void pool_core::release_arena() noexcept {
 }
 
 inline void pool_core::abandon(std::uint64_t id, std::chrono::milliseconds grace) noexcept {
-    if (terminated_ || !record(id).live || record(id).id != id || current_pid() != owner_) return;
+    if (terminated_ || !record(id).live || record(id).id != id || !owned()) return;
     cancel(id);
     // Not wait(): it would throw again for the same interrupt. Chunks that end soon are let end;
     // a worker still on the job after the grace period is in a long task, and is killed.

@@ -266,7 +266,7 @@ inline void pool_core::terminate() noexcept {
     if (terminated_ || !ctl_) return;
     terminated_ = true;
     closed_ = true;
-    if (current_pid() != owner_) return;  // a forked child's copy: the workers are not its own
+    if (!owned()) return;  // a forked child's copy: the workers are not its own
     ctl_->shutdown.store(1, std::memory_order_seq_cst);
     try {
         for (auto& w : workers_) w.signal(SIGKILL);
