@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds the consumer program every way a user can take mproc: find_package from an install
 # prefix, add_subdirectory, and pkg-config; and checks that asking for a wrong major version fails.
-#   tests/consumer/run.sh <mproc source dir> <scratch dir>
+#   tests/consumer/run.sh <mproc source dir> <scratch dir> [generator] [c++ compiler]
+# Every nested cmake uses the generator and compiler of the build that runs this test (Ninja and
+# g++ by default): a fresh machine has what setup.sh installs and nothing more (no make, no cc).
 set -euo pipefail
 src=$(cd "$1" && pwd)
 work=$2
+export CMAKE_GENERATOR=${3:-Ninja}
+export CXX=${4:-${CXX:-c++}}
 rm -rf "$work" && mkdir -p "$work"
 here="$src/tests/consumer"
 quiet() { "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log"; return 1; }; }
@@ -36,6 +40,6 @@ quiet cmake --build "$work/by_subdirectory"
 echo "== pkg-config"
 export PKG_CONFIG_PATH="$work/prefix/share/pkgconfig"
 # shellcheck disable=SC2046
-${CXX:-c++} $(pkg-config --cflags mproc) "$here/main.cpp" -o "$work/by_pkgconfig" $(pkg-config --libs mproc)
+"$CXX" $(pkg-config --cflags mproc) "$here/main.cpp" -o "$work/by_pkgconfig" $(pkg-config --libs mproc)
 "$work/by_pkgconfig"
 echo "consumer checks passed"
