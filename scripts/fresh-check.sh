@@ -45,7 +45,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 start=$(date +%s)
 if [ ! -s "$cache" ]; then
-    command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap >/dev/null; }
+    bash scripts/setup.sh fresh
     echo "== debootstrap --variant=minbase bookworm from $mirror (cached afterwards as $cache)"
     bare=$(mktemp -d /var/tmp/mproc-bare.XXXXXX)
     debootstrap --variant=minbase bookworm "$bare" "$mirror" >"$bare.log" 2>&1 \

@@ -1,6 +1,9 @@
 // libFuzzer target for mproc::codec: the first byte picks a type, the rest is decoded as that
 // type. Decoding may fail only with mproc::DecodeError; a value that does decode must survive
-// encode -> decode unchanged. Sanitizers (address, undefined) catch everything else.
+// encode -> decode unchanged. Sanitizers (address, undefined) catch everything else, and
+// libFuzzer's -malloc_limit_mb (scripts/fuzz.sh) catches an allocation far beyond the message.
+// With MPROC_FUZZ_WRITE_SEEDS=<dir> it writes a seed corpus instead (valid encodings of each
+// type, nested values included) and exits.
 #include <mproc/codec.hpp>
 
 #include <array>
@@ -8,6 +11,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <limits>
 #include <deque>
 #include <list>
 #include <map>
@@ -87,7 +92,50 @@ void check(std::span<const std::byte> bytes) {
     }
 }
 
+template <class T>
+void write_seed(const char* dir, unsigned type, int& counter, const T& value) {
+    const auto bytes = mproc::encode(value);
+    // A seed that did not decode would only teach the fuzzer the DecodeError path.
+    try {
+        (void)mproc::decode<T>(bytes);
+    } catch (const mproc::DecodeError&) {
+        fail("a seed does not decode");
+    }
+    std::ofstream out(std::string(dir) + "/seed-" + std::to_string(type) + "-" + std::to_string(counter++),
+                      std::ios::binary);
+    const char tag = static_cast<char>(type);
+    out.write(&tag, 1);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!out) fail("cannot write a seed");
+}
+
+void write_seeds(const char* dir) {
+    int n = 0;
+    write_seed(dir, 0, n, T0{});
+    write_seed(dir, 0, n, T0{{"a", {std::nullopt, 1, std::string("two"), true}}, {"", {}}});
+    write_seed(dir, 1, n, T1{});
+    write_seed(dir, 1, n, T1{{true, false, true}, {-1, 0, 7}, {{"k", -5}, {"long key", 1ll << 40}}, {"x", ""}});
+    write_seed(dir, 2, n, T2{});
+    Node leaf{3, "leaf", {}};
+    Node middle{2, std::nullopt, {leaf, leaf}};
+    write_seed(dir, 2, n, T2{Node{1, "root", {middle, leaf}}, leaf});
+    write_seed(dir, 3, n, T3{std::monostate{}, std::tuple<>{}, std::list<std::int16_t>{1, -2, 3},
+                             std::array<std::string, 2>{"p", "q"}, Empty{}});
+    write_seed(dir, 4, n, T4{{1.5, -0.0, std::numeric_limits<double>::infinity()}, {{1, {{1, 2}, {3, 4}}}, {-9, {}}}});
+    write_seed(dir, 5, n, T5{Flag::on, Color::green, std::chrono::milliseconds(1234),
+                             std::set<std::tuple<>>{std::tuple<>{}}, {Flag::off, Flag::on, Flag::off}, u"utf-16"});
+    write_seed(dir, 6, n, T6{{{1, {{1, 2, 3}, {}}}, {-1, {{255}}}}, {}});
+}
+
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    if (const char* dir = std::getenv("MPROC_FUZZ_WRITE_SEEDS")) {
+        write_seeds(dir);
+        std::exit(0);
+    }
+    return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size == 0) return 0;
