@@ -62,9 +62,14 @@ for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
     IFS=: read -r name major minor <<<"$node"
     [ -c "$root/dev/$name" ] || { rm -f "$root/dev/$name"; mknod -m 666 "$root/dev/$name" c "$major" "$minor"; }
 done
-mkdir -p "$root/dev/shm"
+# What every Debian machine has mounted: /proc, a tmpfs /dev/shm, and terminals (/dev/pts: the
+# progress bar's test runs the Pool on a pseudo-terminal); /sys read-only.
+mkdir -p "$root/dev/shm" "$root/dev/pts"
 mount -t proc proc "$root/proc"
 mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$root/dev/pts"
+ln -sf pts/ptmx "$root/dev/ptmx"
+mount -t sysfs -o ro sysfs "$root/sys"
 
 echo "== cloning the committed tree ($(git rev-parse --short HEAD))"
 git clone -q --no-local "$repo" "$root/root/mproc"
