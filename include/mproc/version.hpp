@@ -1,5 +1,7 @@
 // mproc: Python's multiprocessing for C++20 on Linux.
 // Version macros and the versioned inline namespace every public name lives in.
+// The three numbers below are the project's one version: CMakeLists.txt reads them for the CMake
+// package, mproc.pc and the Debian package, and a test checks CHANGELOG.md against them.
 #pragma once
 
 #define MPROC_VERSION_MAJOR 0
@@ -8,6 +10,8 @@
 
 #define MPROC_DETAIL_CAT2(a, b) a##b
 #define MPROC_DETAIL_CAT(a, b) MPROC_DETAIL_CAT2(a, b)
+#define MPROC_DETAIL_STR2(a) #a
+#define MPROC_DETAIL_STR(a) MPROC_DETAIL_STR2(a)
 
 // The ABI namespace follows the major version: a program that links two copies of mproc with
 // different majors gets distinct symbols instead of silent ODR violations.
@@ -23,6 +27,7 @@
 MPROC_NAMESPACE_BEGIN
 
 /// The library version as "major.minor.patch".
-inline constexpr const char* version_string = "0.1.0";
+inline constexpr const char* version_string =
+    MPROC_DETAIL_STR(MPROC_VERSION_MAJOR) "." MPROC_DETAIL_STR(MPROC_VERSION_MINOR) "." MPROC_DETAIL_STR(MPROC_VERSION_PATCH);
 
 MPROC_NAMESPACE_END
