@@ -143,6 +143,7 @@ TEST_CASE("Interrupt.scope_restores_the_previous_disposition", "[interrupt]") {
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 
 TEST_CASE("Interrupt.pool_join_and_fork_map", "[pool][interrupt]") {
@@ -229,7 +230,13 @@ TEST_CASE("Interrupt.workers_ignore_sigint_sent_to_the_process_group", "[pool][i
         mproc::Pool pool(2);
         mproc::InterruptScope ctrl_c;
         const auto workers = pool.pids();
-        if (pool.map(sleep_ms, std::vector<int>{1, 1}, 1).size() != 2) return "the pool did not start";
+        // Every worker runs a task first, so that each is past its start: a SIGINT that lands
+        // between a worker's fork and its first line (where it starts ignoring SIGINT) kills
+        // it today, a window this test does not cover (reported on issue 13).
+        std::set<int> ran;
+        for (const auto give_up = clock_type::now() + 10s; ran.size() < workers.size() && clock_type::now() < give_up;)
+            for (int pid : pool.map(pid_after_sleep, std::vector<int>(workers.size(), 30), 1)) ran.insert(pid);
+        if (ran.size() != workers.size()) return "a worker never ran a task";
         ::kill(0, SIGINT);  // the whole group, as the terminal does
         if (!ctrl_c.interrupted()) return "the signal did not reach the group";
         // A pending signal is acted on before a process runs any more of its code: a worker
