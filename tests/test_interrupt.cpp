@@ -131,3 +131,129 @@ TEST_CASE("Interrupt.scope_restores_the_previous_disposition", "[interrupt]") {
     ::sigaction(SIGINT, nullptr, &after);
     CHECK(after.sa_handler == before.sa_handler);
 }
+
+// ---- README promises: Interrupted from join() and fork_map, an interrupted map cancels its
+// queued tasks, workers ignore a SIGINT sent to the whole process group ----
+// (Their includes are here, so that this block merges cleanly beside edits above it.)
+
+#include <mproc/fork_map.hpp>
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+TEST_CASE("Interrupt.pool_join_and_fork_map", "[pool][interrupt]") {
+    mproc::InterruptScope ctrl_c;
+    {
+        mproc::Pool pool(2);
+        auto slow = pool.submit(sleep_ms, 30000);
+        pool.close();
+        const auto t0 = clock_type::now();
+        {
+            DelayedSignal sig(SIGINT, 300ms);
+            CHECK_THROWS_AS(pool.join(), mproc::Interrupted);
+        }
+        CHECK(clock_type::now() - t0 < 2s);  // the task would take 30 s
+    }  // the destructor stops the worker still in its task
+    mproc::PoolOptions two;
+    two.processes = 2;
+    const auto t0 = clock_type::now();
+    {
+        DelayedSignal sig(SIGINT, 300ms);
+        CHECK_THROWS_AS(mproc::fork_map([](int ms) { return sleep_ms(ms); }, std::vector<int>(8, 30000), two),
+                        mproc::Interrupted);
+    }
+    CHECK(clock_type::now() - t0 < 2s);
+    CHECK(ctrl_c.interrupted());
+    CHECK(mproc_test::no_children_left());  // fork_map's workers are gone, reaped
+}
+
+namespace {
+std::atomic<int>* tasks_started = nullptr;  // in a shared mapping made before the pool
+
+int counted_sleep(int ms) {
+    tasks_started->fetch_add(1);
+    return sleep_ms(ms);
+}
+}  // namespace
+
+// Short tasks: the running ones end within the 100 ms of grace, so no worker is killed and
+// nothing but the cancellation keeps the idle workers from starting the queued tasks.
+TEST_CASE("Interrupt.map_cancels_its_queued_tasks", "[pool][interrupt]") {
+    void* shared = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(shared != MAP_FAILED);
+    tasks_started = new (shared) std::atomic<int>(0);
+    {
+        mproc::Pool pool(2);
+        std::atomic<int> at_signal{-1};
+        {
+            mproc::InterruptScope ctrl_c;
+            std::thread sender([&, main = ::pthread_self()] {
+                std::this_thread::sleep_for(300ms);
+                at_signal = tasks_started->load();
+                ::pthread_kill(main, SIGINT);
+            });
+            CHECK_THROWS_AS(pool.map(counted_sleep, std::vector<int>(200, 20), 1), mproc::Interrupted);
+            sender.join();
+        }
+        // Each worker may have claimed one more task as the signal arrived; then none.
+        const int at_throw = tasks_started->load();
+        INFO("started: " << at_signal.load() << " at the signal, " << at_throw << " when map threw");
+        CHECK(at_throw <= at_signal.load() + 2);
+        CHECK(at_throw < 200);
+        CHECK(pool.map(sleep_ms, std::vector<int>{1, 2, 3, 4}, 1) == std::vector<int>{1, 2, 3, 4});
+        std::this_thread::sleep_for(200ms);
+        CHECK(tasks_started->load() == at_throw);  // the idle workers never started the rest
+    }
+    ::munmap(shared, sizeof(std::atomic<int>));
+}
+
+namespace {
+int pid_after_sleep(int ms) {
+    sleep_ms(ms);
+    return static_cast<int>(::getpid());
+}
+}  // namespace
+
+// Ctrl-C in a terminal signals the whole foreground process group, the workers included. They
+// ignore it: the parent decides (here, inside an InterruptScope, it goes on).
+TEST_CASE("Interrupt.workers_ignore_sigint_sent_to_the_process_group", "[pool][interrupt]") {
+    // A child that leads its own group, so that the signal reaches nothing but it and its workers.
+    mproc::Process group([]() -> std::string {
+        if (::setpgid(0, 0) != 0) return "setpgid failed";
+        // The pool first: its workers are forked with SIGINT's default action (they would
+        // inherit the scope's handler otherwise), which would kill them if they did not ignore it.
+        mproc::Pool pool(2);
+        mproc::InterruptScope ctrl_c;
+        const auto workers = pool.pids();
+        // Every worker runs a task first, so that each is past its start: a SIGINT that lands
+        // between a worker's fork and its first line (where it starts ignoring SIGINT) kills
+        // it today, a window this test does not cover (reported on issue 13).
+        std::set<int> ran;
+        for (const auto give_up = clock_type::now() + 10s; ran.size() < workers.size() && clock_type::now() < give_up;)
+            for (int pid : pool.map(pid_after_sleep, std::vector<int>(workers.size(), 30), 1)) ran.insert(pid);
+        if (ran.size() != workers.size()) return "a worker never ran a task";
+        ::kill(0, SIGINT);  // the whole group, as the terminal does
+        if (!ctrl_c.interrupted()) return "the signal did not reach the group";
+        // A pending signal is acted on before a process runs any more of its code: a worker
+        // that runs a task now has met its SIGINT.
+        for (int pid : pool.map(pid_after_sleep, std::vector<int>(8, 30), 1))
+            if (std::find(workers.begin(), workers.end(), pid) == workers.end())
+                return "a task ran on a new worker " + std::to_string(pid);
+        std::this_thread::sleep_for(100ms);
+        for (pid_t p : workers) {
+            siginfo_t info{};
+            if (::waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == p)
+                return "worker " + std::to_string(p) + " died";
+        }
+        if (pool.pids() != workers) return "a worker was replaced";
+        return "";
+    });
+    group.start();
+    REQUIRE(group.join(30s));
+    CHECK(group.result() == "");
+}

@@ -636,3 +636,187 @@ TEST_CASE("Pool.workers_die_with_parent", "[pool][fault]") {
         ::prctl(PR_SET_CHILD_SUBREAPER, 0);
     }
 }
+
+// ---- README promises: the default size, guided chunks, the job cap, no retry, dlopen ----
+// (Their includes are here, so that this block merges cleanly beside edits above it.)
+
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <array>
+#include <map>
+
+namespace {
+// Counters in an anonymous shared mapping made before the pool: its workers (forked later)
+// share it, and stateless tasks reach it through this pointer.
+struct task_board {
+    std::atomic<int> gate{0};      // gated tasks wait until it is 1
+    std::atomic<int> finished{0};  // gated tasks that returned
+    std::array<std::atomic<int>, 64> runs{};  // how many times task i started
+};
+task_board* board = nullptr;
+
+// A zeroed board; call it before making the Pool that uses it.
+task_board& fresh_board() {
+    if (board == nullptr) {
+        void* p = ::mmap(nullptr, sizeof(task_board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        REQUIRE(p != MAP_FAILED);
+        board = static_cast<task_board*>(p);
+    }
+    return *new (board) task_board{};
+}
+
+int gated(int x) {
+    while (board->gate.load() == 0) std::this_thread::sleep_for(1ms);
+    board->finished.fetch_add(1);
+    return x;
+}
+}  // namespace
+
+TEST_CASE("Pool.default.one_worker_per_usable_core", "[pool]") {
+    {
+        mproc::Pool pool;
+        CHECK(pool.processes() == mproc::cpu_count());
+        CHECK(pool.pids().size() == mproc::cpu_count());
+        CHECK(pool.apply(square, 3) == 9);
+    }
+    // Narrowed to one CPU (its affinity), the default follows: one worker, not one per core.
+    mproc::Process narrowed([] {
+        cpu_set_t mine, one;
+        CPU_ZERO(&one);
+        if (::sched_getaffinity(0, sizeof mine, &mine) != 0) return std::pair<unsigned, unsigned>(0, 0);
+        int first = 0;
+        while (!CPU_ISSET(first, &mine)) ++first;
+        CPU_SET(first, &one);
+        if (::sched_setaffinity(0, sizeof one, &one) != 0) return std::pair<unsigned, unsigned>(0, 0);
+        mproc::Pool pool;
+        return std::pair<unsigned, unsigned>(pool.processes(), static_cast<unsigned>(pool.pids().size()));
+    });
+    narrowed.start();
+    REQUIRE(narrowed.join(30s));
+    CHECK(narrowed.result() == std::pair<unsigned, unsigned>(1, 1));
+}
+
+namespace {
+// An item's cost is a sleep (so the machine's other load does not change it, and the test
+// costs no CPU), measured where it runs: {worker pid, nanoseconds}.
+std::array<std::int64_t, 2> timed_sleep(int microseconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::chrono::microseconds(microseconds));
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
+    return {::getpid(), ns.count()};
+}
+}  // namespace
+
+// The README: guided chunks leave no core idle on uneven work, "a map whose last items cost
+// 100x more finishes within 1.2x of ideal". Ideal is the measured cost of every item divided by
+// the workers, from this same run. Python's fixed chunks (n / 4 workers) end at about 1.9x here:
+// the last chunk holds every expensive item.
+TEST_CASE("Pool.map.guided_chunks_keep_every_worker_busy_on_uneven_work", "[pool]") {
+    for (unsigned workers : {2u, 4u}) {
+        INFO(workers << " workers");
+        mproc::Pool pool(workers);
+        std::vector<int> costs(400, 250);                              // 0.25 ms each...
+        std::fill(costs.end() - 40, costs.end(), 25'000);              // ...the last 10% 100x more
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto measured = pool.map(timed_sleep, costs);
+        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::map<std::int64_t, double> busy;  // seconds of items per worker
+        double total = 0;
+        for (const auto& [pid, ns] : measured) {
+            busy[pid] += static_cast<double>(ns) * 1e-9;
+            total += static_cast<double>(ns) * 1e-9;
+        }
+        const double ideal = total / workers;
+        double busiest = 0;
+        for (const auto& [pid, seconds] : busy) busiest = std::max(busiest, seconds);
+        INFO("wall " << wall << " s, ideal " << ideal << " s, busiest worker " << busiest << " s");
+        CHECK(busy.size() == workers);      // every worker took part
+        CHECK(busiest <= 1.2 * ideal);      // no worker was left with the expensive tail
+        CHECK(wall <= 1.2 * ideal);         // and the map ended when the work did
+    }
+}
+
+// The README: "At most 256 jobs are pending at once: submit then waits for one to finish".
+TEST_CASE("Pool.submit.at_most_256_jobs_pending", "[pool]") {
+    task_board& b = fresh_board();
+    mproc::Pool pool(2);
+    std::atomic<bool> filled{false}, opened{false};
+    // Opens the gate 200 ms after the parent has submitted 256 jobs (or after 20 s, so that a
+    // cap below 256 fails the test instead of hanging it).
+    std::thread opener([&] {
+        const auto give_up = std::chrono::steady_clock::now() + 20s;
+        while (!filled.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(200ms);
+        opened = true;
+        b.gate = 1;
+    });
+    std::vector<mproc::Future<int>> futures;
+    for (int i = 0; i < 256; ++i) futures.push_back(pool.submit(gated, i));
+    CHECK_FALSE(opened.load());  // 256 pending jobs: no submit waited
+    filled = true;
+    futures.push_back(pool.submit(gated, 256));
+    CHECK(opened.load());        // the 257th waited for the gate...
+    CHECK(b.finished.load() >= 1);  // ...and for a job to finish
+    for (int i = 0; i <= 256; ++i) CHECK(futures[static_cast<std::size_t>(i)].get() == i);
+    opener.join();
+}
+
+// The README: "Tasks are not retried": a task whose worker died ran once, even though the pool
+// goes on with a replacement worker that could have run it again.
+TEST_CASE("Pool.fault.a_crashed_task_is_not_retried", "[pool][fault]") {
+    task_board& b = fresh_board();
+    mproc::Pool pool(2);
+    auto crashing = pool.submit([](int slot) -> int {
+        board->runs[static_cast<std::size_t>(slot)].fetch_add(1);
+        std::raise(SIGKILL);
+        return 0;
+    }, 0);
+    CHECK_THROWS_AS(crashing.get(), mproc::ProcessCrashed);
+    CHECK_THROWS_AS(pool.map([](int x) {
+        board->runs[static_cast<std::size_t>(1 + x)].fetch_add(1);
+        if (x == 5) std::raise(SIGKILL);
+        return x;
+    }, std::views::iota(0, 20), 1), mproc::ProcessCrashed);
+    // The replacements run plenty of work: a retried task would have run again by now.
+    for (int round = 0; round < 3; ++round) CHECK(pool.map(square, iota_vector(200), 1).size() == 200);
+    CHECK(pool.apply(square, 7) == 49);
+    std::this_thread::sleep_for(50ms);
+    CHECK(b.runs[0].load() == 1);
+    CHECK(b.runs[1 + 5].load() == 1);
+    for (int x = 0; x < 20; ++x) CHECK(b.runs[static_cast<std::size_t>(1 + x)].load() <= 1);
+}
+
+// Functions travel by identity (module, offset). A function from a shared library that was
+// loaded (dlopen) after the pool's workers were forked is not in their memory: the call fails
+// with an error that says so, never a jump to whatever lies at that offset. A pool made after
+// the dlopen runs it.
+TEST_CASE("Pool.function_identity.library_loaded_after_the_pool_started", "[pool][fault]") {
+    mproc::Pool early(2);
+    REQUIRE(early.apply(square, 2) == 4);
+    void* library = ::dlopen(MPROC_TEST_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
+    REQUIRE(library != nullptr);
+    using triple_fn = std::int64_t (*)(std::int64_t);
+    auto triple = reinterpret_cast<triple_fn>(::dlsym(library, "mproc_test_plugin_triple"));
+    REQUIRE(triple != nullptr);
+    REQUIRE(triple(5) == 15);
+    for (int attempt = 0; attempt < 2; ++attempt) {  // map, then submit
+        try {
+            if (attempt == 0) (void)early.map(triple, iota_vector(10), 1);
+            else (void)early.apply(triple, std::int64_t{4});
+            FAIL("a function the workers do not have was called");
+        } catch (const mproc::RemoteError& e) {
+            INFO(e.what());
+            CHECK(e.message().find("not loaded") != std::string::npos);
+            CHECK(e.message().find("before") != std::string::npos);  // says what to do
+        }
+    }
+    CHECK(early.map(square, iota_vector(4)) == std::vector<std::int64_t>{0, 1, 4, 9});  // goes on
+    {
+        mproc::Pool late(2);
+        const auto tripled = late.map(triple, iota_vector(100), 1);
+        for (std::int64_t i = 0; i < 100; ++i) CHECK(tripled[static_cast<std::size_t>(i)] == 3 * i);
+        CHECK(late.apply(triple, std::int64_t{7}) == 21);
+    }
+    ::dlclose(library);
+}

@@ -883,3 +883,53 @@ TEST_CASE("Queue.dead_producer.one_of_eight_killed_at_random", "[queue]") {
     one_of_eight_killed(std::size_t{64} << 10, seed);      // producers wait for room all the time
     one_of_eight_killed(std::size_t{4} << 20, seed + 1);
 }
+
+// ---- README promise: close() wakes a putter blocked in another process ----
+// (Their includes are here, so that this block merges cleanly beside edits above it.)
+
+#include <mproc/sync.hpp>
+
+namespace {
+// The scheduler state of `pid` from /proc/PID/stat ('R' running, 'S' asleep...), or 0.
+char process_state(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto paren = text.rfind(')');
+    return paren != std::string::npos && paren + 2 < text.size() ? text[paren + 2] : 0;
+}
+}  // namespace
+
+TEST_CASE("Queue.close.wakes_a_putter_blocked_in_another_process", "[queue]") {
+    mproc::Queue<int> q(1);
+    q.put(7);  // full
+    mproc::Event putting;
+    mproc::Process putter([q, putting]() mutable {
+        putting.set();
+        try {
+            q.put(8);  // blocks: the queue is full and nobody gets
+            return 1;
+        } catch (const mproc::EndOfStream&) {
+            return 0;
+        }
+    });
+    putter.start();
+    REQUIRE(putting.wait_for(10s));
+    // Asleep inside put(), twice in a row 20 ms apart (not just passing through a syscall).
+    const auto give_up = clock_type::now() + 10s;
+    int asleep = 0;
+    while (asleep < 2 && clock_type::now() < give_up) {
+        asleep = process_state(putter.pid()) == 'S' ? asleep + 1 : 0;
+        std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(asleep == 2);
+    CHECK(putter.is_alive());
+    const auto t0 = clock_type::now();
+    q.close();
+    REQUIRE(putter.join(10s));
+    CHECK(clock_type::now() - t0 < 1s);
+    CHECK(putter.exitcode() == 0);
+    if (putter.exitcode() == 0) CHECK(putter.result() == 0);  // EndOfStream, not a put
+    CHECK(q.get() == 7);
+    CHECK_THROWS_AS(q.get(), mproc::EndOfStream);  // the blocked 8 never went in
+    CHECK(q.dropped() == 0);
+}

@@ -586,3 +586,64 @@ TEST_CASE("Sync.waiter_killed.condition_and_event_go_on", "[sync]") {
     CHECK(next.exitcode() == 0);
     if (next.exitcode() == 0) CHECK(next.result() == 0);
 }
+
+// ---- README promises: a Barrier member that dies before wait(); release() of a Lock from
+// another thread of the owner's process ----
+
+// "A member that dies before reaching wait() looks like a slow one (use wait_for)": nothing
+// breaks the barrier for it; wait_for() times out at its deadline, as with a member that is
+// merely late (and, as in Python, that timeout then breaks the barrier until reset()).
+TEST_CASE("Barrier.member_dies_before_wait.looks_like_a_slow_one", "[sync]") {
+    for (bool while_waiting : {false, true}) {
+        INFO((while_waiting ? "dies while the other waits" : "died before the other waits"));
+        mproc::Barrier bar(2);
+        mproc::Process<void> never_arrives([&, while_waiting] {
+            const auto t0 = clock_type::now();
+            while (while_waiting && bar.n_waiting() < 1 && since(t0) < 10s) std::this_thread::sleep_for(1ms);
+            ::raise(SIGKILL);
+            (void)bar.wait();  // never reached
+        });
+        never_arrives.start();
+        if (!while_waiting) REQUIRE(never_arrives.join(10s));
+        const auto t0 = clock_type::now();
+        std::optional<std::size_t> mine{42};
+        CHECK_NOTHROW(mine = bar.wait_for(400ms));
+        CHECK_FALSE(mine.has_value());  // timed out, as with a slow member
+        CHECK(since(t0) >= 400ms);
+        REQUIRE(never_arrives.join(10s));
+        CHECK(never_arrives.exitcode() == -SIGKILL);
+        CHECK(bar.broken());  // by the timeout
+        bar.reset();
+        mproc::Process<void> arrives([&] { (void)bar.wait_for(30s); });
+        arrives.start();
+        CHECK(bar.wait_for(30s).has_value());  // usable again once reset
+        REQUIRE(arrives.join(10s));
+    }
+}
+
+// "Only the thread that acquired a Lock may release it": another thread of the same process
+// (same pid, so a pid check would not see it) gets StateError, and the lock stays held.
+TEST_CASE("Lock.release_from_another_thread_of_the_owners_process", "[sync]") {
+    mproc::Lock lock;
+    lock.acquire();
+    bool refused = false;
+    std::thread other([&] {
+        try {
+            lock.release();
+        } catch (const mproc::StateError&) {
+            refused = true;
+        }
+    });
+    other.join();
+    CHECK(refused);
+    std::optional<bool> got;
+    std::thread taker([&] { got = lock.try_acquire_for(50ms); });  // still held by this thread
+    taker.join();
+    CHECK(got == false);
+    mproc::Process elsewhere([&] { return lock.try_acquire_for(50ms); });
+    elsewhere.start();
+    CHECK_FALSE(elsewhere.result());
+    lock.release();  // the owner's release works
+    CHECK(lock.try_acquire());
+    lock.release();
+}

@@ -74,7 +74,8 @@ inline int visit_module(dl_phdr_info* info, std::size_t, void* data) {
 
 /// The address of the function `id` names in this process. Module bases are looked up once
 /// each and cached.
-/// @throws Error when no loaded module has that name.
+/// @throws Error when no loaded module has that name: a worker forked before its parent loaded
+///         a library (dlopen) does not have it. Never a guess at an address.
 [[nodiscard]] inline void* resolve_function(const function_id& id) {
     static std::mutex lock;
     static std::unordered_map<std::uint64_t, std::uintptr_t> bases;
@@ -84,7 +85,9 @@ inline int visit_module(dl_phdr_info* info, std::size_t, void* data) {
         module_search search;
         search.module = id.module;
         ::dl_iterate_phdr(visit_module, &search);
-        if (!search.found) throw Error("mproc: a function's module is not loaded in this process");
+        if (!search.found)
+            throw Error("mproc: the function's module is not loaded in this worker (a shared library "
+                        "loaded with dlopen after the Pool started?): load it before making the Pool");
         it = bases.emplace(id.module, search.base).first;
     }
     return reinterpret_cast<void*>(it->second + id.offset);
