@@ -108,12 +108,17 @@ auto post_map(const std::shared_ptr<pool_core>& core, const Fn& fn, const Range&
 /// @endcode
 class Pool {
 public:
+    /// One worker per usable core (cpu_count()).
     Pool() : Pool(PoolOptions{}) {}
+    /// `processes` workers (0: one per usable core).
     explicit Pool(unsigned processes) : Pool(detail::with_processes(processes)) {}
+    /// A pool as `options` say; the workers are started before it returns.
     /// @throws RemoteError when the initializer threw in a worker.
     explicit Pool(const PoolOptions& options)
         : core_(std::make_shared<detail::pool_core>(detail::resolved(options))) {}
+    /// Takes over the workers; the moved-from Pool throws StateError on any use but destruction.
     Pool(Pool&&) noexcept = default;
+    /// Terminates this pool's workers, then takes over `other`'s.
     Pool& operator=(Pool&& other) noexcept {
         if (this != &other) {
             if (core_) core_->terminate();
@@ -150,6 +155,7 @@ public:
     [[nodiscard]] auto starmap(F&& f, const Range& inputs, std::size_t chunksize = 0) {
         return starmap(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
     }
+    /// starmap with per-call options (chunk size, task time limit).
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto starmap(F&& f, const Range& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
@@ -165,6 +171,7 @@ public:
     [[nodiscard]] auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
         return imap(std::forward<F>(f), std::forward<Range>(inputs), detail::with_chunksize(chunksize));
     }
+    /// imap with per-call options (chunk size, task time limit, lookahead).
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap(F&& f, Range&& inputs, const MapOptions& options) {
@@ -178,6 +185,7 @@ public:
     [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
         return imap_unordered(std::forward<F>(f), std::forward<Range>(inputs), detail::with_chunksize(chunksize));
     }
+    /// imap_unordered with per-call options (chunk size, task time limit, lookahead).
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, const MapOptions& options) {

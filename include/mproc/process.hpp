@@ -67,6 +67,7 @@ class Process {
     static_assert(!std::is_reference_v<R>, "mproc::Process: R must be a value type");
 
 public:
+    /// The callable's return type, what result() returns.
     using result_type = R;
 
     /// Binds f(args...) to run in the child. Arguments are stored by value (decayed copies).
@@ -77,7 +78,10 @@ public:
         : task_(std::make_unique<detail::bound_process_task<R, std::decay_t<F>, std::decay_t<Args>...>>(
               std::forward<F>(f), std::forward<Args>(args)...)) {}
 
+    /// Takes over the child (or the callable, before start()); the moved-from Process is empty.
     Process(Process&&) noexcept = default;
+    /// Stops and reaps this Process's running child as the destructor does, then takes over
+    /// `other`'s.
     Process& operator=(Process&& other) noexcept {
         if (this != &other) {
             stop_if_owner();

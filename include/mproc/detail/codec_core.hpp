@@ -63,6 +63,7 @@ void decode_into(Decoder& d, T& value);
 /// Encoder& in all three and need not know which they write to.
 class Encoder {
 public:
+    /// Appends to `out`, which must outlive the Encoder.
     explicit Encoder(std::vector<std::byte>& out) noexcept : out_(&out) {}
     /// Writes into `into`, from its start. @throws Error from write_bytes when it is full.
     explicit Encoder(std::span<std::byte> into) noexcept : to_(into.data()), capacity_(into.size()) {}
@@ -130,6 +131,7 @@ public:
     /// (struct Node { std::vector<Node> children; }) must not overflow the stack.
     static constexpr int max_depth = 1000;
 
+    /// Reads `bytes` from their start; they must outlive the Decoder.
     explicit Decoder(std::span<const std::byte> bytes) noexcept : bytes_(bytes) {}
 
     /// Copies the next n bytes out. @throws DecodeError when fewer than n remain.
@@ -152,6 +154,7 @@ public:
         (detail::decode_into(*this, values), ...);
     }
 
+    /// The bytes not read yet.
     [[nodiscard]] std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
 
     /// Reads a u64 count of elements, each taking at least `min_element_size` bytes on the wire
@@ -168,6 +171,7 @@ public:
     /// Counts one level of nesting for the lifetime of the guard.
     class DepthGuard {
     public:
+        /// Enters one level. @throws DecodeError past max_depth.
         explicit DepthGuard(Decoder& d) : d_(d) {
             if (d_.depth_ >= max_depth) detail::throw_decode("values nested too deeply");
             ++d_.depth_;
@@ -188,10 +192,12 @@ private:
 
 /// Gives the codec access to a private member serialize: `friend struct mproc::codec_access;`.
 struct codec_access {
+    /// @cond
     template <class T, class Ar>
     static auto serialize(T& value, Ar& ar) -> decltype(value.serialize(ar)) {
         return value.serialize(ar);
     }
+    /// @endcond
 };
 
 MPROC_NAMESPACE_END

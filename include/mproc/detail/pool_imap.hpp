@@ -32,8 +32,11 @@ public:
     /// Posts the batch whose first item has index `base`, or says the input is exhausted.
     using Feeder = std::function<std::optional<detail::job_ticket<R>>(std::uint64_t base)>;
 
+    /// An empty range (already finished).
     ImapRange() = default;
+    /// Posts the first two batches; Pool::imap and imap_unordered make these.
     explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
+    /// Takes over `other`'s tasks; `other` is left empty.
     ImapRange(ImapRange&& other) noexcept
         : feeder_(std::move(other.feeder_)), batches_(std::move(other.batches_)), buffer_(std::move(other.buffer_)),
           at_(other.at_), posted_items_(other.posted_items_), failed_here_(other.failed_here_),
@@ -46,6 +49,8 @@ public:
         for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);  // cancels what has not started
     }
 
+    /// @cond
+    // A single-pass input iterator; users only see it through range-for.
     class iterator {
     public:
         using value_type = R;
@@ -65,9 +70,16 @@ public:
     private:
         ImapRange* owner_ = nullptr;
     };
+    /// @endcond
 
+    /// Waits for the first result; the iteration yields each result as a const R&. Single pass:
+    /// call it once.
+    /// @throws RemoteError, ProcessCrashed or TimeoutError, like Pool::map, when iteration reaches
+    ///         a failed task (so does advancing the iterator).
     iterator begin() { return iterator(this); }
+    /// True once every result has been read, or an error was thrown.
     [[nodiscard]] bool finished() const noexcept { return finished_; }
+    /// The end of the results.
     std::default_sentinel_t end() { return {}; }
 
 private:

@@ -78,7 +78,9 @@ public:
     [[nodiscard]] std::optional<std::size_t> wait_for(std::chrono::duration<Rep, Period> timeout) {
         return wait_until(detail::Deadline::after(timeout));
     }
+    /// @cond
     [[nodiscard]] std::optional<std::size_t> wait_until(const detail::Deadline& deadline);
+    /// @endcond
 
     /// Breaks the barrier: every waiter, now and later, gets BrokenBarrierError until reset().
     void abort() {
@@ -93,12 +95,14 @@ public:
         changed();
     }
 
+    /// The number of members a round needs.
     [[nodiscard]] std::uint32_t parties() const noexcept { return state_->parties; }
     /// Members waiting in the current round (a snapshot).
     [[nodiscard]] std::uint32_t n_waiting() {
         guard g(*state_);
         return state_->phase == detail::barrier_state::filling ? state_->inside : 0;
     }
+    /// Whether the barrier is broken (a snapshot); reset() mends it.
     [[nodiscard]] bool broken() {
         guard g(*state_);
         return state_->phase == detail::barrier_state::broken;
@@ -200,6 +204,7 @@ inline void Barrier::check_members_locked() {
     }
 }
 
+/// @cond
 inline std::optional<std::size_t> Barrier::wait_until(const detail::Deadline& deadline) {
     auto& s = *state_;
     guard g(s);
@@ -232,5 +237,6 @@ inline std::optional<std::size_t> Barrier::wait_until(const detail::Deadline& de
     if (timed_out) return std::nullopt;
     throw_broken();
 }
+/// @endcond
 
 MPROC_NAMESPACE_END
