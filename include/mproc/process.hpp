@@ -158,6 +158,8 @@ private:
     pid_t owner_ = 0;                  // the process that called start()
 };
 
+/// Deduces R from what f(args...) returns: `mproc::Process p(f, 7);` is a Process<int> for an
+/// int f(int).
 template <class F, class... Args>
 Process(F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
 
