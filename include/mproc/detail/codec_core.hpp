@@ -34,6 +34,7 @@ class Decoder;
 /// template (defined in codec_default.hpp) serves arithmetic types, enums, types with a member
 /// serialize, and trivially copyable structs; the std library types have their own
 /// specializations, and a full specialization of yours takes precedence over all of them.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 template <class T, class Enable = void>
 struct codec;
 
@@ -61,6 +62,7 @@ void decode_into(Decoder& d, T& value);
 /// Two more kinds serve mproc::encoded_size and mproc::encode_to: one that only counts the bytes
 /// (Encoder::counter()), and one that writes into a caller's fixed span. Codecs see the same
 /// Encoder& in all three and need not know which they write to.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 class Encoder {
 public:
     /// Appends to `out`, which must outlive the Encoder.
@@ -125,6 +127,7 @@ private:
 /// @endcode
 /// Every failure (truncation, a bad tag, a count larger than the bytes left, nesting deeper than
 /// max_depth) throws mproc::DecodeError.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 class Decoder {
 public:
     /// Values nested deeper than this are refused: a hostile message of a recursive type
@@ -191,6 +194,7 @@ private:
 };
 
 /// Gives the codec access to a private member serialize: `friend struct mproc::codec_access;`.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 struct codec_access {
     /// @cond
     template <class T, class Ar>

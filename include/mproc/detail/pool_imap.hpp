@@ -26,6 +26,7 @@ namespace detail {
 /// reaches the failed item, after every result before it. Unordered: chunk by chunk in the order
 /// the workers finish them, batch after batch. Dropping the range early cancels the tasks not
 /// yet started.
+/// @headerfile pool.hpp <mproc/pool.hpp>
 template <class R, bool Unordered = false>
 class ImapRange {
 public:

@@ -33,6 +33,7 @@ MPROC_NAMESPACE_BEGIN
 /// view.unlink();                                                // every party attached: drop the name
 /// std::memcpy(view.data(), bytes, n);
 /// @endcode
+/// @headerfile shared.hpp <mproc/shared.hpp>
 class SharedMemory {
 public:
     /// Creates `name` ("name" or "/name", at most 254 characters, no other '/') of `bytes`,

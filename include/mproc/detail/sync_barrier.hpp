@@ -19,6 +19,7 @@ MPROC_NAMESPACE_BEGIN
 
 /// A Barrier is broken: abort() or reset() was called, a wait timed out, or a member died while
 /// waiting. Every current and later wait() throws it until reset().
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class BrokenBarrierError : public Error {
 public:
     using Error::Error;
@@ -61,6 +62,7 @@ static_assert(sizeof(barrier_state) % alignof(robust_mutex) == 0);
 /// // in each of 4 processes:
 /// std::size_t index = bar.wait();     // 0..3, in arrival order
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class Barrier {
 public:
     /// A barrier for `parties` (at least 1) members.

@@ -34,6 +34,7 @@ struct semaphore_state {
 /// mproc::Semaphore slots(2);          // at most two processes inside
 /// { std::lock_guard g(slots); work(); }
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class Semaphore {
 public:
     /// A semaphore holding `value` units (at most 2^32 - 2).
@@ -126,6 +127,7 @@ inline void Semaphore::release(std::uint32_t n) {
 /// mproc::BoundedSemaphore b(2);
 /// b.acquire(); b.release(); b.release();   // the second release throws
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class BoundedSemaphore : public Semaphore {
 public:
     /// A semaphore holding `value` units, at most `value` ever.
@@ -145,6 +147,7 @@ struct event_state {
 /// // child: ... ready.set();
 /// if (!ready.wait_for(5s)) throw std::runtime_error("child never got ready");
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class Event {
 public:
     /// A new, clear flag in its own shared mapping.
