@@ -139,6 +139,7 @@ public:
     /// pulled by idle workers, so uneven work keeps every core busy.
     /// @throws RemoteError (with the task's index) when f threw; ProcessCrashed when a worker
     ///         died running a task.
+    /// @return a std::vector of f's results, one per input.
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto map(F&& f, const Range& inputs, std::size_t chunksize = 0) {
         return map(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
@@ -151,6 +152,7 @@ public:
     }
 
     /// Like map, with each input a tuple or pair spread as the arguments: g(a, b).
+    /// @return a std::vector of the results, one per input.
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto starmap(F&& f, const Range& inputs, std::size_t chunksize = 0) {
         return starmap(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
@@ -166,6 +168,7 @@ public:
     /// reaches the failed task, after every result before it. Chunks of 1 item by default, as in
     /// Python (0 picks a size). Any input range: it is read a batch at a time as the results are
     /// consumed (MapOptions::lookahead), and an rvalue range is kept alive by the result.
+    /// @return an ImapRange<R> (R: f's result type), a single-pass range to iterate once.
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
@@ -180,6 +183,7 @@ public:
     }
 
     /// Results as a lazy range in completion order.
+    /// @return an ImapRange<R, true>, a single-pass range to iterate once.
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
@@ -194,6 +198,7 @@ public:
     }
 
     /// Runs f(args...) in a worker; the Future gives the result.
+    /// @return a Future<R>, R being what f returns.
     template <class F, class... Args>
     [[nodiscard]] auto submit(F&& f, Args&&... args) {
         detail::check_pool_callable<F>();

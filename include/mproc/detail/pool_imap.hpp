@@ -30,13 +30,17 @@ namespace detail {
 template <class R, bool Unordered = false>
 class ImapRange {
 public:
+    /// @cond
     /// Posts the batch whose first item has index `base`, or says the input is exhausted.
     using Feeder = std::function<std::optional<detail::job_ticket<R>>(std::uint64_t base)>;
+    /// @endcond
 
     /// An empty range (already finished).
     ImapRange() = default;
+    /// @cond
     /// Posts the first two batches; Pool::imap and imap_unordered make these.
     explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
+    /// @endcond
     /// Takes over `other`'s tasks; `other` is left empty.
     ImapRange(ImapRange&& other) noexcept
         : feeder_(std::move(other.feeder_)), batches_(std::move(other.batches_)), buffer_(std::move(other.buffer_)),
