@@ -116,7 +116,7 @@ public:
     /// @throws RemoteError when the initializer threw in a worker.
     explicit Pool(const PoolOptions& options)
         : core_(std::make_shared<detail::pool_core>(detail::resolved(options))) {}
-    /// Takes over the workers; the moved-from Pool throws StateError on any use but destruction.
+    /// Takes over the workers; the moved-from Pool has none (map, submit... throw StateError).
     Pool(Pool&&) noexcept = default;
     /// Terminates this pool's workers, then takes over `other`'s.
     Pool& operator=(Pool&& other) noexcept {

@@ -131,7 +131,7 @@ public:
     // Copies share the queue; there is no empty, moved-from state.
     /// Another handle on the same queue (in this process and in children forked later).
     Queue(const Queue&) = default;
-    /// Makes this handle refer to `other`'s queue.
+    /// Makes this handle refer to the assigned handle's queue.
     Queue& operator=(const Queue&) = default;
     ~Queue() = default;
 
