@@ -114,6 +114,7 @@ public:
     /// handler reaps every child): the kernel dropped it.
     static constexpr int lost_status = std::numeric_limits<int>::min();
 
+    /// Process `pid` ended without its result; what() says how.
     /// @param pid the process that ended.
     /// @param status Python's exitcode convention: negative signal number, or the exit code;
     ///        lost_status when unknown.
