@@ -47,7 +47,8 @@ private:
 /// message. `task_index()` is set when the exception came from one task of a map.
 class RemoteError : public Error {
 public:
-    /// what() reads `task 3 raised std::invalid_argument: bad input` (`remote ...` without an index).
+    /// what() reads `task 3 raised std::invalid_argument: bad input`, or `remote ...` without
+    /// an index.
     RemoteError(std::string type_name, std::string message,
                 std::optional<std::size_t> task_index = std::nullopt)
         : Error(describe(type_name, message, task_index)), type_name_(std::move(type_name)),

@@ -34,6 +34,7 @@ class Decoder;
 /// template (defined in codec_default.hpp) serves arithmetic types, enums, types with a member
 /// serialize, and trivially copyable structs; the std library types have their own
 /// specializations, and a full specialization of yours takes precedence over all of them.
+/// The encoding of each supported type, and what is refused: see codec.hpp.
 /// @headerfile codec.hpp <mproc/codec.hpp>
 template <class T, class Enable = void>
 struct codec;
