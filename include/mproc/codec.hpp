@@ -1,40 +1,42 @@
-// mproc::codec: the one encoding of everything that crosses a process boundary by value.
-//
-// What is encodable, and how it looks on the wire (the host's little-endian layout; both ends
-// run the same binary on the same machine, so the format is not meant to be portable or stable):
-//   - bool: one byte, 0 or 1 (anything else is a DecodeError).
-//   - other arithmetic types, enums (as their underlying type), std::byte: their bytes.
-//   - std::string, std::vector, std::deque, std::list, std::map, std::unordered_map, std::set,
-//     std::unordered_set: a u64 count, then the elements. Contiguous runs of bitwise elements
-//     (arithmetic, enums, bitwise structs, std::array of those) are one memcpy each way.
-//     std::vector<bool> packs eight bits a byte.
-//   - std::array, std::pair, std::tuple: the elements, no count. std::monostate: nothing.
-//   - std::optional: a flag byte, then the value. std::variant: the index (one byte when it has
-//     at most 256 alternatives, else four), then the alternative.
-//   - std::chrono::duration / time_point: the count.
-//   - a type with a member `template <class Ar> void serialize(Ar& ar) { ar(a, b, c); }`
-//     (cereal's style, so cereal types work unchanged; the same function serves both directions,
-//     it must be default-constructible to be decoded; befriend mproc::codec_access if private).
-//   - a type with a specialization of mproc::codec<T> (static encode and decode).
-//   - otherwise, a trivially copyable class type is copied bitwise, padding included. A struct
-//     holding pointers is copied too, and its pointers are meaningless in the other process:
-//     give such a type a serialize. Bitwise decoding trusts the bytes, so a bool or an enum member
-//     of such a struct could arrive holding a value it cannot hold; a struct that receives
-//     untrusted bytes and has such members should define serialize as well.
-// Refused at compile time, with one sentence saying why: raw pointers (T*, member pointers,
-// nullptr_t), std::unique_ptr / shared_ptr / weak_ptr, std::function, the non-owning views
-// std::string_view / std::span / std::reference_wrapper, and any type with none of the above.
-//
-// Decoding never trusts its input. Truncated, corrupted or hostile bytes throw mproc::DecodeError:
-// every read is bounds-checked, a bool, an optional flag or a variant index out of range is an
-// error, and so is a repeated key in a map or set, or bytes left after the value. Counts are u64
-// (no 2 GiB limit) and are checked against the bytes left before anything is allocated: a count
-// n of elements taking at least m bytes each must satisfy n * max(m, 1) <= bytes left, so a
-// decoded container never holds more elements than the message has bytes. For that to hold, an
-// element whose encoding turns out empty (std::monostate, std::tuple<>, std::array<T, 0>, an
-// empty serialize) is followed by one zero byte inside a counted container; types known to take
-// at least one byte pay nothing for this rule. Nesting deeper than Decoder::max_depth is refused,
-// so a hostile message of a recursive type cannot overflow the stack.
+/// @file
+/// mproc::codec: the one encoding of everything that crosses a process boundary by value.
+///
+/// What is encodable, and how it looks on the wire (the host's little-endian layout; both ends
+/// run the same binary on the same machine, so the format is not meant to be portable or stable):
+///   - bool: one byte, 0 or 1 (anything else is a DecodeError).
+///   - other arithmetic types, enums (as their underlying type), std::byte: their bytes.
+///   - std::string, std::vector, std::deque, std::list, std::map, std::unordered_map, std::set,
+///     std::unordered_set: a u64 count, then the elements. Contiguous runs of bitwise elements
+///     (arithmetic, enums, bitwise structs, std::array of those) are one memcpy each way.
+///     std::vector<bool> packs eight bits a byte.
+///   - std::array, std::pair, std::tuple: the elements, no count. std::monostate: nothing.
+///   - std::optional: a flag byte, then the value. std::variant: the index (one byte when it has
+///     at most 256 alternatives, else four), then the alternative.
+///   - std::chrono::duration / time_point: the count.
+///   - a type with a member `template <class Ar> void serialize(Ar& ar) { ar(a, b, c); }`
+///     (cereal's style, so cereal types work unchanged; the same function serves both directions,
+///     it must be default-constructible to be decoded; befriend mproc::codec_access if private).
+///   - a type with a specialization of mproc::codec<T> (static encode and decode).
+///   - otherwise, a trivially copyable class type is copied bitwise, padding included. A struct
+///     holding pointers is copied too, and its pointers are meaningless in the other process:
+///     give such a type a serialize. Bitwise decoding trusts the bytes, so a bool or an enum member
+///     of such a struct could arrive holding a value it cannot hold; a struct that receives
+///     untrusted bytes and has such members should define serialize as well.
+///
+/// Refused at compile time, with one sentence saying why: raw pointers (T*, member pointers,
+/// nullptr_t), std::unique_ptr / shared_ptr / weak_ptr, std::function, the non-owning views
+/// std::string_view / std::span / std::reference_wrapper, and any type with none of the above.
+///
+/// Decoding never trusts its input. Truncated, corrupted or hostile bytes throw mproc::DecodeError:
+/// every read is bounds-checked, a bool, an optional flag or a variant index out of range is an
+/// error, and so is a repeated key in a map or set, or bytes left after the value. Counts are u64
+/// (no 2 GiB limit) and are checked against the bytes left before anything is allocated: a count
+/// n of elements taking at least m bytes each must satisfy n * max(m, 1) <= bytes left, so a
+/// decoded container never holds more elements than the message has bytes. For that to hold, an
+/// element whose encoding turns out empty (std::monostate, std::tuple<>, std::array<T, 0>, an
+/// empty serialize) is followed by one zero byte inside a counted container; types known to take
+/// at least one byte pay nothing for this rule. Nesting deeper than Decoder::max_depth is refused,
+/// so a hostile message of a recursive type cannot overflow the stack.
 #pragma once
 
 #include <mproc/detail/codec_containers.hpp>

@@ -28,11 +28,14 @@ public:
 /// @endcode
 class SystemError : public Error {
 public:
+    /// `call` failed with `errno_value`; what() names both, e.g. "shm_open: File exists".
     SystemError(int errno_value, const std::string& call)
         : Error(call + ": " + std::generic_category().message(errno_value)),
           code_(errno_value, std::generic_category()), call_(call) {}
 
+    /// The errno, in std::generic_category: compare it with a std::errc.
     [[nodiscard]] const std::error_code& code() const noexcept { return code_; }
+    /// The name of the system call that failed.
     [[nodiscard]] const std::string& call() const noexcept { return call_; }
 
 private:
@@ -44,6 +47,8 @@ private:
 /// message. `task_index()` is set when the exception came from one task of a map.
 class RemoteError : public Error {
 public:
+    /// what() reads `task 3 raised std::invalid_argument: bad input`, or `remote ...` without
+    /// an index.
     RemoteError(std::string type_name, std::string message,
                 std::optional<std::size_t> task_index = std::nullopt)
         : Error(describe(type_name, message, task_index)), type_name_(std::move(type_name)),
@@ -53,6 +58,7 @@ public:
     [[nodiscard]] const std::string& type_name() const noexcept { return type_name_; }
     /// The original exception's what().
     [[nodiscard]] const std::string& message() const noexcept { return message_; }
+    /// The index of the failed task in the map's input, when there is one.
     [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
 
 private:
@@ -109,12 +115,16 @@ public:
     /// handler reaps every child): the kernel dropped it.
     static constexpr int lost_status = std::numeric_limits<int>::min();
 
+    /// Process `pid` ended without its result; what() says how.
+    /// @param pid the process that ended.
     /// @param status Python's exitcode convention: negative signal number, or the exit code;
     ///        lost_status when unknown.
+    /// @param task_index the task it was running, when it was a map's worker.
     ProcessCrashed(int pid, int status, std::optional<std::size_t> task_index = std::nullopt)
         : Error(describe(pid, status, task_index)), pid_(pid), status_(status),
           task_index_(task_index) {}
 
+    /// The pid of the process that ended.
     [[nodiscard]] int pid() const noexcept { return pid_; }
     /// True when the exit status is unknown (see lost_status): signal() is 0, exit_code() empty.
     [[nodiscard]] bool status_lost() const noexcept { return status_ == lost_status; }
@@ -126,6 +136,7 @@ public:
     }
     /// Python's exitcode: -signal or the exit code.
     [[nodiscard]] int exitcode() const noexcept { return status_; }
+    /// The index of the task it was running in the map's input, when there is one.
     [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
 
 private:
@@ -151,9 +162,11 @@ private:
 class TimeoutError : public Error {
 public:
     using Error::Error;
+    /// A task of a map, `task_index` in its input, ran past its time limit.
     TimeoutError(const std::string& what, std::size_t task_index)
         : Error(what), task_index_(task_index) {}
 
+    /// The task that ran past its time limit; empty for a wait that ran past its deadline.
     [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
 
 private:

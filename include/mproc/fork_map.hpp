@@ -31,6 +31,7 @@ struct fork_map_context {
 /// workers; an exception is a RemoteError and a dead worker a ProcessCrashed, each naming the
 /// task's index, as in the Pool. The workers are gone when it returns (or throws).
 /// Options: processes, initializer, task_timeout, progress and on_progress apply.
+/// @return a std::vector of f's results, one per input.
 /// @code
 /// std::vector<double> big = load();                  // stays in the parent, shared by COW
 /// auto sums = mproc::fork_map([&big](std::size_t block) { return sum(big, block); },

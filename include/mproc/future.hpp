@@ -23,6 +23,7 @@ class Pool;
 template <class R>
 class Future {
 public:
+    /// An empty Future (valid() is false), to be assigned one from Pool::submit.
     Future() = default;
 
     /// Waits, then returns the task's result.
@@ -53,6 +54,7 @@ public:
         core_->retire(seq_);  // harvests the outcome into state_
         return true;
     }
+    /// False for a default-constructed Future: get(), wait() and ready() then throw StateError.
     [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 
 private:
@@ -98,10 +100,13 @@ private:
 template <class R>
 class AsCompleted {
 public:
+    /// Watches `futures`, which must outlive the range; see as_completed.
     explicit AsCompleted(std::vector<Future<R>>& futures) {
         for (auto& f : futures) pending_.push_back(&f);
     }
 
+    /// @cond
+    // A single-pass input iterator; users only see it through range-for.
     class iterator {
     public:
         using value_type = Future<R>;
@@ -119,9 +124,13 @@ public:
     private:
         AsCompleted* owner_ = nullptr;
     };
+    /// @endcond
 
+    /// Waits for the first Future to be ready; the iteration yields each one once, as a Future<R>&.
     iterator begin() { return iterator(this); }
+    /// The end of the iteration: every Future has been yielded.
     std::default_sentinel_t end() { return {}; }
+    /// True once every Future has been yielded.
     [[nodiscard]] bool done() const noexcept { return current_ == nullptr; }
 
 private:

@@ -29,9 +29,12 @@ class Connection {
                   "serialize(Ar&) or specialize mproc::codec<T>)");
 
 public:
+    /// A closed end, to be assigned one made by Pipe().
     Connection() = default;
+    /// @cond
     Connection(detail::unique_fd fd, bool readable, bool writable) noexcept
         : fd_(std::move(fd)), readable_(readable), writable_(writable) {}
+    /// @endcond
 
     /// Sends one message; blocks while the peer's buffer is full.
     /// @throws EndOfStream when the peer end is closed; StateError on a closed or receive-only end.
@@ -80,8 +83,11 @@ public:
     /// Closes this end in this process. Further use is a StateError; closing twice is harmless.
     void close() noexcept { fd_.reset(); }
 
+    /// Whether this end is closed in this process (close(), or a failed recv()).
     [[nodiscard]] bool closed() const noexcept { return !fd_.valid(); }
+    /// Whether this end may recv(): false for a simplex Pipe's sending end.
     [[nodiscard]] bool readable() const noexcept { return readable_; }
+    /// Whether this end may send(): false for a simplex Pipe's receiving end.
     [[nodiscard]] bool writable() const noexcept { return writable_; }
     /// The underlying descriptor, for a user's own poll loop (-1 once closed). Leave it blocking:
     /// recv() reads whole messages.

@@ -108,12 +108,17 @@ auto post_map(const std::shared_ptr<pool_core>& core, const Fn& fn, const Range&
 /// @endcode
 class Pool {
 public:
+    /// One worker per usable core (cpu_count()).
     Pool() : Pool(PoolOptions{}) {}
+    /// `processes` workers (0: one per usable core).
     explicit Pool(unsigned processes) : Pool(detail::with_processes(processes)) {}
+    /// A pool as `options` say; the workers are started before it returns.
     /// @throws RemoteError when the initializer threw in a worker.
     explicit Pool(const PoolOptions& options)
         : core_(std::make_shared<detail::pool_core>(detail::resolved(options))) {}
+    /// Takes over the workers; the moved-from Pool has none (map, submit... throw StateError).
     Pool(Pool&&) noexcept = default;
+    /// Terminates this pool's workers, then takes over `other`'s.
     Pool& operator=(Pool&& other) noexcept {
         if (this != &other) {
             if (core_) core_->terminate();
@@ -134,6 +139,7 @@ public:
     /// pulled by idle workers, so uneven work keeps every core busy.
     /// @throws RemoteError (with the task's index) when f threw; ProcessCrashed when a worker
     ///         died running a task.
+    /// @return a std::vector of f's results, one per input.
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto map(F&& f, const Range& inputs, std::size_t chunksize = 0) {
         return map(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
@@ -146,10 +152,12 @@ public:
     }
 
     /// Like map, with each input a tuple or pair spread as the arguments: g(a, b).
+    /// @return a std::vector of the results, one per input.
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto starmap(F&& f, const Range& inputs, std::size_t chunksize = 0) {
         return starmap(std::forward<F>(f), inputs, detail::with_chunksize(chunksize));
     }
+    /// starmap with per-call options (chunk size, task time limit).
     template <class F, std::ranges::sized_range Range>
     [[nodiscard]] auto starmap(F&& f, const Range& inputs, const MapOptions& options) {
         detail::check_pool_callable<F>();
@@ -160,11 +168,13 @@ public:
     /// reaches the failed task, after every result before it. Chunks of 1 item by default, as in
     /// Python (0 picks a size). Any input range: it is read a batch at a time as the results are
     /// consumed (MapOptions::lookahead), and an rvalue range is kept alive by the result.
+    /// @return an ImapRange<R> (R: f's result type), a single-pass range to iterate once.
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
         return imap(std::forward<F>(f), std::forward<Range>(inputs), detail::with_chunksize(chunksize));
     }
+    /// imap with per-call options (chunk size, task time limit, lookahead).
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap(F&& f, Range&& inputs, const MapOptions& options) {
@@ -173,11 +183,13 @@ public:
     }
 
     /// Results as a lazy range in completion order.
+    /// @return an ImapRange<R, true>, a single-pass range to iterate once.
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
         return imap_unordered(std::forward<F>(f), std::forward<Range>(inputs), detail::with_chunksize(chunksize));
     }
+    /// imap_unordered with per-call options (chunk size, task time limit, lookahead).
     template <class F, std::ranges::viewable_range Range>
         requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, const MapOptions& options) {
@@ -186,6 +198,7 @@ public:
     }
 
     /// Runs f(args...) in a worker; the Future gives the result.
+    /// @return a Future<R>, R being what f returns.
     template <class F, class... Args>
     [[nodiscard]] auto submit(F&& f, Args&&... args) {
         detail::check_pool_callable<F>();

@@ -67,6 +67,7 @@ class Process {
     static_assert(!std::is_reference_v<R>, "mproc::Process: R must be a value type");
 
 public:
+    /// The callable's return type, what result() returns.
     using result_type = R;
 
     /// Binds f(args...) to run in the child. Arguments are stored by value (decayed copies).
@@ -77,7 +78,10 @@ public:
         : task_(std::make_unique<detail::bound_process_task<R, std::decay_t<F>, std::decay_t<Args>...>>(
               std::forward<F>(f), std::forward<Args>(args)...)) {}
 
+    /// Takes over the child (or the callable, before start()); the moved-from Process is empty.
     Process(Process&&) noexcept = default;
+    /// Stops and reaps this Process's running child as the destructor does, then takes over
+    /// `other`'s.
     Process& operator=(Process&& other) noexcept {
         if (this != &other) {
             stop_if_owner();
@@ -154,6 +158,8 @@ private:
     pid_t owner_ = 0;                  // the process that called start()
 };
 
+/// Deduces R from what f(args...) returns: `mproc::Process p(f, 7);` is a Process<int> for an
+/// int f(int).
 template <class F, class... Args>
 Process(F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
 

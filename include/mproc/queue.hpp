@@ -129,7 +129,9 @@ public:
         : ring_(options.ring_bytes, options.spill_bytes, options.maxsize) {}
 
     // Copies share the queue; there is no empty, moved-from state.
+    /// Another handle on the same queue (in this process and in children forked later).
     Queue(const Queue&) = default;
+    /// Makes this handle refer to the assigned handle's queue.
     Queue& operator=(const Queue&) = default;
     ~Queue() = default;
 
@@ -208,8 +210,10 @@ public:
     /// @endcode
     [[nodiscard]] std::uint64_t dropped() const noexcept { return ring_.dropped(); }
 
+    /// @cond
 protected:
     detail::queue_ring ring_;
+    /// @endcond
 
 private:
     bool put_until(const T& value, const detail::Deadline& deadline) {

@@ -67,6 +67,7 @@ public:
 
     /// The value itself, in shared memory.
     [[nodiscard]] T& value() noexcept { return block_->value; }
+    /// The value itself, read-only.
     [[nodiscard]] const T& value() const noexcept { return block_->value; }
     /// The lock that guards value(); the same lock in every process.
     [[nodiscard]] Lock& get_lock() noexcept { return lock_; }
@@ -87,21 +88,26 @@ public:
     {
         return std::atomic_ref<T>(block_->value);
     }
+    /// Reads the value atomically, without the lock.
     [[nodiscard]] T load(std::memory_order o = std::memory_order_seq_cst) const noexcept
         requires detail::lock_free_atomic<T>
     {
         return std::atomic_ref<T>(block_->value).load(o);
     }
+    /// Writes `v` atomically, without the lock.
     void store(T v, std::memory_order o = std::memory_order_seq_cst) noexcept
         requires detail::lock_free_atomic<T>
     {
         atomic().store(v, o);
     }
+    /// Writes `v` atomically; returns the previous value.
     T exchange(T v, std::memory_order o = std::memory_order_seq_cst) noexcept
         requires detail::lock_free_atomic<T>
     {
         return atomic().exchange(v, o);
     }
+    /// Writes `desired` if the value equals `expected` (a strong compare-and-swap); otherwise
+    /// loads the current value into `expected`. True when it wrote.
     bool compare_exchange(T& expected, T desired) noexcept requires detail::lock_free_atomic<T>
     {
         return atomic().compare_exchange_strong(expected, desired);
@@ -112,21 +118,25 @@ public:
     {
         return atomic().fetch_add(d, o);
     }
+    /// Subtracts atomically; returns the previous value.
     T fetch_sub(T d, std::memory_order o = std::memory_order_seq_cst) noexcept
         requires detail::lock_free_atomic<T> && (std::integral<T> || std::floating_point<T>)
     {
         return atomic().fetch_sub(d, o);
     }
+    /// Bitwise and, atomically (integers); returns the previous value.
     T fetch_and(T m, std::memory_order o = std::memory_order_seq_cst) noexcept
         requires detail::lock_free_atomic<T> && std::integral<T>
     {
         return atomic().fetch_and(m, o);
     }
+    /// Bitwise or, atomically (integers); returns the previous value.
     T fetch_or(T m, std::memory_order o = std::memory_order_seq_cst) noexcept
         requires detail::lock_free_atomic<T> && std::integral<T>
     {
         return atomic().fetch_or(m, o);
     }
+    /// Bitwise exclusive or, atomically (integers); returns the previous value.
     T fetch_xor(T m, std::memory_order o = std::memory_order_seq_cst) noexcept
         requires detail::lock_free_atomic<T> && std::integral<T>
     {
@@ -164,8 +174,11 @@ class SharedArray {
     static_assert(alignof(T) <= 4096, "mproc::SharedArray<T>: T's alignment exceeds a page");
 
 public:
+    /// The element type.
     using value_type = T;
+    /// A plain pointer into the shared elements.
     using iterator = T*;
+    /// A plain pointer to const elements.
     using const_iterator = const T*;
 
     /// `n` elements, each initialised to `fill`.
@@ -180,18 +193,30 @@ public:
     explicit SharedArray(std::span<const T> init) : SharedArray(init.size()) {
         std::copy(init.begin(), init.end(), begin());
     }
+    /// A copy of `init`: `mproc::SharedArray<int> a{1, 2, 3};`.
     SharedArray(std::initializer_list<T> init) : SharedArray(std::span<const T>(init.begin(), init.size())) {}
 
+    /// The number of elements, fixed at construction.
     [[nodiscard]] std::size_t size() const noexcept { return block_->size; }
+    /// Element `i`, unchecked; guard compound updates with get_lock().
     [[nodiscard]] T& operator[](std::size_t i) noexcept { return data()[i]; }
+    /// Element `i` of a const array, unchecked.
     [[nodiscard]] const T& operator[](std::size_t i) const noexcept { return data()[i]; }
+    /// The first element, in shared memory.
     [[nodiscard]] T* data() noexcept { return block_->elements(); }
+    /// The first element of a const array.
     [[nodiscard]] const T* data() const noexcept { return block_->elements(); }
+    /// An iterator to the first element.
     [[nodiscard]] iterator begin() noexcept { return data(); }
+    /// An iterator past the last element.
     [[nodiscard]] iterator end() noexcept { return data() + size(); }
+    /// A const iterator to the first element.
     [[nodiscard]] const_iterator begin() const noexcept { return data(); }
+    /// A const iterator past the last element.
     [[nodiscard]] const_iterator end() const noexcept { return data() + size(); }
+    /// The elements as a std::span.
     [[nodiscard]] std::span<T> span() noexcept { return {data(), size()}; }
+    /// The elements of a const array as a std::span.
     [[nodiscard]] std::span<const T> span() const noexcept { return {data(), size()}; }
     /// The lock that guards the elements; the same lock in every process.
     [[nodiscard]] Lock& get_lock() noexcept { return lock_; }

@@ -79,6 +79,12 @@ private:
 /// updated. The lock stays usable. Unlike Python's Lock, only the thread that acquired a Lock
 /// may release it (that ownership is how its death is noticed), and acquiring it twice from one
 /// thread throws StateError instead of deadlocking.
+///
+/// Timed and standard spellings (from a base shared with RLock and Condition):
+/// try_acquire_for(timeout) and try_acquire_until(time_point) wait at most that long and return
+/// whether they acquired it; lock(), try_lock(), try_lock_for(), try_lock_until() and unlock()
+/// are the same calls under std's names, for std::lock_guard, std::unique_lock and
+/// std::scoped_lock.
 /// @code
 /// mproc::Lock lock;
 /// { std::lock_guard g(lock); ... }
@@ -89,9 +95,11 @@ public:
     /// A new, unlocked lock in its own shared mapping.
     Lock() : mutex_(detail::make_shared_state<detail::robust_mutex>()) {}
 
+    /// @cond
     /// Refers to a mutex placed inside another shared object (SharedValue's lock); `mutex`
     /// keeps that object's mapping alive.
     explicit Lock(std::shared_ptr<detail::robust_mutex> mutex) noexcept : mutex_(std::move(mutex)) {}
+    /// @endcond
 
     /// Blocks until acquired.
     /// @throws StateError when this thread holds it already (it could only deadlock).
@@ -103,11 +111,13 @@ public:
     /// Acquires only if free (or its owner died); true when acquired. False when this thread
     /// holds it already.
     [[nodiscard]] bool try_acquire() { return take(mutex_->try_lock()); }
+    /// @cond
     /// Blocks until acquired or the deadline passes; true when acquired. False at once when
     /// this thread holds it already: nobody else can release it.
     [[nodiscard]] bool acquire_until(const detail::Deadline& deadline) {
         return take(mutex_->lock_until(deadline));
     }
+    /// @endcond
     /// Releases. @throws StateError when this thread does not hold it.
     void release() { mutex_->unlock(); }
 
@@ -145,7 +155,8 @@ struct rlock_state {
 
 /// A process-shared reentrant lock: the owning thread may acquire it again, and releases it as
 /// many times. Owner death as for Lock: the next acquirer gets it with owner_died() true and a
-/// depth of one, whatever depth the dead owner held.
+/// depth of one, whatever depth the dead owner held. The same timed and standard spellings as
+/// Lock.
 /// @code
 /// mproc::RLock r;
 /// std::lock_guard outer(r);
@@ -153,14 +164,18 @@ struct rlock_state {
 /// @endcode
 class RLock : public detail::lockable_names<RLock> {
 public:
+    /// A new, free lock in its own shared mapping.
     RLock() : state_(detail::make_shared_state<detail::rlock_state>()) {}
 
     /// Blocks until acquired (at once when this thread owns it).
     void acquire() { (void)take(state_->mutex.lock()); }
+    /// Acquires only if free, owned by this thread, or its owner died; true when acquired.
     [[nodiscard]] bool try_acquire() { return take(state_->mutex.try_lock()); }
+    /// @cond
     [[nodiscard]] bool acquire_until(const detail::Deadline& deadline) {
         return take(state_->mutex.lock_until(deadline));
     }
+    /// @endcond
     /// Releases one level; the lock is free when every acquire has its release.
     /// @throws StateError when this thread does not own it.
     void release();
@@ -218,7 +233,9 @@ struct condition_state {
 /// Built on a futex sequence word, never a process-shared pthread_cond_t (glibc bugs 21422 and
 /// 25847 lose wake-ups and hang there). Wake-ups may be spurious, as with every condition
 /// variable: wait with a predicate, or re-check after wait(). wait() may also be given any other
-/// lock (std::unique_lock<Lock>, an RLock held once) that the caller holds.
+/// lock (std::unique_lock<Lock>, an RLock held once) that the caller holds. The condition is
+/// itself a lock (its Lock's acquire and release, with the same timed and standard spellings as
+/// Lock), so `std::lock_guard g(cv)` holds get_lock().
 /// @code
 /// mproc::Condition cv;
 /// { std::unique_lock lk(cv); cv.wait(lk, [&] { return ready.value(); }); }   // waiter
@@ -234,11 +251,16 @@ public:
 
     /// The lock the no-lock-argument waits release and re-acquire.
     [[nodiscard]] Lock& get_lock() noexcept { return lock_; }
+    /// get_lock().acquire().
     void acquire() { lock_.acquire(); }
+    /// get_lock().try_acquire().
     [[nodiscard]] bool try_acquire() { return lock_.try_acquire(); }
+    /// @cond
     [[nodiscard]] bool acquire_until(const detail::Deadline& deadline) {
         return lock_.acquire_until(deadline);
     }
+    /// @endcond
+    /// get_lock().release().
     void release() { lock_.release(); }
     /// Whether the last acquisition of the lock (including the re-acquisition at the end of a
     /// wait) took it over from a dead owner.
@@ -268,12 +290,15 @@ public:
 
     /// Python's spelling: the caller holds get_lock() (e.g. `std::lock_guard g(cv)`).
     void wait() { wait(lock_); }
+    /// wait(get_lock(), ready): Python's wait_for(predicate).
     template <std::predicate Ready>
     void wait(Ready ready) { wait(lock_, std::move(ready)); }
+    /// wait_for(get_lock(), timeout): Python's wait(timeout).
     template <class Rep, class Period>
     [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) {
         return wait_for(lock_, timeout);
     }
+    /// wait_for(get_lock(), timeout, ready): Python's wait_for(predicate, timeout).
     template <class Rep, class Period, std::predicate Ready>
     [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout, Ready ready) {
         return wait_for(lock_, timeout, std::move(ready));

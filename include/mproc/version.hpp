@@ -24,6 +24,9 @@
     }                       \
     }
 
+/// @namespace mproc
+/// Every public name of mproc. The names live in an inline namespace named after the major
+/// version (`mproc::v0`), which user code never spells; `mproc::detail` is the implementation.
 MPROC_NAMESPACE_BEGIN
 
 /// The library version as "major.minor.patch".

@@ -34,6 +34,8 @@ class Decoder;
 /// template (defined in codec_default.hpp) serves arithmetic types, enums, types with a member
 /// serialize, and trivially copyable structs; the std library types have their own
 /// specializations, and a full specialization of yours takes precedence over all of them.
+/// The encoding of each supported type, and what is refused: see codec.hpp.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 template <class T, class Enable = void>
 struct codec;
 
@@ -61,8 +63,10 @@ void decode_into(Decoder& d, T& value);
 /// Two more kinds serve mproc::encoded_size and mproc::encode_to: one that only counts the bytes
 /// (Encoder::counter()), and one that writes into a caller's fixed span. Codecs see the same
 /// Encoder& in all three and need not know which they write to.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 class Encoder {
 public:
+    /// Appends to `out`, which must outlive the Encoder.
     explicit Encoder(std::vector<std::byte>& out) noexcept : out_(&out) {}
     /// Writes into `into`, from its start. @throws Error from write_bytes when it is full.
     explicit Encoder(std::span<std::byte> into) noexcept : to_(into.data()), capacity_(into.size()) {}
@@ -124,12 +128,14 @@ private:
 /// @endcode
 /// Every failure (truncation, a bad tag, a count larger than the bytes left, nesting deeper than
 /// max_depth) throws mproc::DecodeError.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 class Decoder {
 public:
     /// Values nested deeper than this are refused: a hostile message of a recursive type
     /// (struct Node { std::vector<Node> children; }) must not overflow the stack.
     static constexpr int max_depth = 1000;
 
+    /// Reads `bytes` from their start; they must outlive the Decoder.
     explicit Decoder(std::span<const std::byte> bytes) noexcept : bytes_(bytes) {}
 
     /// Copies the next n bytes out. @throws DecodeError when fewer than n remain.
@@ -152,6 +158,7 @@ public:
         (detail::decode_into(*this, values), ...);
     }
 
+    /// The bytes not read yet.
     [[nodiscard]] std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
 
     /// Reads a u64 count of elements, each taking at least `min_element_size` bytes on the wire
@@ -168,6 +175,7 @@ public:
     /// Counts one level of nesting for the lifetime of the guard.
     class DepthGuard {
     public:
+        /// Enters one level. @throws DecodeError past max_depth.
         explicit DepthGuard(Decoder& d) : d_(d) {
             if (d_.depth_ >= max_depth) detail::throw_decode("values nested too deeply");
             ++d_.depth_;
@@ -187,11 +195,14 @@ private:
 };
 
 /// Gives the codec access to a private member serialize: `friend struct mproc::codec_access;`.
+/// @headerfile codec.hpp <mproc/codec.hpp>
 struct codec_access {
+    /// @cond
     template <class T, class Ar>
     static auto serialize(T& value, Ar& ar) -> decltype(value.serialize(ar)) {
         return value.serialize(ar);
     }
+    /// @endcond
 };
 
 MPROC_NAMESPACE_END

@@ -127,10 +127,12 @@ consteval auto select_default_codec() {
 
 }  // namespace detail
 
+/// @cond
 /// The primary template: picks the default encoding of T (see select_default_codec), or marks T
 /// as refused so that using it fails to compile with a sentence that says what to add.
 template <class T, class Enable>
 struct codec : decltype(detail::select_default_codec<T>()) {};
+/// @endcond
 
 namespace detail {
 
@@ -238,6 +240,7 @@ constexpr void diagnose() {
 /// std library type of encodable elements, a trivially copyable struct, a type with a member
 /// serialize(Ar&), or one with a codec<T> specialization. (For the last two, the members are
 /// checked when serialize or the specialization is instantiated.)
+/// @headerfile codec.hpp <mproc/codec.hpp>
 template <class T>
 concept Encodable = detail::encodable<T>();
 

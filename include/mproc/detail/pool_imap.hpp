@@ -26,14 +26,22 @@ namespace detail {
 /// reaches the failed item, after every result before it. Unordered: chunk by chunk in the order
 /// the workers finish them, batch after batch. Dropping the range early cancels the tasks not
 /// yet started.
+/// @headerfile pool.hpp <mproc/pool.hpp>
 template <class R, bool Unordered = false>
 class ImapRange {
 public:
+    /// @cond
     /// Posts the batch whose first item has index `base`, or says the input is exhausted.
     using Feeder = std::function<std::optional<detail::job_ticket<R>>(std::uint64_t base)>;
+    /// @endcond
 
+    /// An empty range (already finished).
     ImapRange() = default;
+    /// @cond
+    /// Posts the first two batches; Pool::imap and imap_unordered make these.
     explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
+    /// @endcond
+    /// Takes over `other`'s tasks; `other` is left empty.
     ImapRange(ImapRange&& other) noexcept
         : feeder_(std::move(other.feeder_)), batches_(std::move(other.batches_)), buffer_(std::move(other.buffer_)),
           at_(other.at_), posted_items_(other.posted_items_), failed_here_(other.failed_here_),
@@ -46,6 +54,8 @@ public:
         for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);  // cancels what has not started
     }
 
+    /// @cond
+    // A single-pass input iterator; users only see it through range-for.
     class iterator {
     public:
         using value_type = R;
@@ -65,9 +75,16 @@ public:
     private:
         ImapRange* owner_ = nullptr;
     };
+    /// @endcond
 
+    /// Waits for the first result; the iteration yields each result as a const R&. Single pass:
+    /// call it once.
+    /// @throws RemoteError, ProcessCrashed or TimeoutError, like Pool::map, when iteration reaches
+    ///         a failed task (so does advancing the iterator).
     iterator begin() { return iterator(this); }
+    /// True once every result has been read, or an error was thrown.
     [[nodiscard]] bool finished() const noexcept { return finished_; }
+    /// The end of the results.
     std::default_sentinel_t end() { return {}; }
 
 private:

@@ -17,6 +17,7 @@ MPROC_NAMESPACE_BEGIN
 /// opts.task_timeout = std::chrono::seconds(2);
 /// mproc::Pool pool(opts);
 /// @endcode
+/// @headerfile pool.hpp <mproc/pool.hpp>
 struct PoolOptions {
     /// Worker processes; 0 means mproc::cpu_count().
     unsigned processes = 0;
@@ -43,6 +44,7 @@ struct PoolOptions {
 };
 
 /// Per-call options of Pool::map / starmap / imap / fork_map.
+/// @headerfile pool.hpp <mproc/pool.hpp>
 struct MapOptions {
     /// Items per chunk; 0 picks them: guided chunks, big first and small last (about 20 per
     /// worker), so uneven work never leaves a core idle at the end.

@@ -17,7 +17,7 @@
 
 MPROC_NAMESPACE_BEGIN
 
-/// A block of named shared memory (shm_open, seen as /dev/shm/<name>), like Python's
+/// A block of named shared memory (shm_open, seen as `/dev/shm/<name>`), like Python's
 /// multiprocessing.shared_memory.SharedMemory: one process create()s it, others attach() by name.
 ///
 /// Who owns the name: the creator. Its destructor unlinks the name unless keep() was called (or
@@ -33,6 +33,7 @@ MPROC_NAMESPACE_BEGIN
 /// view.unlink();                                                // every party attached: drop the name
 /// std::memcpy(view.data(), bytes, n);
 /// @endcode
+/// @headerfile shared.hpp <mproc/shared.hpp>
 class SharedMemory {
 public:
     /// Creates `name` ("name" or "/name", at most 254 characters, no other '/') of `bytes`,
@@ -75,9 +76,12 @@ public:
         return SharedMemory(std::move(path), detail::shared_mapping(fd.get(), bytes, writable), false);
     }
 
+    /// Takes over the mapping, and the duty to unlink the name; `other` is left empty.
     SharedMemory(SharedMemory&& other) noexcept
         : path_(std::move(other.path_)), mapping_(std::move(other.mapping_)),
           owner_pid_(std::exchange(other.owner_pid_, 0)) {}
+    /// Releases this handle as the destructor does (unlinking the name it created), then takes
+    /// over `other`'s.
     SharedMemory& operator=(SharedMemory&& other) noexcept {
         if (this != &other) {
             release_name();
@@ -92,8 +96,11 @@ public:
     /// Unmaps; the creator also unlinks the name (unless keep() was called). Never throws.
     ~SharedMemory() { release_name(); }
 
+    /// The first byte of the mapping (page-aligned).
     [[nodiscard]] std::byte* data() const noexcept { return static_cast<std::byte*>(mapping_.data()); }
+    /// The block's size in bytes.
     [[nodiscard]] std::size_t size() const noexcept { return mapping_.size(); }
+    /// The whole block as a span.
     [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data(), size()}; }
     /// The name without its leading '/', as given to attach().
     [[nodiscard]] std::string name() const { return path_.empty() ? path_ : path_.substr(1); }

@@ -19,6 +19,7 @@ MPROC_NAMESPACE_BEGIN
 
 /// A Barrier is broken: abort() or reset() was called, a wait timed out, or a member died while
 /// waiting. Every current and later wait() throws it until reset().
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class BrokenBarrierError : public Error {
 public:
     using Error::Error;
@@ -61,6 +62,7 @@ static_assert(sizeof(barrier_state) % alignof(robust_mutex) == 0);
 /// // in each of 4 processes:
 /// std::size_t index = bar.wait();     // 0..3, in arrival order
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class Barrier {
 public:
     /// A barrier for `parties` (at least 1) members.
@@ -78,7 +80,9 @@ public:
     [[nodiscard]] std::optional<std::size_t> wait_for(std::chrono::duration<Rep, Period> timeout) {
         return wait_until(detail::Deadline::after(timeout));
     }
+    /// @cond
     [[nodiscard]] std::optional<std::size_t> wait_until(const detail::Deadline& deadline);
+    /// @endcond
 
     /// Breaks the barrier: every waiter, now and later, gets BrokenBarrierError until reset().
     void abort() {
@@ -93,12 +97,14 @@ public:
         changed();
     }
 
+    /// The number of members a round needs.
     [[nodiscard]] std::uint32_t parties() const noexcept { return state_->parties; }
     /// Members waiting in the current round (a snapshot).
     [[nodiscard]] std::uint32_t n_waiting() {
         guard g(*state_);
         return state_->phase == detail::barrier_state::filling ? state_->inside : 0;
     }
+    /// Whether the barrier is broken (a snapshot); reset() mends it.
     [[nodiscard]] bool broken() {
         guard g(*state_);
         return state_->phase == detail::barrier_state::broken;
@@ -200,6 +206,7 @@ inline void Barrier::check_members_locked() {
     }
 }
 
+/// @cond
 inline std::optional<std::size_t> Barrier::wait_until(const detail::Deadline& deadline) {
     auto& s = *state_;
     guard g(s);
@@ -232,5 +239,6 @@ inline std::optional<std::size_t> Barrier::wait_until(const detail::Deadline& de
     if (timed_out) return std::nullopt;
     throw_broken();
 }
+/// @endcond
 
 MPROC_NAMESPACE_END

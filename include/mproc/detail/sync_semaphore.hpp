@@ -34,6 +34,7 @@ struct semaphore_state {
 /// mproc::Semaphore slots(2);          // at most two processes inside
 /// { std::lock_guard g(slots); work(); }
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class Semaphore {
 public:
     /// A semaphore holding `value` units (at most 2^32 - 2).
@@ -49,8 +50,10 @@ public:
     [[nodiscard]] bool try_acquire_for(std::chrono::duration<Rep, Period> timeout) {
         return acquire_until(detail::Deadline::after(timeout));
     }
+    /// @cond
     /// Waits until the deadline at most; true when a unit was taken.
     [[nodiscard]] bool acquire_until(const detail::Deadline& deadline);
+    /// @endcond
 
     /// Gives back `n` units and wakes as many waiters.
     /// @throws StateError when the count would pass its maximum (BoundedSemaphore's initial
@@ -62,11 +65,14 @@ public:
         return state_->count.load(std::memory_order_relaxed);
     }
 
-    /// Same as acquire()/try_acquire()/release(), for std::lock_guard and friends.
+    /// Same as acquire(), for std::lock_guard and friends.
     void lock() { acquire(); }
+    /// Same as try_acquire().
     [[nodiscard]] bool try_lock() noexcept { return try_acquire(); }
+    /// Same as release().
     void unlock() { release(); }
 
+    /// @cond
 protected:
     Semaphore(std::uint32_t value, std::uint32_t max)
         : state_(detail::make_shared_state<detail::semaphore_state>()) {
@@ -74,6 +80,7 @@ protected:
         state_->count.store(value, std::memory_order_relaxed);
         state_->max = max;
     }
+    /// @endcond
 
 private:
     bool take_one() noexcept {
@@ -89,6 +96,7 @@ private:
     std::shared_ptr<detail::semaphore_state> state_;
 };
 
+/// @cond
 inline bool Semaphore::acquire_until(const detail::Deadline& deadline) {
     auto& s = *state_;
     while (!take_one()) {
@@ -98,6 +106,7 @@ inline bool Semaphore::acquire_until(const detail::Deadline& deadline) {
     }
     return true;
 }
+/// @endcond
 
 inline void Semaphore::release(std::uint32_t n) {
     auto& s = *state_;
@@ -118,8 +127,10 @@ inline void Semaphore::release(std::uint32_t n) {
 /// mproc::BoundedSemaphore b(2);
 /// b.acquire(); b.release(); b.release();   // the second release throws
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class BoundedSemaphore : public Semaphore {
 public:
+    /// A semaphore holding `value` units, at most `value` ever.
     explicit BoundedSemaphore(std::uint32_t value = 1) : Semaphore(value, value) {}
 };
 
@@ -136,8 +147,10 @@ struct event_state {
 /// // child: ... ready.set();
 /// if (!ready.wait_for(5s)) throw std::runtime_error("child never got ready");
 /// @endcode
+/// @headerfile sync.hpp <mproc/sync.hpp>
 class Event {
 public:
+    /// A new, clear flag in its own shared mapping.
     Event() : state_(detail::make_shared_state<detail::event_state>()) {}
 
     /// Sets the flag and wakes every waiter.
@@ -147,6 +160,7 @@ public:
     }
     /// Resets the flag; later waits block until the next set().
     void clear() noexcept { state_->flag.store(0, std::memory_order_seq_cst); }
+    /// Whether the flag is set now (a snapshot).
     [[nodiscard]] bool is_set() const noexcept {
         return state_->flag.load(std::memory_order_acquire) != 0;
     }
@@ -158,12 +172,14 @@ public:
     [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) {
         return wait_until(detail::Deadline::after(timeout));
     }
+    /// @cond
     [[nodiscard]] bool wait_until(const detail::Deadline& deadline) {
         auto& s = *state_;
         return detail::wait_until(
                    s.flag, s.waiters, [](std::uint32_t v) { return v != 0; }, deadline)
             .has_value();
     }
+    /// @endcond
 
 private:
     std::shared_ptr<detail::event_state> state_;
