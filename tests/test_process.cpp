@@ -306,9 +306,12 @@ TEST_CASE("Process.no_leaks_after_1000_cycles", "[process][stress]") {
 }
 
 namespace {
-int eintr_polls = 0;
+int eintr_polls = 0;           // EINTRs still to inject
+int eintr_polls_injected = 0;  // EINTRs injected: proves the join went through the seam
 int poll_with_eintr(pollfd* fds, nfds_t n, int timeout) {
-    if (eintr_polls-- > 0) {
+    if (eintr_polls > 0) {
+        --eintr_polls;
+        ++eintr_polls_injected;
         errno = EINTR;
         return -1;
     }
@@ -323,6 +326,7 @@ pid_t failing_fork() {
 TEST_CASE("Process.eintr_during_join", "[process][fault]") {
     mproc_test::ScopedSys sys;
     eintr_polls = 3;
+    eintr_polls_injected = 0;
     sys->poll = poll_with_eintr;
     mproc::Process p([] {
         std::this_thread::sleep_for(50ms);
@@ -330,6 +334,7 @@ TEST_CASE("Process.eintr_during_join", "[process][fault]") {
     });
     p.start();
     CHECK(p.result() == 7);
+    CHECK(eintr_polls_injected == 3);  // every injected EINTR was met, and survived
 }
 
 TEST_CASE("Process.fork_failure_is_a_system_error", "[process][fault]") {
