@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
@@ -195,19 +196,49 @@ TEST_CASE("Process.destructor.reaps_running_child", "[process]") {
     CHECK(errno == ECHILD);  // reaped: no zombie left
 }
 
+namespace {
+volatile std::sig_atomic_t* sigterm_noted = nullptr;  // in a page shared with the parent
+extern "C" void note_sigterm(int) { *sigterm_noted = 1; }
+// The signals the library sends through pidfds, in order, passed on to the kernel.
+std::vector<int> sent_signals;
+int recording_pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
+    sent_signals.push_back(sig);
+    return mproc::detail::raw_pidfd_send_signal(pidfd, sig, info, flags);
+}
+}  // namespace
+
+// The destructor of a running Process sends SIGTERM, waits terminate_grace (here 1.5 s, told
+// apart from the 1 s default by the time it took), then SIGKILL: the child notes the SIGTERM
+// it survives, and the signals sent are SIGTERM then SIGKILL.
 TEST_CASE("Process.destructor.kills_child_that_ignores_sigterm", "[process]") {
-    const auto t0 = std::chrono::steady_clock::now();
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+    auto* noted = static_cast<volatile std::sig_atomic_t*>(page);
+    mproc_test::ScopedSys sys;
+    sys->pidfd_send_signal = recording_pidfd_send_signal;
+    sent_signals.clear();
+    const auto grace = 1500ms;
+    mproc::Event ready;
+    std::chrono::steady_clock::time_point t0;
     {
-        mproc::Process p([] {
-            std::signal(SIGTERM, SIG_IGN);
-            std::this_thread::sleep_for(60s);
+        mproc::Process p([noted, ready]() mutable {
+            sigterm_noted = noted;
+            std::signal(SIGTERM, note_sigterm);  // noted, and survived: only SIGKILL ends it
+            ready.set();
+            for (;;) ::pause();
         });
-        p.terminate_grace = 50ms;
+        p.terminate_grace = grace;
         p.start();
-        std::this_thread::sleep_for(50ms);  // let it ignore SIGTERM
+        REQUIRE(ready.wait_for(10s));
+        t0 = std::chrono::steady_clock::now();
     }
-    CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(*noted == 1);  // SIGTERM reached it first
+    CHECK(sent_signals == std::vector<int>{SIGTERM, SIGKILL});
+    CHECK(took >= grace);  // the grace it was given, not the 1 s default
+    CHECK(took < grace + 10s);
     CHECK(mproc_test::no_children_left());
+    ::munmap(page, 4096);
 }
 
 namespace {
