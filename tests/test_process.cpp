@@ -689,7 +689,8 @@ int no_pidfd(pid_t, unsigned) {
     return -1;
 }
 int kills_of(pid_t pid) {
-    return static_cast<int>(std::count_if(kills.begin(), kills.end(), [pid](auto k) { return k.first == pid; }));
+    return static_cast<int>(
+        std::count_if(kills.begin(), kills.end(), [pid](auto k) { return k.first == pid; }));
 }
 // Waits (bounded) until `pid` names no process: reaped, by the kernel here.
 bool pid_vanishes(pid_t pid) {

@@ -64,9 +64,11 @@ public:
     }
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
-        : pid_(std::exchange(other.pid_, 0)), pidfd_(std::move(other.pidfd_)),
+        : pid_(std::exchange(other.pid_, 0)),
+          pidfd_(std::move(other.pidfd_)),
           exitcode_(std::exchange(other.exitcode_, std::nullopt)),
-          lost_(std::exchange(other.lost_, false)), vanished_(std::exchange(other.vanished_, false)) {}
+          lost_(std::exchange(other.lost_, false)),
+          vanished_(std::exchange(other.vanished_, false)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
@@ -133,7 +135,8 @@ public:
     void signal(int sig) {
         if (!started() || reaped() || vanished_) return;
         if (pidfd_) {
-            if (sys().pidfd_send_signal(pidfd_.get(), sig, nullptr, 0) == 0 || errno == ESRCH) return;
+            if (sys().pidfd_send_signal(pidfd_.get(), sig, nullptr, 0) == 0 || errno == ESRCH)
+                return;
             if (errno != ENOSYS) throw_errno("pidfd_send_signal");
         }
         if (sys().kill(pid_, sig) != 0 && errno != ESRCH) throw_errno("kill");
