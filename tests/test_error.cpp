@@ -1,4 +1,5 @@
 #include <mproc/error.hpp>
+#include <mproc/sync.hpp>  // BrokenBarrierError
 #include <mproc/version.hpp>
 
 #include <catch2/catch.hpp>
@@ -11,6 +12,19 @@
 static_assert(std::is_same_v<mproc::Error, mproc::MPROC_ABI_NAMESPACE::Error>);
 static_assert(std::is_same_v<mproc::Error, mproc::v0::Error>);
 
+namespace {
+template <class Throw>
+bool caught_as_mproc_error(Throw throw_it) {
+    try {
+        throw_it();
+    } catch (const mproc::Error&) {
+        return true;
+    } catch (...) {
+    }
+    return false;
+}
+}  // namespace
+
 TEST_CASE("Error.family_roots_in_runtime_error", "[error]") {
     static_assert(std::is_base_of_v<std::runtime_error, mproc::Error>);
     static_assert(std::is_base_of_v<mproc::Error, mproc::SystemError>);
@@ -19,6 +33,14 @@ TEST_CASE("Error.family_roots_in_runtime_error", "[error]") {
     static_assert(std::is_base_of_v<mproc::Error, mproc::TimeoutError>);
     static_assert(std::is_base_of_v<mproc::Error, mproc::DecodeError>);
     static_assert(std::is_base_of_v<mproc::Error, mproc::EndOfStream>);
+    static_assert(std::is_base_of_v<mproc::Error, mproc::StateError>);
+    static_assert(std::is_base_of_v<mproc::Error, mproc::Interrupted>);
+    static_assert(std::is_base_of_v<mproc::Error, mproc::BrokenBarrierError>);
+    // One catch clause takes them all, as the README says.
+    CHECK(caught_as_mproc_error([] { throw mproc::StateError("started twice"); }));
+    CHECK(caught_as_mproc_error([] { throw mproc::Interrupted(); }));
+    CHECK(caught_as_mproc_error([] { throw mproc::BrokenBarrierError("broken"); }));
+    CHECK(caught_as_mproc_error([] { throw mproc::TimeoutError("late"); }));
     CHECK(std::string(mproc::version_string) ==
           std::to_string(MPROC_VERSION_MAJOR) + "." + std::to_string(MPROC_VERSION_MINOR) + "." +
               std::to_string(MPROC_VERSION_PATCH));

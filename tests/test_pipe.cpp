@@ -171,9 +171,12 @@ TEST_CASE("Pipe.garbage.half_a_header", "[pipe][fault]") {
 }
 
 namespace {
-int eintr_reads = 0;
+int eintr_reads = 0;           // EINTRs still to inject
+int eintr_reads_injected = 0;  // EINTRs injected: proves recv read through the seam
 ssize_t read_with_eintr(int fd, void* buf, size_t n) {
-    if (eintr_reads-- > 0) {
+    if (eintr_reads > 0) {
+        --eintr_reads;
+        ++eintr_reads_injected;
         errno = EINTR;
         return -1;
     }
@@ -202,13 +205,18 @@ TEST_CASE("Pipe.eintr_and_partial_writes", "[pipe][fault]") {
     mproc::Process sender([&writer = writer, &message] {
         mproc::detail::sys().sendmsg = sendmsg_in_pieces;
         writer.send(message);
+        // Both faults were met: 200 pieces of at most 1000 bytes, each but the first after an
+        // EINTR, take at least 399 calls.
+        if (send_calls < 2 * 200 - 1) ::_exit(3);
     });
     sender.start();
     writer.close();
     mproc_test::ScopedSys sys;
     eintr_reads = 5;
+    eintr_reads_injected = 0;
     sys->read = read_with_eintr;
     CHECK(reader.recv() == message);
+    CHECK(eintr_reads_injected == 5);
     sender.join();
     CHECK(sender.exitcode() == 0);
 }

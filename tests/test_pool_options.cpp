@@ -8,6 +8,7 @@
 #include <pty.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <stdexcept>
@@ -57,6 +58,7 @@ TEST_CASE("PoolOptions.task_timeout_kills_only_the_slow_task", "[pool][options]"
     opts.processes = 2;
     opts.task_timeout = 200ms;
     mproc::Pool pool(opts);
+    const auto before = pool.pids();
     const auto t0 = std::chrono::steady_clock::now();
     auto slow = pool.submit([] {
         std::this_thread::sleep_for(30s);
@@ -73,6 +75,15 @@ TEST_CASE("PoolOptions.task_timeout_kills_only_the_slow_task", "[pool][options]"
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);
     for (int i = 0; i < 4; ++i) CHECK(quick[static_cast<std::size_t>(i)].get() == i * 10);
     CHECK(pool.apply([](int x) { return x; }, 7) == 7);  // a replacement took the killed worker's place
+    // Only the slow task's worker was killed: the other one is still there, beside a replacement.
+    const auto after = pool.pids();
+    REQUIRE(before.size() == 2);
+    CHECK(after.size() == 2);
+    CHECK(std::set<pid_t>(after.begin(), after.end()).size() == 2);
+    const auto survived = std::count_if(before.begin(), before.end(), [&after](pid_t p) {
+        return std::find(after.begin(), after.end(), p) != after.end();
+    });
+    CHECK(survived == 1);
 }
 
 TEST_CASE("PoolOptions.task_timeout_per_call", "[pool][options]") {

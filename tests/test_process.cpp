@@ -2,12 +2,15 @@
 
 #include <mproc/pipe.hpp>
 #include <mproc/process.hpp>
+#include <mproc/sync.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -193,19 +196,49 @@ TEST_CASE("Process.destructor.reaps_running_child", "[process]") {
     CHECK(errno == ECHILD);  // reaped: no zombie left
 }
 
+namespace {
+volatile std::sig_atomic_t* sigterm_noted = nullptr;  // in a page shared with the parent
+extern "C" void note_sigterm(int) { *sigterm_noted = 1; }
+// The signals the library sends through pidfds, in order, passed on to the kernel.
+std::vector<int> sent_signals;
+int recording_pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
+    sent_signals.push_back(sig);
+    return mproc::detail::raw_pidfd_send_signal(pidfd, sig, info, flags);
+}
+}  // namespace
+
+// The destructor of a running Process sends SIGTERM, waits terminate_grace (here 1.5 s, told
+// apart from the 1 s default by the time it took), then SIGKILL: the child notes the SIGTERM
+// it survives, and the signals sent are SIGTERM then SIGKILL.
 TEST_CASE("Process.destructor.kills_child_that_ignores_sigterm", "[process]") {
-    const auto t0 = std::chrono::steady_clock::now();
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+    auto* noted = static_cast<volatile std::sig_atomic_t*>(page);
+    mproc_test::ScopedSys sys;
+    sys->pidfd_send_signal = recording_pidfd_send_signal;
+    sent_signals.clear();
+    const auto grace = 1500ms;
+    mproc::Event ready;
+    std::chrono::steady_clock::time_point t0;
     {
-        mproc::Process p([] {
-            std::signal(SIGTERM, SIG_IGN);
-            std::this_thread::sleep_for(60s);
+        mproc::Process p([noted, ready]() mutable {
+            sigterm_noted = noted;
+            std::signal(SIGTERM, note_sigterm);  // noted, and survived: only SIGKILL ends it
+            ready.set();
+            for (;;) ::pause();
         });
-        p.terminate_grace = 50ms;
+        p.terminate_grace = grace;
         p.start();
-        std::this_thread::sleep_for(50ms);  // let it ignore SIGTERM
+        REQUIRE(ready.wait_for(10s));
+        t0 = std::chrono::steady_clock::now();
     }
-    CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(*noted == 1);  // SIGTERM reached it first
+    CHECK(sent_signals == std::vector<int>{SIGTERM, SIGKILL});
+    CHECK(took >= grace);  // the grace it was given, not the 1 s default
+    CHECK(took < grace + 10s);
     CHECK(mproc_test::no_children_left());
+    ::munmap(page, 4096);
 }
 
 namespace {
@@ -304,9 +337,12 @@ TEST_CASE("Process.no_leaks_after_1000_cycles", "[process][stress]") {
 }
 
 namespace {
-int eintr_polls = 0;
+int eintr_polls = 0;           // EINTRs still to inject
+int eintr_polls_injected = 0;  // EINTRs injected: proves the join went through the seam
 int poll_with_eintr(pollfd* fds, nfds_t n, int timeout) {
-    if (eintr_polls-- > 0) {
+    if (eintr_polls > 0) {
+        --eintr_polls;
+        ++eintr_polls_injected;
         errno = EINTR;
         return -1;
     }
@@ -321,6 +357,7 @@ pid_t failing_fork() {
 TEST_CASE("Process.eintr_during_join", "[process][fault]") {
     mproc_test::ScopedSys sys;
     eintr_polls = 3;
+    eintr_polls_injected = 0;
     sys->poll = poll_with_eintr;
     mproc::Process p([] {
         std::this_thread::sleep_for(50ms);
@@ -328,6 +365,7 @@ TEST_CASE("Process.eintr_during_join", "[process][fault]") {
     });
     p.start();
     CHECK(p.result() == 7);
+    CHECK(eintr_polls_injected == 3);  // every injected EINTR was met, and survived
 }
 
 TEST_CASE("Process.fork_failure_is_a_system_error", "[process][fault]") {
@@ -631,4 +669,94 @@ TEST_CASE("Process.start_out_of_descriptors", "[process][fault]") {
     }
     CHECK(mproc_test::open_fd_count() == fds_before);
     CHECK(mproc_test::no_children_left());
+}
+
+namespace {
+// Every kill(2) and pidfd_send_signal(2) the library makes, by pid (a pidfd is recorded as the
+// pid it was opened for), passed on to the kernel.
+std::vector<std::pair<pid_t, int>> kills;
+int pidfd_signals = 0;
+int recording_kill(pid_t pid, int sig) {
+    kills.emplace_back(pid, sig);
+    return ::kill(pid, sig);
+}
+int counting_pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
+    ++pidfd_signals;
+    return mproc::detail::raw_pidfd_send_signal(pidfd, sig, info, flags);
+}
+int no_pidfd(pid_t, unsigned) {
+    errno = ENOSYS;
+    return -1;
+}
+int kills_of(pid_t pid) {
+    return static_cast<int>(
+        std::count_if(kills.begin(), kills.end(), [pid](auto k) { return k.first == pid; }));
+}
+// Waits (bounded) until `pid` names no process: reaped, by the kernel here.
+bool pid_vanishes(pid_t pid) {
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (::kill(pid, 0) == 0 && std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(1ms);
+    return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+// pidfd_open, called only once the child is gone: the child ended and was reaped before its
+// Process could open a descriptor for it.
+int pidfd_open_too_late(pid_t pid, unsigned flags) {
+    (void)pid_vanishes(pid);
+    return mproc::detail::raw_pidfd_open(pid, flags);
+}
+}  // namespace
+
+// SIGCHLD ignored: the kernel reaps the child the moment it ends, before the Process notices,
+// and its pid is free for the next fork. terminate() and kill() then must not signal that pid
+// (a stranger may have it): they go through the child's pidfd, which names it alone, and a
+// child already gone when its pidfd was to be opened is known lost at once.
+TEST_CASE("Process.signal_after_a_lost_status_never_reaches_a_reused_pid", "[process][fault]") {
+    mproc_test::ScopedSys sys;
+    sys->kill = recording_kill;
+    sys->pidfd_send_signal = counting_pidfd_send_signal;
+    kills.clear();
+    pidfd_signals = 0;
+    {
+        ScopedSigchld ignore(SIG_IGN);
+        mproc::Event go;
+        mproc::Process<void> gone([go]() mutable { (void)go.wait_for(10s); });
+        gone.start();  // its pidfd is open: the child waits for `go`
+        go.set();
+        REQUIRE(pid_vanishes(gone.pid()));  // reaped by the kernel: the pid may be anyone's now
+        gone.terminate();
+        gone.kill();
+        CHECK(kills_of(gone.pid()) == 0);  // never a kill(2) to a pid that may be reused
+        CHECK(pidfd_signals == 2);         // the pidfd said ESRCH
+        CHECK(gone.join(10s));
+
+        sys->pidfd_open = pidfd_open_too_late;
+        mproc::Process<void> quick([] {});
+        quick.start();
+        sys->pidfd_open = mproc::detail::raw_pidfd_open;
+        quick.terminate();
+        quick.kill();
+        CHECK(kills_of(quick.pid()) == 0);
+        CHECK(pidfd_signals == 2);  // nothing to signal: known gone
+        CHECK(quick.join(10s));
+        CHECK_NOTHROW(quick.result());  // what it sent is still read
+        CHECK(quick.exitcode() == 0);   // its status is lost, but it sent its value
+    }
+    // A live child is signalled through its pidfd too.
+    mproc::Process<void> live([] { std::this_thread::sleep_for(60s); });
+    live.start();
+    live.terminate();
+    CHECK(live.join(10s));
+    CHECK(live.exitcode() == -SIGTERM);
+    CHECK(pidfd_signals == 3);
+    CHECK(kills_of(live.pid()) == 0);
+    // Without pidfds (kernels before 5.3) kill(2) is the fallback.
+    sys->pidfd_open = no_pidfd;
+    mproc::Process<void> old_kernel([] { std::this_thread::sleep_for(60s); });
+    old_kernel.start();
+    old_kernel.terminate();
+    CHECK(old_kernel.join(10s));
+    CHECK(old_kernel.exitcode() == -SIGTERM);
+    CHECK(kills_of(old_kernel.pid()) == 1);
+    CHECK(pidfd_signals == 3);
 }

@@ -9,7 +9,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/syscall.h>
+
+#include <atomic>
 #include <chrono>
+#include <climits>
+#include <fstream>
+#include <future>
 #include <set>
 #include <string>
 #include <csignal>
@@ -646,4 +652,84 @@ TEST_CASE("Lock.release_from_another_thread_of_the_owners_process", "[sync]") {
     lock.release();  // the owner's release works
     CHECK(lock.try_acquire());
     lock.release();
+
+namespace {
+// The notifier of the lost-wake test dies between changing the word and its futex wake: its
+// FUTEX_WAKE never happens. FUTEX_WAITs go through, and the last word waited on is remembered
+// so that a failing run can still free its waiter.
+std::atomic<int> dropped_wakes{0};
+std::atomic<std::uint32_t*> last_waited_word{nullptr};
+long futex_recording_waits(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) {
+    if ((op & FUTEX_CMD_MASK) == FUTEX_WAIT) last_waited_word = word;
+    return mproc::detail::raw_futex(word, op, value, timeout);
+}
+long futex_without_wakes(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) {
+    if ((op & FUTEX_CMD_MASK) == FUTEX_WAKE) {
+        dropped_wakes.fetch_add(1);
+        return 0;
+    }
+    return futex_recording_waits(word, op, value, timeout);
+}
+
+// The system call thread `tid` of this process is blocked in, or -1 while it runs.
+long blocked_syscall(pid_t tid) {
+    std::ifstream file("/proc/self/task/" + std::to_string(tid) + "/syscall");
+    long number = -1;
+    return file >> number ? number : -1;
+}
+}  // namespace
+
+// A notifier killed between its counter bump and its futex wake must not leave an untimed
+// wait() asleep for ever: the waiter is certainly asleep in FUTEX_WAIT (the kernel says so) when
+// the flag is set, and the wake that set() owes it is dropped.
+TEST_CASE("Sync.lost_wake.untimed_wait_rechecks_its_word", "[sync][fault]") {
+    mproc_test::ScopedSys sys;
+    sys->futex = futex_recording_waits;
+    mproc::Event ev;
+    std::atomic<pid_t> tid{0};
+    std::promise<void> returned;
+    std::future<void> waited = returned.get_future();
+    std::thread waiter([&] {
+        tid = static_cast<pid_t>(::syscall(SYS_gettid));
+        ev.wait();
+        returned.set_value();
+    });
+    const auto t0 = clock_type::now();
+    while ((tid == 0 || blocked_syscall(tid) != SYS_futex) && since(t0) < 10s)
+        std::this_thread::sleep_for(1ms);
+    REQUIRE(blocked_syscall(tid) == SYS_futex);
+    sys->futex = futex_without_wakes;
+    ev.set();
+    CHECK(dropped_wakes == 1);  // the wake was due (the waiter was counted) and was lost
+    const bool woke = waited.wait_for(10s) == std::future_status::ready;
+    CHECK(woke);
+    if (!woke) (void)mproc::detail::raw_futex(last_waited_word, FUTEX_WAKE, INT_MAX, nullptr);
+    waiter.join();
+}
+
+// A member killed inside the barrier's own critical section, counted in `inside` but before it
+// took its slot (the test hook kills it at exactly that point): the barrier is broken, and after
+// reset() the next round fills and releases instead of waiting for the dead member to leave.
+TEST_CASE("Sync.barrier.member_dying_inside_the_critical_section_is_counted_out", "[sync][fault]") {
+    mproc::Barrier bar(2);
+    mproc::Process<void> victim([&] {
+        mproc::detail::barrier_counted_hook = [] { ::raise(SIGKILL); };
+        (void)bar.wait_for(30s);
+    });
+    victim.start();
+    REQUIRE(victim.join(10s));
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    CHECK_THROWS_AS(bar.wait_for(10s), mproc::BrokenBarrierError);
+    CHECK(bar.broken());
+    bar.reset();
+    CHECK_FALSE(bar.broken());
+    mproc::Process next([&] { return bar.wait_for(10s).has_value(); });
+    next.start();
+    std::optional<std::size_t> mine;
+    CHECK_NOTHROW(mine = bar.wait_for(10s));
+    CHECK(mine.has_value());
+    REQUIRE(next.join(15s));
+    CHECK(next.exitcode() == 0);
+    if (next.exitcode() == 0) CHECK(next.result());
+    CHECK_FALSE(bar.broken());
 }

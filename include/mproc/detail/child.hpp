@@ -55,17 +55,26 @@ template <class Body>
 class child_handle {
 public:
     child_handle() noexcept = default;
-    explicit child_handle(pid_t pid) : pid_(pid), pidfd_(sys().pidfd_open(pid, 0)) {}
+    // pidfd_open accepts a zombie, so ESRCH for our own child means it was reaped already
+    // (SIGCHLD ignored, or a handler that reaps every child): its pid, free again, is never
+    // signalled. It is not marked lost here: try_reap finds that, after its owner has read
+    // what it sent.
+    explicit child_handle(pid_t pid) : pid_(pid), pidfd_(sys().pidfd_open(pid, 0)) {
+        if (!pidfd_ && errno == ESRCH) vanished_ = true;
+    }
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
-        : pid_(std::exchange(other.pid_, 0)), pidfd_(std::move(other.pidfd_)),
+        : pid_(std::exchange(other.pid_, 0)),
+          pidfd_(std::move(other.pidfd_)),
           exitcode_(std::exchange(other.exitcode_, std::nullopt)),
-          lost_(std::exchange(other.lost_, false)) {}
+          lost_(std::exchange(other.lost_, false)),
+          vanished_(std::exchange(other.vanished_, false)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
         exitcode_ = std::exchange(other.exitcode_, std::nullopt);
         lost_ = std::exchange(other.lost_, false);
+        vanished_ = std::exchange(other.vanished_, false);
         return *this;
     }
 
@@ -117,9 +126,19 @@ public:
     }
 
     /// Sends a signal unless the child was already reaped (its pid may belong to another process
-    /// by now). A child that exited but is not yet reaped is a zombie: kill succeeds harmlessly.
+    /// by now). A child that exited but is not yet reaped is a zombie: the signal is harmless.
+    ///
+    /// Through the pidfd when there is one: it names this child and no other, so a child reaped
+    /// behind our back (SIGCHLD ignored: the kernel reaps it at once, before try_reap can notice)
+    /// is ESRCH, never a stranger that was given its pid. kill() is the fallback for kernels
+    /// without pidfds (before 5.3: pidfd_open said ENOSYS and there is no descriptor).
     void signal(int sig) {
-        if (!started() || reaped()) return;
+        if (!started() || reaped() || vanished_) return;
+        if (pidfd_) {
+            if (sys().pidfd_send_signal(pidfd_.get(), sig, nullptr, 0) == 0 || errno == ESRCH)
+                return;
+            if (errno != ENOSYS) throw_errno("pidfd_send_signal");
+        }
         if (sys().kill(pid_, sig) != 0 && errno != ESRCH) throw_errno("kill");
     }
 
@@ -152,6 +171,7 @@ private:
     unique_fd pidfd_;
     std::optional<int> exitcode_;
     bool lost_ = false;
+    bool vanished_ = false;  // gone before its pidfd could be opened
 };
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.

@@ -13,8 +13,10 @@
 // Both sides use sequentially consistent operations on the two words, so either the waker sees
 // the waiter's count or the waiter's re-read sees the new value (FUTEX_WAIT also refuses to sleep
 // when the word no longer holds the value seen). An uncontended waker therefore makes no system
-// call, and a wake-up is never lost; every wait also has a deadline, so a bug costs latency at
-// worst, never a hang.
+// call, and a wake-up is never lost while the waker lives. A waker killed between changing the
+// word and its futex_wake (SIGKILL, the OOM killer) does lose it, so no sleep in wait_until lasts
+// longer than `recheck_interval`: the waiter then re-reads the word and finds the change. An
+// untimed wait() therefore costs at most that much latency after such a death, never a hang.
 #pragma once
 
 #include <mproc/detail/deadline.hpp>
@@ -102,6 +104,21 @@ inline void wake_waiters(futex_word& word, const futex_word& waiters, int count 
     if (waiters.load(std::memory_order_seq_cst) != 0) futex_wake(word, count);
 }
 
+/// The longest one futex sleep of wait_until lasts before the waiter re-reads its word (see the
+/// protocol above: a waker may die before its wake). A sleeping waiter costs one wake-up per
+/// interval; a wake lost to a dead waker costs at most this much latency.
+inline constexpr std::chrono::milliseconds recheck_interval{100};
+
+/// The earlier of `deadline` and now + `slice`: for waits that must wake periodically to check
+/// something no futex can signal (a process that died without waking anyone).
+template <class Rep, class Period>
+[[nodiscard]] Deadline bounded_slice(const Deadline& deadline, std::chrono::duration<Rep, Period> slice) {
+    if (!deadline.is_never() &&
+        deadline.poll_ms() <= std::chrono::ceil<std::chrono::milliseconds>(slice).count())
+        return deadline;
+    return Deadline::after(slice);
+}
+
 /// The waiter's half: waits until `ready(value of word)` is true or the deadline passes. Spins
 /// `spin_rounds` first, then sleeps on the futex, counted in `waiters`. Returns the value for
 /// which ready() held, or nullopt on timeout (ready() is tested once more at the deadline).
@@ -124,7 +141,7 @@ template <class Ready>
         value = word.load(std::memory_order_seq_cst);
         if (!ready(value)) {
             try {
-                (void)futex_wait(word, value, deadline);
+                (void)futex_wait(word, value, bounded_slice(deadline, recheck_interval));
             } catch (...) {
                 waiters.fetch_sub(1, std::memory_order_release);
                 throw;
@@ -134,16 +151,6 @@ template <class Ready>
         value = word.load(std::memory_order_acquire);
     }
     return value;
-}
-
-/// The earlier of `deadline` and now + `slice`: for waits that must wake periodically to check
-/// something no futex can signal (a process that died without waking anyone).
-template <class Rep, class Period>
-[[nodiscard]] Deadline bounded_slice(const Deadline& deadline, std::chrono::duration<Rep, Period> slice) {
-    if (!deadline.is_never() &&
-        deadline.poll_ms() <= std::chrono::ceil<std::chrono::milliseconds>(slice).count())
-        return deadline;
-    return Deadline::after(slice);
 }
 
 }  // namespace detail

@@ -44,6 +44,11 @@ struct barrier_state {
     phase_t phase = filling;
 };
 static_assert(sizeof(barrier_state) % alignof(robust_mutex) == 0);
+
+/// Test hook: when set, called inside Barrier::wait's critical section right after the caller
+/// is counted in `inside` and before it takes its slot, so a test can kill a member at the one
+/// moment when the count and the slots disagree. Null (one predictable branch) otherwise.
+inline void (*barrier_counted_hook)() = nullptr;
 }  // namespace detail
 
 /// A process-shared barrier for `parties` members: each wait() blocks until `parties` of them
@@ -114,14 +119,16 @@ private:
     using phase_t = detail::barrier_state::phase_t;
 
     // Takes the state mutex. A member that died holding it may have left the counts half
-    // updated, so the barrier is then broken.
+    // updated (counted in `inside` without a slot, or out of its slot but still counted), so
+    // `inside` is counted again from the slots, and the barrier is broken.
     static void lock_state(detail::barrier_state& s) {
-        if (s.mutex.lock() == detail::acquire_result::owner_died && s.phase != phase_t::broken) {
-            s.phase = phase_t::broken;
-            s.changes.fetch_add(1, std::memory_order_seq_cst);
-            detail::wake_waiters(s.changes, s.waiters);
-        }
+        if (s.mutex.lock() != detail::acquire_result::owner_died) return;
+        recount_inside_locked(s);
+        s.phase = phase_t::broken;
+        s.changes.fetch_add(1, std::memory_order_seq_cst);
+        detail::wake_waiters(s.changes, s.waiters);
     }
+    static void recount_inside_locked(detail::barrier_state& s);
 
     class guard {
     public:
@@ -206,6 +213,23 @@ inline void Barrier::check_members_locked() {
     }
 }
 
+// After a member died holding the state mutex. Outside the critical section, a member is
+// counted in `inside` exactly while it holds its slot (the last arrival takes none, but it
+// leaves within the same critical section), so the live holders are the true count: a busy
+// slot or our own ("held") is a live member; a free one is nobody; a dead holder's is taken
+// over and released, which also spares check_members_locked from counting it out again.
+inline void Barrier::recount_inside_locked(detail::barrier_state& s) {
+    std::uint32_t live = 0;
+    for (std::uint32_t i = 0; i < s.parties; ++i) {
+        const auto r = s.slot(i).try_lock();
+        if (r == detail::acquire_result::acquired || r == detail::acquire_result::owner_died)
+            s.slot(i).unlock();
+        else
+            ++live;
+    }
+    s.inside = live;
+}
+
 /// @cond
 inline std::optional<std::size_t> Barrier::wait_until(const detail::Deadline& deadline) {
     auto& s = *state_;
@@ -215,6 +239,8 @@ inline std::optional<std::size_t> Barrier::wait_until(const detail::Deadline& de
     if (s.phase == phase_t::broken) throw_broken();
 
     const std::uint32_t index = s.inside++;
+    if (detail::barrier_counted_hook) [[unlikely]]
+        detail::barrier_counted_hook();
     if (s.inside == s.parties) {  // the last arrival releases the round
         s.phase = phase_t::draining;
         changed();

@@ -38,6 +38,19 @@ inline int raw_pidfd_open(pid_t pid, unsigned flags) {
 #endif
 }
 
+inline int raw_pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
+#ifdef SYS_pidfd_send_signal
+    return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags));
+#else
+    (void)pidfd;
+    (void)sig;
+    (void)info;
+    (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
 inline int raw_socketpair(int domain, int type, int protocol, int* fds) {
     return ::socketpair(domain, type, protocol, fds);
 }
@@ -78,6 +91,7 @@ struct sys_table {
     pid_t (*waitpid)(pid_t, int*, int) = ::waitpid;
     int (*kill)(pid_t, int) = ::kill;
     int (*pidfd_open)(pid_t, unsigned) = raw_pidfd_open;
+    int (*pidfd_send_signal)(int, int, siginfo_t*, unsigned) = raw_pidfd_send_signal;
     long (*futex)(std::uint32_t*, int, std::uint32_t, const timespec*) = raw_futex;
     void* (*mmap)(void*, size_t, int, int, int, off_t) = raw_mmap;
     int (*shm_open)(const char*, int, mode_t) = ::shm_open;
