@@ -652,6 +652,7 @@ TEST_CASE("Lock.release_from_another_thread_of_the_owners_process", "[sync]") {
     lock.release();  // the owner's release works
     CHECK(lock.try_acquire());
     lock.release();
+}
 
 namespace {
 // The notifier of the lost-wake test dies between changing the word and its futex wake: its
