@@ -1,12 +1,13 @@
 // mproc::Queue and mproc::JoinableQueue: typed multi-producer multi-consumer queues in shared
 // memory, like Python's multiprocessing.Queue and JoinableQueue, without a feeder thread.
 //
-// How it works (details in detail/queue_ring.hpp): messages are codec-encoded straight into a
-// ring in shared memory; put() returns once the message is there, so nothing sits in a private
-// buffer that a process exit could lose. A put and a get each take one compare-and-swap that
-// names the claiming process, so a process killed in the middle of a put or a get is found out
-// (its pid, start time and a generation are checked in /proc) and its half-done message is
-// dropped and counted, instead of wedging the queue.
+// How it works (details in detail/queue_ring.hpp): messages are codec-encoded straight into
+// shared memory (a slot per message, a byte ring, a spill window for large ones); put() returns
+// once the message is there, so nothing sits in a private buffer that a process exit could
+// lose. A put and a get each take a ticket with one fetch_add, and each process says in its own
+// claim word which tickets it holds, so a process killed in the middle of a put or a get is
+// found out (its pid, start time and a generation are checked in /proc) and its half-done
+// message is dropped and counted, instead of wedging the queue.
 #pragma once
 
 #include <mproc/codec.hpp>
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <optional>
 #include <cstring>
+#include <exception>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -37,7 +39,8 @@ struct QueueOptions {
     /// Bytes of the shared ring that holds queued messages: a power of two, at least 4 KiB.
     /// Memory is touched as the ring fills, and stays with the queue. A message larger than half
     /// the ring takes the spill window instead, which is slower (its pages are freshly mapped).
-    /// A queued message of up to 8 bytes takes 128 bytes of ring; a longer one its size plus 16,
+    /// A message of up to 32 bytes is kept in its slot (one 64-byte slot per queued message, at
+    /// most 65536 slots, at most one per 128 ring bytes); a longer one takes its size of ring,
     /// rounded up to a multiple of 128.
     std::size_t ring_bytes = std::size_t{4} << 20;
     /// Address space for messages larger than half the ring, all such messages queued at once
@@ -159,6 +162,52 @@ public:
     /// make the get() that receives them throw DecodeError. @throws EndOfStream when closed.
     void put_encoded(std::span<const std::byte> bytes) { (void)ring_.put(bytes, detail::Deadline::never()); }
 
+    /// Puts every value of `values`, in order, with one claim (one atomic instruction for all of
+    /// them), blocking while the queue is full. Consumers may take them one by one as each is
+    /// written. A batch larger than half the ring is claimed in parts.
+    /// @throws EndOfStream when the queue is closed (none of the batch is delivered, or, when
+    ///         close() came in the middle of a blocked batch, a prefix); Error or T's codec's
+    ///         exception for a value that fails: the values before it are delivered, it and the
+    ///         ones after it are not.
+    /// @code
+    /// std::vector<int> jobs(16);
+    /// q.put_many(jobs);
+    /// @endcode
+    void put_many(std::span<const T> values) {
+        using direct = detail::queue_direct<T>;
+        ring_.put_many(
+            values.size(),
+            [&](std::size_t i) -> std::uint64_t {
+                if constexpr (direct::value) return direct::size(values[i]);
+                else return encoded_size(values[i]);
+            },
+            [&](std::size_t i, std::byte* to) -> bool {
+                if constexpr (direct::value) {
+                    direct::write(to, values[i]);
+                    return true;
+                } else {
+                    const std::size_t length = encoded_size(values[i]);
+                    return encode_to(std::span<std::byte>(to, length), values[i]) == length;
+                }
+            });
+    }
+
+    /// Takes up to out.size() messages with one claim: blocks until at least one is there, then
+    /// takes those ready now (in order), and returns how many it stored in `out`.
+    /// A message that fails to decode is consumed and left out; when every message taken
+    /// failed, the first DecodeError is thrown. @throws EndOfStream once closed and drained.
+    /// @code
+    /// std::array<int, 16> batch;
+    /// for (std::size_t n = q.get_many(batch), i = 0; i < n; ++i) work(batch[i]);
+    /// @endcode
+    [[nodiscard]] std::size_t get_many(std::span<T> out) { return get_many_until(out, detail::Deadline::never()); }
+
+    /// get_many() waiting at most `timeout` for the first message: 0 when none came.
+    template <class Rep, class Period>
+    [[nodiscard]] std::size_t try_get_many_for(std::span<T> out, std::chrono::duration<Rep, Period> timeout) {
+        return get_many_until(out, detail::Deadline::after(timeout));
+    }
+
     /// Takes the next message, blocking until there is one.
     /// @throws EndOfStream once the queue is closed and drained; DecodeError when the message
     ///         is not a T (that message is consumed; the queue stays usable).
@@ -225,6 +274,32 @@ private:
                 length, [&](std::byte* to) { return encode_to(std::span<std::byte>(to, length), value) == length; },
                 deadline);
         }
+    }
+
+    std::size_t get_many_until(std::span<T> out, const detail::Deadline& deadline) {
+        std::size_t stored = 0;
+        std::exception_ptr first_error;
+        const std::size_t taken = ring_.get_many(out.size(), deadline, [&](std::size_t, std::span<const std::byte> bytes) {
+            try {
+                out[stored] = decode_one(bytes);
+                ++stored;
+            } catch (const DecodeError&) {
+                if (!first_error) first_error = std::current_exception();
+            }
+        });
+        if (taken != 0 && stored == 0 && first_error) std::rethrow_exception(first_error);
+        return stored;
+    }
+
+    static T decode_one(std::span<const std::byte> bytes) {
+        if constexpr (detail::queue_raw_v<T>) {
+            if (bytes.size() == sizeof(T)) {  // what decode<T> would do, minus its checks
+                T value;
+                std::memcpy(&value, bytes.data(), sizeof value);
+                return value;
+            }
+        }
+        return decode<T>(bytes);  // anything else, and every error, the codec's way
     }
 
     std::optional<T> get_until(const detail::Deadline& deadline) {

@@ -17,22 +17,6 @@
 MPROC_NAMESPACE_BEGIN
 namespace detail {
 
-/// Moments at which a test may stop a process in the middle of a put or a get.
-/// put_claimed: the slot is ours, span and tail not yet stored; put_spanned: the span stored,
-/// the tail not yet moved; put_copying: half the message written. get_claimed: the slot is
-/// ours, the head not yet moved; get_moved: the head moved, nothing read; get_consumed: read,
-/// not yet freed.
-enum class queue_point { put_claimed, put_copying, get_claimed, get_consumed, put_spanned, get_moved };
-
-/// Called at each queue_point when set (tests only: e.g. raise(SIGKILL) in a child).
-using queue_fault_fn = void (*)(queue_point);
-inline constinit queue_fault_fn queue_fault_hook = nullptr;
-
-inline void queue_fault(queue_point point) {
-    if (auto* hook = queue_fault_hook) [[unlikely]]
-        hook(point);
-}
-
 /// Copies a message's bytes into a claimed record in two halves, so that a test can kill the
 /// producer with the message half written.
 inline void queue_copy(std::byte* to, const void* from, std::size_t n) noexcept {
@@ -46,7 +30,8 @@ inline void queue_copy(std::byte* to, const void* from, std::size_t n) noexcept 
 /// normally just busy), then every few milliseconds. A call with no time left looks at once.
 class stall_watch {
 public:
-    [[nodiscard]] bool holder_dead(std::uint64_t state, const queue_registry& registry, bool last_chance) {
+    /// Whether it is time to look (a state `state` unchanged for a millisecond, then every 5 ms).
+    [[nodiscard]] bool time_to_look(std::uint64_t state, bool last_chance) {
         const auto now = std::chrono::steady_clock::now();
         if (state != seen_) {
             seen_ = state;
@@ -56,7 +41,7 @@ public:
             return false;
         }
         next_ = now + std::chrono::milliseconds(5);
-        return registry.holder_dead(holder_of(state));
+        return true;
     }
 
     /// Lets the holder of `state` run: a yield while the stall is young (a preempted holder is
