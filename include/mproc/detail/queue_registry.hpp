@@ -1,17 +1,19 @@
-// Who holds a queue slot, and whether that process is still alive.
+// Who may hold a queue record, and whether that thread is still alive.
 //
-// A queue slot that a process claimed names its holder by a 21-bit id: an index into a small
-// table in the queue's shared memory plus that entry's generation. The entry records the
-// holder's pid and the low bits of its start time (from /proc), so a reader that finds a slot
-// stuck can tell a slow holder from a dead one without being fooled by pid reuse: a pid now
-// running a process that started at another time, a zombie, or a generation that moved on all
-// mean the holder is gone.
+// Every thread that uses a queue has an entry in a small table in the queue's shared memory,
+// named by a 21-bit id: the entry's index plus its generation. The entry records the thread's
+// id (its tid: the pid for a single-threaded process) and the low bits of its start time (from
+// /proc), so a process that finds a record stuck can tell a slow holder from a dead one without
+// being fooled by id reuse: an id now running a thread that started at another time, a zombie,
+// or a generation that moved on all mean the holder is gone. An entry per thread, not per
+// process, so that each entry's claim word (queue_memory.hpp) has one writer.
 #pragma once
 
 #include <mproc/detail/sys.hpp>
 #include <mproc/error.hpp>
 
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -32,7 +34,19 @@ struct process_status {
     std::uint64_t start_ticks = 0;
 };
 
-/// Reads /proc/<pid>/stat (pid 0: this process). nullopt when no such process exists.
+/// This thread's id without a system call on the hot path. A fork handler forgets it in the
+/// child (whose one thread is the one that called fork).
+[[nodiscard]] inline pid_t current_tid() noexcept {
+    static thread_local pid_t cached = 0;
+    if (cached == 0) [[unlikely]] {
+        static const int registered = ::pthread_atfork(nullptr, nullptr, [] { cached = 0; });
+        (void)registered;
+        cached = static_cast<pid_t>(::syscall(SYS_gettid));
+    }
+    return cached;
+}
+
+/// Reads /proc/<pid>/stat (pid 0: this process; a tid works too). nullopt when no such process exists.
 [[nodiscard]] inline std::optional<process_status> read_process_status(pid_t pid) {
     char path[40];
     if (pid == 0) std::snprintf(path, sizeof path, "/proc/self/stat");
@@ -104,12 +118,13 @@ struct queue_registry {
         return entry_dead(w);
     }
 
-    /// Takes an entry for the calling process: a never-used one, or one whose process died.
-    /// @throws Error when `entries` live processes hold every entry.
+    /// Takes an entry for the calling thread: a never-used one, or one whose thread died.
+    /// @throws Error when `entries` live threads hold every entry.
     [[nodiscard]] std::uint32_t enroll() {
-        const auto self = read_process_status(0);  // no /proc: start time 0, pid checks only
+        const pid_t tid = current_tid();
+        const auto self = read_process_status(tid);  // no /proc: start time 0, id checks only
         const std::uint64_t start = self ? self->start_ticks : 0;
-        const auto pid = static_cast<std::uint64_t>(::getpid());
+        const auto pid = static_cast<std::uint64_t>(tid);
         for (int pass = 0; pass < 2; ++pass) {
             for (std::uint32_t i = 0; i < entries; ++i) {
                 std::uint64_t w = words[i].load(std::memory_order_acquire);
@@ -122,7 +137,7 @@ struct queue_registry {
                     return make_id(i, gen);
             }
         }
-        throw Error("mproc::Queue: more than 1024 live processes use this queue");
+        throw Error("mproc::Queue: more than 1024 live threads use this queue");
     }
 };
 

@@ -3,7 +3,7 @@
 // Records are numbered by 32-bit tickets; record t lives in slot t mod S. A record's bytes are
 // in its slot (up to 32 bytes), in consecutive ring cells, or in a spill block.
 //
-//   producer: announce "taking tickets" in its claim word (one per process, own cache line)
+//   producer: announce "taking tickets" in its claim word (one per thread, own cache line)
 //             (p, t) = tail.fetch_add(cells, 1)   one locked instruction claims ticket and cells
 //             record t in its claim word; wait until slot t is free(t) (its turn this lap),
 //             then until maxsize and the cells allow; write where/length/spill into the slot,
@@ -18,7 +18,7 @@
 // maxsize are there (a put): they never hold a ticket while they wait.
 //
 // Crash safety. Every ticket holder is known: between its announcement and its end, a
-// process's claim word says it has an operation in flight and, once recorded (nanoseconds
+// thread's claim word says it has an operation in flight and, once recorded (nanoseconds
 // after the fetch_add), which tickets it holds. A process that finds a record stuck (a free(t)
 // slot whose ticket a producer took, a ready(t) one whose ticket a consumer took) for a
 // millisecond asks every claim word who may hold t: a process in flight whose tickets are
@@ -65,13 +65,30 @@
 MPROC_NAMESPACE_BEGIN
 namespace detail {
 
-/// One process's view of a queue: the shared mapping plus what this process caches.
+/// One process's view of a queue: the shared mapping, and a number that tells it from every
+/// other queue this process made (the key of each thread's registry id cache).
 struct queue_shared {
     queue_shared(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
-        : memory(ring_bytes, spill_bytes, maxsize) {}
+        : memory(ring_bytes, spill_bytes, maxsize), serial(next_serial().fetch_add(1, std::memory_order_relaxed) + 1) {}
     queue_memory memory;
-    std::atomic<std::uint64_t> me{0};  // pid << 32 | registry id, of this process
+    const std::uint64_t serial;
+
+    static std::atomic<std::uint64_t>& next_serial() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return counter;
+    }
 };
+
+/// A thread's registry ids in the last few queues it used: (queue serial, tid << 32 | id).
+struct queue_id_cache {
+    struct entry {
+        std::uint64_t serial = 0;
+        std::uint64_t me = 0;
+    };
+    entry entries[4];
+    unsigned next = 0;
+};
+inline thread_local queue_id_cache queue_ids;
 
 class queue_ring {
 public:
@@ -151,7 +168,10 @@ private:
         return p;
     }
 
-    /// This process's claim word, announced and ended around each operation (see the top).
+    /// This thread's claim word, announced and ended around each operation (see the top). Its
+    /// thread is its one writer, so plain stores do: the fetch_add or CAS that takes the
+    /// tickets comes after the announcement and is a release, so a process that sees the
+    /// tickets taken sees the announcement (or what followed it) too.
     class claim_guard {
     public:
         explicit claim_guard(std::atomic<std::uint64_t>& word) noexcept : word_(word) {}
@@ -159,32 +179,23 @@ private:
         claim_guard(const claim_guard&) = delete;
         claim_guard& operator=(const claim_guard&) = delete;
 
-        /// Before the fetch_add or CAS that takes tickets: from now on this process may hold any.
+        /// Before the fetch_add or CAS that takes tickets: from now on this thread may hold any.
         void begin() noexcept {
-            word_.fetch_add(queue_claim::one_in_flight, std::memory_order_seq_cst);
+            word_.store(queue_claim::one_in_flight, std::memory_order_relaxed);
             active_ = true;
         }
-        /// Right after: the tickets held (only when this is the process's one operation in flight).
+        /// Right after: the tickets held.
         void record(bool get, std::uint32_t first, std::uint64_t count) noexcept {
-            std::uint64_t w = word_.load(std::memory_order_relaxed);
-            if (queue_claim::in_flight(w) != 1 || count > queue_claim::count_mask) return;
-            (void)word_.compare_exchange_strong(
-                w, queue_claim::one_in_flight | queue_claim::recorded | (get ? queue_claim::get_kind : 0) | count << 32 | first,
-                std::memory_order_seq_cst);
+            if (count > queue_claim::count_mask) return;  // left unrecorded: a holder of any ticket
+            word_.store(queue_claim::one_in_flight | queue_claim::recorded | (get ? queue_claim::get_kind : 0) | count << 32 | first,
+                        std::memory_order_release);
         }
         /// Before taking tickets again in the same operation.
-        void unrecord() noexcept {
-            std::uint64_t w = word_.load(std::memory_order_relaxed);
-            while ((w & queue_claim::recorded) != 0 &&
-                   !word_.compare_exchange_weak(w, w >> 56 << 56, std::memory_order_seq_cst)) {
-            }
-        }
+        void unrecord() noexcept { word_.store(queue_claim::one_in_flight, std::memory_order_relaxed); }
         void end() noexcept {
             if (!active_) return;
             active_ = false;
-            std::uint64_t w = word_.load(std::memory_order_relaxed);
-            while (!word_.compare_exchange_weak(w, (queue_claim::in_flight(w) - 1) << 56, std::memory_order_seq_cst)) {
-            }
+            word_.store(0, std::memory_order_release);
         }
 
     private:
@@ -196,12 +207,13 @@ private:
     [[nodiscard]] queue_control& ctl() const noexcept { return shared_->memory.control(); }
     [[nodiscard]] std::uint32_t holder_id();
     [[nodiscard]] std::atomic<std::uint64_t>& my_claim() { return ctl().claims[holder_id() & (queue_registry::entries - 1)].word; }
-    /// Takes a registry entry for this process (once per process, off the hot path).
-    [[gnu::noinline, gnu::cold]] std::uint32_t enroll(std::uint64_t pid) {
+    /// Takes a registry entry for this thread (once per thread and queue, off the hot path).
+    [[gnu::noinline, gnu::cold]] std::uint32_t enroll(std::uint64_t tid) {
         const std::uint32_t id = ctl().registry.enroll();
-        // A dead process's claims are forgotten: its tickets then have no live candidate.
+        // A dead thread's claims are forgotten: its tickets then have no live candidate.
         ctl().claims[id & (queue_registry::entries - 1)].word.store(0, std::memory_order_seq_cst);
-        shared_->me.store(pid << 32 | id, std::memory_order_relaxed);
+        queue_id_cache& ids = queue_ids;
+        ids.entries[ids.next++ % 4] = {shared_->serial, tid << 32 | id};
         return id;
     }
 
@@ -248,8 +260,11 @@ private:
     template <class Consume>
     void take(std::uint32_t t, Consume& consume);
     void free_record(queue_slot& s, std::uint32_t t, std::uint64_t cells) noexcept;
-    /// A consumer's wait on slot `s` seen in state `state`: spins, then sleeps on the slot.
-    void slot_sleep(queue_slot& s, std::uint64_t state, const Deadline& deadline, std::chrono::milliseconds slice);
+    /// A wait on slot `s` seen in state `state`: spins, then flags the slot and sleeps on it for
+    /// at most `slice`, or 1 ms when a producer holds ticket `short_if_taken` by then (a
+    /// consumer's wait; see store_state).
+    void slot_sleep(queue_slot& s, std::uint64_t state, const Deadline& deadline, std::chrono::milliseconds slice,
+                    std::optional<std::uint32_t> short_if_taken = std::nullopt);
     /// Whether a get at ticket `t` has reached the end of a closed queue.
     [[nodiscard]] bool drained(std::uint32_t t) const noexcept {
         const queue_control& c = ctl();
@@ -280,6 +295,20 @@ private:
         std::uint64_t head = ctl().head.load(std::memory_order_acquire);
         if (tlow(head) == t) ctl().head.compare_exchange_strong(head, head + 1, std::memory_order_seq_cst);
     }
+    /// set_state() on the hot paths (a publish, a free) without a locked instruction: the flag
+    /// is read just before a plain store. A sleeper that flags the slot after that read and
+    /// before the store is not woken, but its futex_wait then either finds the word changed
+    /// (and returns at once) or, only when it was already in the kernel in those nanoseconds,
+    /// sleeps out its slice. Consumers flag a slot with a CAS and then choose a 1 ms slice
+    /// whenever a producer already holds the ticket (so a publish after the flag can only cost
+    /// that); a producer flags with a 5 ms slice.
+    static void store_state(queue_slot& s, std::uint64_t next) noexcept {
+        if (s.state.load(std::memory_order_relaxed) & queue_slot_waiter) [[unlikely]] {
+            set_state(s, next);
+            return;
+        }
+        s.state.store(next, std::memory_order_release);
+    }
     /// Whether ticket `a` comes strictly before `b`.
     static bool before(std::uint32_t a, std::uint32_t b) noexcept { return tdiff(b, a) > 0; }
 
@@ -304,11 +333,10 @@ private:
 };
 
 inline std::uint32_t queue_ring::holder_id() {
-    const auto pid = static_cast<std::uint64_t>(current_pid());
-    const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
-    if (me >> 32 == pid) [[likely]]
-        return static_cast<std::uint32_t>(me);
-    return enroll(pid);
+    const auto tid = static_cast<std::uint64_t>(current_tid());
+    for (const auto& e : queue_ids.entries)
+        if (e.serial == shared_->serial && e.me >> 32 == tid) return static_cast<std::uint32_t>(e.me);
+    return enroll(tid);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,7 +496,7 @@ bool queue_ring::fill(std::uint32_t t, const plan& p, std::uint32_t pos, Write& 
         give_up(t, pos, p);
         return false;
     }
-    set_state(s, slot_state(t, slot_status::ready));
+    store_state(s, slot_state(t, slot_status::ready));
     return true;
 }
 
@@ -493,9 +521,18 @@ inline bool queue_ring::wait_to_write(std::uint32_t t, std::uint32_t pos, const 
         }
         if (watch.time_to_look(state, false) && resolve(state)) continue;
         if (c.closed.load(std::memory_order_acquire)) return false;
-        (void)producer_sleep(Deadline::never(), [&] {
-            return without_waiter(s.state.load(std::memory_order_seq_cst)) != state || c.closed.load(std::memory_order_relaxed) != 0;
-        });
+        // The ring is full. Sleep on the slot a sixteenth of the ring ahead while the record a
+        // lap before it is still busy too: woken once per sixteenth of the ring, not once per
+        // record (producer and consumers would take turns record by record, each turn a
+        // wake-up). Consumers take records in ticket order, so ours is free by then.
+        const std::uint32_t ahead = t + static_cast<std::uint32_t>(m.slots() / 16);
+        queue_slot& a = m.slot(ahead);
+        const std::uint64_t ahead_state = without_waiter(a.state.load(std::memory_order_acquire));
+        if (m.slots() >= 32 && ticket_of(ahead_state) == ahead - m.slots() &&
+            status_of(ahead_state) != slot_status::consumed && status_of(state) != slot_status::consumed)
+            slot_sleep(a, ahead_state, Deadline::never(), std::chrono::milliseconds(5));
+        else
+            slot_sleep(s, state, Deadline::never(), std::chrono::milliseconds(5));
     }
     atomic_word(s.where).store(tpack(t, pos), std::memory_order_release);
     s.meta = slot_meta(p.length, p.cells);
@@ -643,8 +680,7 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
             }
             if (drained(t)) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
             if (watch.time_to_look(state, false) && resolve(state)) continue;
-            const bool expected = before(t, tlow(c.tail.load(std::memory_order_acquire)));
-            slot_sleep(s, state, deadline, expected ? std::chrono::milliseconds(5) : std::chrono::milliseconds(100));
+            slot_sleep(s, state, deadline, std::chrono::milliseconds(100), t);
         }
     }
     return get_many(1, deadline, [&](std::size_t, std::span<const std::byte> bytes) { consume(bytes); }) == 1;
@@ -696,8 +732,7 @@ std::size_t queue_ring::get_many(std::size_t max, const Deadline& deadline, Cons
         if (drained(t)) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
         if (deadline.expired()) return 0;
         if (watch.time_to_look(state, false) && resolve(state)) continue;
-        const bool expected = before(t, tlow(c.tail.load(std::memory_order_acquire)));
-        slot_sleep(s, state, deadline, expected ? std::chrono::milliseconds(5) : std::chrono::milliseconds(100));
+        slot_sleep(s, state, deadline, std::chrono::milliseconds(100), t);
         if (c.head.load(std::memory_order_acquire) != head) continue;
     }
 }
@@ -726,14 +761,15 @@ void queue_ring::take(std::uint32_t t, Consume& consume) {
 inline void queue_ring::free_record(queue_slot& s, std::uint32_t t, std::uint64_t cells) noexcept {
     // The spill block first: once the state moves on, the slot may be written again. An
     // exchange, because a process that found us dead may be freeing the same record.
-    if (const std::uint64_t spill = atomic_word(s.spill).exchange(0, std::memory_order_acq_rel)) mem().spill_release(spill);
-    set_state(s, cells ? slot_state(t, slot_status::consumed)
+    if (atomic_word(s.spill).load(std::memory_order_relaxed) != 0)
+        if (const std::uint64_t spill = atomic_word(s.spill).exchange(0, std::memory_order_acq_rel)) mem().spill_release(spill);
+    store_state(s, cells ? slot_state(t, slot_status::consumed)
                        : slot_state(t + static_cast<std::uint32_t>(mem().slots()), slot_status::free));
     notify_producers();
 }
 
 inline void queue_ring::slot_sleep(queue_slot& s, std::uint64_t state, const Deadline& deadline,
-                                   std::chrono::milliseconds slice) {
+                                   std::chrono::milliseconds slice, std::optional<std::uint32_t> short_if_taken) {
     const auto changed = [&] {
         return without_waiter(s.state.load(std::memory_order_acquire)) != state ||
                ctl().closed.load(std::memory_order_relaxed) != 0;
@@ -745,6 +781,8 @@ inline void queue_ring::slot_sleep(queue_slot& s, std::uint64_t state, const Dea
         seen != (state | queue_slot_waiter))
         return;
     if (ctl().closed.load(std::memory_order_seq_cst) != 0) return;
+    if (short_if_taken && before(*short_if_taken, tlow(ctl().tail.load(std::memory_order_seq_cst))))
+        slice = std::min(slice, std::chrono::milliseconds(1));
     const Deadline until = bounded_slice(deadline, slice);
     const int ms = until.poll_ms();
     if (ms <= 0) return;
