@@ -1053,3 +1053,40 @@ TEST_CASE("Queue.dead_producer.killed_holding_a_spill_block_leaks_nothing", "[qu
         }
     }
 }
+
+namespace {
+void stop_at_nth_copy(queue_point point) {
+    if (point == queue_point::put_copying && --g_copies_left == 0) ::raise(SIGSTOP);
+}
+}  // namespace
+
+// A producer stopped in the middle of a batch is alive: its claim word covers every ticket of
+// the batch, so the records after the one it is writing are waited for, not dropped.
+TEST_CASE("Queue.batches.a_stopped_batch_producer_is_waited_for", "[queue]") {
+    mproc::Queue<int> q;
+    mproc::Process<void> holder([q]() mutable {
+        g_copies_left = 4;
+        mproc::detail::queue_fault_hook = stop_at_nth_copy;
+        const std::vector<int> batch{0, 1, 2, 3, 4, 5, 6, 7};
+        q.put_many(batch);
+    });
+    holder.start();
+    std::vector<int> out(8), got;
+    while (got.size() < 3) {
+        const std::size_t n = q.try_get_many_for(std::span<int>(out), 10s);
+        REQUIRE(n > 0);
+        got.insert(got.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    // 300 ms: the stuck records are looked at after 1 ms, then every 5 ms.
+    CHECK(q.try_get_many_for(std::span<int>(out), 300ms) == 0);
+    CHECK(q.dropped() == 0);
+    ::kill(holder.pid(), SIGCONT);
+    while (got.size() < 8) {
+        const std::size_t n = q.try_get_many_for(std::span<int>(out), 10s);
+        REQUIRE(n > 0);
+        got.insert(got.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    CHECK(got == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7});
+    REQUIRE(holder.join(10s));
+    CHECK(q.dropped() == 0);
+}
