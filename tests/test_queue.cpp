@@ -1090,3 +1090,16 @@ TEST_CASE("Queue.batches.a_stopped_batch_producer_is_waited_for", "[queue]") {
     REQUIRE(holder.join(10s));
     CHECK(q.dropped() == 0);
 }
+
+// A consumer blocked in get() on an empty queue holds no ticket: killing it loses nothing.
+TEST_CASE("Queue.dead_consumer.killed_while_waiting_on_an_empty_queue_takes_nothing", "[queue]") {
+    mproc::Queue<int> q;
+    mproc::Process waiter([q]() mutable { return q.get(); });
+    waiter.start();
+    std::this_thread::sleep_for(100ms);  // asleep in get()
+    waiter.kill();
+    REQUIRE(waiter.join(10s));
+    q.put(7);
+    CHECK(q.get(10s) == 7);
+    CHECK(q.dropped() == 0);
+}

@@ -658,29 +658,39 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
     claim_guard claim(my_claim());
     stall_watch watch;
     if (deadline.is_never()) {
-        claim.begin();
-        std::uint32_t t = tlow(c.head.fetch_add(1, std::memory_order_seq_cst));
-        queue_fault(queue_point::get_ticketed);
-        claim.record(true, t, 1);
         for (;;) {
-            queue_slot& s = m.slot(t);
-            const std::uint64_t state = without_waiter(s.state.load(std::memory_order_acquire));
-            const std::uint32_t ticket = ticket_of(state);
-            if (ticket == t && status_of(state) == slot_status::ready) {
-                take(t, consume);
-                return true;
-            }
-            if (before(t, ticket) || (ticket == t && status_of(state) == slot_status::consumed)) {
-                // Dropped (its producer died) or given up: take the next ticket.
-                claim.unrecord();
-                t = tlow(c.head.fetch_add(1, std::memory_order_seq_cst));
-                queue_fault(queue_point::get_ticketed);
-                claim.record(true, t, 1);
+            // A ticket only once a producer holds the record it stands for: a consumer killed
+            // while it waits on an empty queue then takes nothing with it. (Several consumers
+            // woken by one put may still take tickets for records to come.)
+            const std::uint32_t h = tlow(c.head.load(std::memory_order_acquire));
+            if (!before(h, tlow(c.tail.load(std::memory_order_acquire)))) {
+                if (drained(h)) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
+                queue_slot& s = m.slot(h);
+                const std::uint64_t state = without_waiter(s.state.load(std::memory_order_acquire));
+                if (tlow(c.head.load(std::memory_order_acquire)) != h ||
+                    before(h, tlow(c.tail.load(std::memory_order_seq_cst))))
+                    continue;
+                slot_sleep(s, state, deadline, std::chrono::milliseconds(100), h);
                 continue;
             }
-            if (drained(t)) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
-            if (watch.time_to_look(state, false) && resolve(state)) continue;
-            slot_sleep(s, state, deadline, std::chrono::milliseconds(100), t);
+            claim.begin();
+            const std::uint32_t t = tlow(c.head.fetch_add(1, std::memory_order_seq_cst));
+            queue_fault(queue_point::get_ticketed);
+            claim.record(true, t, 1);
+            for (;;) {
+                queue_slot& s = m.slot(t);
+                const std::uint64_t state = without_waiter(s.state.load(std::memory_order_acquire));
+                const std::uint32_t ticket = ticket_of(state);
+                if (ticket == t && status_of(state) == slot_status::ready) {
+                    take(t, consume);
+                    return true;
+                }
+                if (before(t, ticket) || (ticket == t && status_of(state) == slot_status::consumed)) break;  // dropped
+                if (drained(t)) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
+                if (watch.time_to_look(state, false) && resolve(state)) continue;
+                slot_sleep(s, state, deadline, std::chrono::milliseconds(100), t);
+            }
+            claim.end();  // its record was dropped or given up: start again
         }
     }
     return get_many(1, deadline, [&](std::size_t, std::span<const std::byte> bytes) { consume(bytes); }) == 1;
