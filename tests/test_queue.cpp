@@ -1103,3 +1103,14 @@ TEST_CASE("Queue.dead_consumer.killed_while_waiting_on_an_empty_queue_takes_noth
     CHECK(q.get(10s) == 7);
     CHECK(q.dropped() == 0);
 }
+
+// A thread's registry ids are cached for a few queues; one that uses more, in turn, finds its
+// own entry again instead of taking a new one each time (1024 would run out).
+TEST_CASE("Queue.registry.one_thread_many_queues_in_turn", "[queue]") {
+    std::vector<mproc::Queue<int>> queues(12);
+    for (int round = 0; round < 1100; ++round)  // more rounds than a registry has entries
+        for (auto& q : queues) {
+            q.put(round);
+            REQUIRE(q.get() == round);
+        }
+}

@@ -120,11 +120,18 @@ struct queue_registry {
 
     /// Takes an entry for the calling thread: a never-used one, or one whose thread died.
     /// @throws Error when `entries` live threads hold every entry.
-    [[nodiscard]] std::uint32_t enroll() {
+    [[nodiscard]] std::uint32_t enroll(bool& fresh) {
+        fresh = false;
         const pid_t tid = current_tid();
         const auto self = read_process_status(tid);  // no /proc: start time 0, id checks only
         const std::uint64_t start = self ? self->start_ticks : 0;
         const auto pid = static_cast<std::uint64_t>(tid);
+        // This thread's own entry, if it has one already (its id fell out of a small cache).
+        for (std::uint32_t i = 0; i < entries; ++i) {
+            const std::uint64_t w = words[i].load(std::memory_order_acquire);
+            if (w != 0 && w == pack(gen_of(w), pid, start)) return make_id(i, gen_of(w));
+        }
+        fresh = true;
         for (int pass = 0; pass < 2; ++pass) {
             for (std::uint32_t i = 0; i < entries; ++i) {
                 std::uint64_t w = words[i].load(std::memory_order_acquire);

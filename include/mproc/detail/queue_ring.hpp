@@ -85,7 +85,7 @@ struct queue_id_cache {
         std::uint64_t serial = 0;
         std::uint64_t me = 0;
     };
-    entry entries[4];
+    entry entries[8];
     unsigned next = 0;
 };
 inline thread_local queue_id_cache queue_ids;
@@ -209,11 +209,12 @@ private:
     [[nodiscard]] std::atomic<std::uint64_t>& my_claim() { return ctl().claims[holder_id() & (queue_registry::entries - 1)].word; }
     /// Takes a registry entry for this thread (once per thread and queue, off the hot path).
     [[gnu::noinline, gnu::cold]] std::uint32_t enroll(std::uint64_t tid) {
-        const std::uint32_t id = ctl().registry.enroll();
+        bool fresh = false;
+        const std::uint32_t id = ctl().registry.enroll(fresh);
         // A dead thread's claims are forgotten: its tickets then have no live candidate.
-        ctl().claims[id & (queue_registry::entries - 1)].word.store(0, std::memory_order_seq_cst);
+        if (fresh) ctl().claims[id & (queue_registry::entries - 1)].word.store(0, std::memory_order_seq_cst);
         queue_id_cache& ids = queue_ids;
-        ids.entries[ids.next++ % 4] = {shared_->serial, tid << 32 | id};
+        ids.entries[ids.next++ % 8] = {shared_->serial, tid << 32 | id};
         return id;
     }
 
