@@ -36,7 +36,9 @@
 // When the ticket half of the tail wraps at 2^32 it carries one into the cell half: that cell
 // is simply never used.
 //
-// Waiting: spin by the clock for a few microseconds (no sched_yield), then sleep. A consumer
+// Waiting: spin by the clock for 10 us (no sched_yield at a first miss), then yield the core
+// for up to 50 us (with more processes than cores the partner may be waiting for this one),
+// then sleep. A consumer
 // sleeps on its slot's state (the low 32 bits are a futex word; a flag in it tells the
 // producer that someone sleeps, so a publish makes a system call only then). A producer
 // sleeps on space_event, counted in put_waiters, which every free checks after its exchange.
@@ -49,6 +51,7 @@
 #include <mproc/detail/queue_wait.hpp>
 
 #include <linux/futex.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -325,10 +328,18 @@ private:
             gap = gap < 64 ? 2 * gap : gap;
             if (changed()) return true;
         } while (std::chrono::steady_clock::now() - start < spin_time);
+        // Then hand the core over for a while before sleeping: with more processes than cores
+        // the partner that would act may be waiting for this very core, and a yield gives it
+        // without the two system calls and the wake-up latency of a futex sleep.
+        do {
+            ::sched_yield();
+            if (changed()) return true;
+        } while (std::chrono::steady_clock::now() - start < spin_time + yield_time);
         return false;
     }
 
-    static constexpr std::chrono::microseconds spin_time{20};
+    static constexpr std::chrono::microseconds spin_time{10};
+    static constexpr std::chrono::microseconds yield_time{50};
 
     std::shared_ptr<queue_shared> shared_;
 };
@@ -664,7 +675,11 @@ bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
             // while it waits on an empty queue then takes nothing with it. (Several consumers
             // woken by one put may still take tickets for records to come.)
             const std::uint32_t h = tlow(c.head.load(std::memory_order_acquire));
-            if (!before(h, tlow(c.tail.load(std::memory_order_acquire)))) {
+            // A record seen ready needs no look at the tail, whose line the producers write on
+            // every put.
+            const bool ready = without_waiter(m.slot(h).state.load(std::memory_order_acquire)) ==
+                               slot_state(h, slot_status::ready);
+            if (!ready && !before(h, tlow(c.tail.load(std::memory_order_acquire)))) {
                 if (drained(h)) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
                 queue_slot& s = m.slot(h);
                 const std::uint64_t state = without_waiter(s.state.load(std::memory_order_acquire));
