@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/prctl.h>
 
+#include <climits>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -50,22 +51,34 @@ template <class Body>
     return WEXITSTATUS(status);
 }
 
+/// For a child that another process reaps (a forkserver's child): asks that process for the
+/// child's exit code. `wait`: the child is known to have ended, so its status is on the way.
+/// Returns the exit code (Python's convention), or one of the two values below.
+using remote_status_fn = int (*)(pid_t pid, bool wait);
+inline constexpr int remote_running = INT_MIN;     // not ended yet
+inline constexpr int remote_lost = INT_MIN + 1;    // its reaper is gone: ended, status lost
+
 /// One started child: its pid, a pidfd to wait on (when the kernel has pidfd_open), and its
 /// exit code once reaped.
 class child_handle {
 public:
     child_handle() noexcept = default;
     explicit child_handle(pid_t pid) : pid_(pid), pidfd_(sys().pidfd_open(pid, 0)) {}
+    /// A process this one did not fork and cannot wait for (a forkserver's child): `pidfd`
+    /// (which may be empty) says when it ends, `remote` gives its exit code.
+    child_handle(pid_t pid, unique_fd pidfd, remote_status_fn remote) noexcept
+        : pid_(pid), pidfd_(std::move(pidfd)), remote_(remote) {}
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
         : pid_(std::exchange(other.pid_, 0)), pidfd_(std::move(other.pidfd_)),
           exitcode_(std::exchange(other.exitcode_, std::nullopt)),
-          lost_(std::exchange(other.lost_, false)) {}
+          lost_(std::exchange(other.lost_, false)), remote_(std::exchange(other.remote_, nullptr)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
         exitcode_ = std::exchange(other.exitcode_, std::nullopt);
         lost_ = std::exchange(other.lost_, false);
+        remote_ = std::exchange(other.remote_, nullptr);
         return *this;
     }
 
@@ -89,6 +102,7 @@ public:
     /// Reaps the child if it has exited; never blocks. Returns true once reaped.
     bool try_reap() {
         if (!started() || reaped()) return reaped();
+        if (remote_) return try_reap_remote();
         int status = 0;
         pid_t r;
         do r = sys().waitpid(pid_, &status, WNOHANG);
@@ -120,6 +134,13 @@ public:
     /// by now). A child that exited but is not yet reaped is a zombie: kill succeeds harmlessly.
     void signal(int sig) {
         if (!started() || reaped()) return;
+        // Not our child: its reaper may have reaped it already, so its pid may be reused;
+        // the pidfd names exactly this process.
+        if (remote_ && pidfd_) {
+            if (::syscall(SYS_pidfd_send_signal, pidfd_.get(), sig, nullptr, 0) != 0 && errno != ESRCH)
+                throw_errno("pidfd_send_signal");
+            return;
+        }
         if (sys().kill(pid_, sig) != 0 && errno != ESRCH) throw_errno("kill");
     }
 
@@ -148,10 +169,28 @@ public:
     }
 
 private:
+    bool try_reap_remote() {
+        bool ended = false;
+        if (pidfd_) {
+            pollfd p{pidfd_.get(), POLLIN, 0};
+            if (sys().poll(&p, 1, 0) <= 0) return false;  // still running (or EINTR: ask again later)
+            ended = true;
+        }
+        const int code = remote_(pid_, ended);
+        if (code == remote_running) return false;
+        if (code == remote_lost) mark_lost();
+        else {
+            exitcode_ = code;
+            pidfd_.reset();
+        }
+        return true;
+    }
+
     pid_t pid_ = 0;
     unique_fd pidfd_;
     std::optional<int> exitcode_;
     bool lost_ = false;
+    remote_status_fn remote_ = nullptr;
 };
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.
