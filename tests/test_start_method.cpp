@@ -14,6 +14,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -260,5 +261,47 @@ TEST_CASE("StartMethod.process.threads_holding_a_lock", "[start_method]") {
                 CHECK(p.result() == i + 1);
             }
         }
+    }
+}
+
+namespace {
+/// Alive and not a zombie.
+bool running(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string pid_field, comm, state;
+    if (!(stat >> pid_field >> comm >> state)) return false;
+    return state != "Z" && state != "X";
+}
+}  // namespace
+
+TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+        // A middle process (forked) starts a child by `method`, says who it and the server are,
+        // and is then SIGKILLed: both must end.
+        mproc::Process middle([&, method] {
+            ::close(fds[0]);
+            mproc::Process child(sleep_forever);
+            child.start(method);
+            const pid_t pids[2] = {child.pid(), mproc::detail::forkserver_connection().server_pid()};
+            if (::write(fds[1], pids, sizeof pids) != sizeof pids) return;
+            sleep_forever();
+        });
+        middle.start();
+        ::close(fds[1]);
+        pid_t pids[2] = {0, 0};
+        REQUIRE(::read(fds[0], pids, sizeof pids) == sizeof pids);
+        ::close(fds[0]);
+        REQUIRE(running(pids[0]));
+        if (method == mproc::StartMethod::forkserver) REQUIRE(running(pids[1]));
+        middle.kill();
+        REQUIRE(middle.join(10s));
+        const auto until = std::chrono::steady_clock::now() + 2s;
+        while ((running(pids[0]) || (pids[1] > 0 && running(pids[1]))) && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+        CHECK_FALSE(running(pids[0]));
+        if (pids[1] > 0) CHECK_FALSE(running(pids[1]));
     }
 }
