@@ -2,6 +2,7 @@
 // exec), through mproc::init in tests/test_main.cpp.
 #include "support.hpp"
 
+#include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/start_method.hpp>
 
@@ -303,5 +304,115 @@ TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") 
             std::this_thread::sleep_for(1ms);
         CHECK_FALSE(running(pids[0]));
         if (pids[1] > 0) CHECK_FALSE(running(pids[1]));
+    }
+}
+
+namespace {
+bool is_odd(int n) { return n % 2 != 0; }
+int crash_on_seven(int n) {
+    if (n == 7) ::raise(SIGKILL);
+    return n;
+}
+int initialized_value = 0;
+void set_initialized_value() { initialized_value = 42; }
+int read_initialized_value(int) { return initialized_value; }
+
+mproc::PoolOptions pool_options(mproc::StartMethod method, unsigned processes = 2) {
+    mproc::PoolOptions opts;
+    opts.processes = processes;
+    opts.start_method = method;
+    return opts;
+}
+}  // namespace
+
+TEST_CASE("StartMethod.pool.map", "[start_method]") {
+    std::vector<int> numbers(1000);
+    for (int i = 0; i < 1000; ++i) numbers[i] = i;
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Pool pool(pool_options(method));
+        const auto flags = pool.map(is_odd, numbers);
+        REQUIRE(flags.size() == numbers.size());
+        for (int i = 0; i < 1000; ++i) CHECK(flags[i] == (i % 2 != 0));
+        CHECK(pool.submit([](std::string s) { return s + "!"; }, std::string("spawned")).get() == "spawned!");
+        changed_in_parent = 2;
+        CHECK(pool.apply([](int) { return read_changed_in_parent(); }, 0) == 1);  // a fresh program
+        changed_in_parent = 1;
+    }
+}
+
+TEST_CASE("StartMethod.pool.crash_replaces_worker", "[start_method]") {
+    std::vector<int> numbers{1, 2, 3, 4, 5, 6, 7, 8};
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Pool pool(pool_options(method));
+        try {
+            (void)pool.map(crash_on_seven, numbers, 1);
+            FAIL("no crash reported");
+        } catch (const mproc::ProcessCrashed& e) {
+            CHECK(e.task_index() == 6u);
+            CHECK(e.signal() == SIGKILL);
+        }
+        const auto again = pool.map(is_odd, numbers);
+        CHECK(again.size() == numbers.size());
+    }
+}
+
+TEST_CASE("StartMethod.pool.initializer", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        auto opts = pool_options(method);
+        opts.initializer = set_initialized_value;
+        mproc::Pool pool(opts);
+        CHECK(pool.map(read_initialized_value, std::vector<int>{1, 2, 3}) == std::vector<int>{42, 42, 42});
+        auto capturing = pool_options(method);
+        int state = 1;
+        capturing.initializer = [&state] { state = 2; };
+        CHECK_THROWS_WITH(mproc::Pool(capturing), Catch::Contains("the initializer must be a plain function"));
+    }
+}
+
+TEST_CASE("StartMethod.pool.threads_holding_a_lock", "[start_method]") {
+    BusyThreads busy;
+    const std::vector<int> numbers{1, 2, 3, 4};
+    SECTION("fork: the task hangs on the inherited lock and task_timeout reports it") {
+        auto opts = pool_options(mproc::StartMethod::fork);
+        opts.task_timeout = 500ms;
+        mproc::Pool pool(opts);
+        CHECK_THROWS_AS(pool.map(lock_the_held_mutex, numbers), mproc::TimeoutError);
+    }
+    SECTION("spawn and forkserver: 100 of 100 maps succeed") {
+        for (auto method : exec_methods) {
+            INFO(name_of(method));
+            auto opts = pool_options(method);
+            opts.task_timeout = 30s;
+            mproc::Pool pool(opts);
+            int ok = 0;
+            for (int i = 0; i < 100; ++i) ok += pool.map(lock_the_held_mutex, numbers) == std::vector<int>{2, 3, 4, 5};
+            CHECK(ok == 100);
+        }
+    }
+}
+
+namespace {
+int sleep_for_ms(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+}  // namespace
+
+TEST_CASE("StartMethod.pool.task_timeout", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        auto opts = pool_options(method);
+        opts.task_timeout = 300ms;
+        mproc::Pool pool(opts);
+        try {
+            (void)pool.map(sleep_for_ms, std::vector<int>{1, 60000, 1}, 1);
+            FAIL("no timeout reported");
+        } catch (const mproc::TimeoutError& e) {
+            CHECK(e.task_index() == 1u);
+        }
+        CHECK(pool.map(sleep_for_ms, std::vector<int>{1, 2}) == std::vector<int>{1, 2});
     }
 }

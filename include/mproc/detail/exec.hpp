@@ -11,6 +11,7 @@
 #include <mproc/error.hpp>
 
 #include <spawn.h>
+#include <span>
 #include <sys/stat.h>
 
 #include <csignal>
@@ -141,7 +142,8 @@ inline void check_image() {
 // ---- the request an exec'd process (or a forkserver's child) serves ----
 
 /// Runs one request and appends its outcome; true when the callable returned normally.
-using exec_runner = bool (*)(Decoder& request, std::vector<std::byte>& outcome);
+/// `channel` is the socket the request came on (more may follow on it: descriptors).
+using exec_runner = bool (*)(int channel, Decoder& request, std::vector<std::byte>& outcome);
 
 /// A callable that a fresh program can run: a function pointer (sent by identity) or an object
 /// with no state (default-constructed there, as C++20 captureless lambdas are). The Pool's
@@ -156,7 +158,7 @@ inline constexpr bool exec_sendable_v = exec_callable_v<F> && (Encodable<Args> &
 
 /// The receiving end of a request for F(Args...), named to the other process by its function_id.
 template <class R, class F, class ArgsTuple>
-bool exec_entry(Decoder& request, std::vector<std::byte>& outcome) {
+bool exec_entry(int, Decoder& request, std::vector<std::byte>& outcome) {
     return run_and_encode_outcome<R>(outcome, [&]() -> R {
         function_id fn_id;
         request(fn_id);
@@ -189,7 +191,7 @@ void encode_exec_request(std::vector<std::byte>& out, const F& f, const std::tup
             Decoder decoder(request);
             function_id runner;
             decoder(runner);
-            const bool ok = resolve<exec_runner>(runner)(decoder, outcome);
+            const bool ok = resolve<exec_runner>(runner)(fd, decoder, outcome);
             code = 71;
             send_frame(fd, outcome);
             code = ok ? 0 : 1;
@@ -214,21 +216,24 @@ struct exec_status_message {
     std::int32_t code;
 };
 
-/// Sends `bytes` and, when fd >= 0, the descriptor `fd` with them.
-inline void send_with_fd(int sock, const void* bytes, std::size_t size, int fd) {
+inline constexpr std::size_t max_passed_fds = 4;
+
+/// Sends `bytes` and the descriptors `fds` with them (SCM_RIGHTS).
+inline void send_with_fds(int sock, const void* bytes, std::size_t size, std::span<const int> fds) {
     iovec part{const_cast<void*>(bytes), size};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_passed_fds)]{};
     msghdr msg{};
     msg.msg_iov = &part;
     msg.msg_iovlen = 1;
-    if (fd >= 0) {
+    if (!fds.empty()) {
+        if (fds.size() > max_passed_fds) throw Error("mproc: too many descriptors in one message");
         msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
         cmsghdr* c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
     for (;;) {
         if (sys().sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return;
@@ -238,11 +243,15 @@ inline void send_with_fd(int sock, const void* bytes, std::size_t size, int fd) 
     }
 }
 
-/// Receives one message into `bytes` and the descriptor that came with it (or an empty one).
-/// Returns the message's size; 0 when the peer is gone.
-inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_fd& fd, int flags = 0) {
+inline void send_with_fd(int sock, const void* bytes, std::size_t size, int fd) {
+    send_with_fds(sock, bytes, size, fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>());
+}
+
+/// Receives one message into `bytes` and the descriptors that came with it (as many as `fds`
+/// holds; the others are closed). Returns the message's size; 0 when the peer is gone.
+inline std::size_t recv_with_fds(int sock, void* bytes, std::size_t size, std::span<unique_fd> fds, int flags = 0) {
     iovec part{bytes, size};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_passed_fds)]{};
     msghdr msg{};
     msg.msg_iov = &part;
     msg.msg_iovlen = 1;
@@ -255,15 +264,22 @@ inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_
         if (errno == ECONNRESET) return 0;
         throw_errno("recvmsg");
     }
-    fd.reset();
+    for (auto& fd : fds) fd.reset();
+    std::size_t next = 0;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
             int received;
-            std::memcpy(&received, CMSG_DATA(c), sizeof received);
-            fd = unique_fd(received);
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
+            unique_fd owned(received);
+            if (next < fds.size()) fds[next++] = std::move(owned);
         }
     }
     return static_cast<std::size_t>(got);
+}
+inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_fd& fd, int flags = 0) {
+    return recv_with_fds(sock, bytes, size, std::span<unique_fd>(&fd, 1), flags);
 }
 
 /// The forkserver's loop (the process mproc::init becomes with role "forkserver"). Single
