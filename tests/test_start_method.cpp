@@ -416,3 +416,14 @@ TEST_CASE("StartMethod.pool.task_timeout", "[start_method]") {
         CHECK(pool.map(sleep_for_ms, std::vector<int>{1, 2}) == std::vector<int>{1, 2});
     }
 }
+
+TEST_CASE("StartMethod.process.many_never_waited", "[start_method]") {
+    // Children that end while nobody waits for them: their statuses pile up at the forkserver
+    // until read, which must not stop it from starting more.
+    std::vector<mproc::Process<int>> children;
+    for (int i = 0; i < 3000; ++i) {
+        children.emplace_back(square, i);
+        children.back().start(mproc::forkserver);
+    }
+    for (int i = 0; i < 3000; ++i) CHECK(children[i].result() == i * i);
+}

@@ -370,6 +370,17 @@ public:
         ensure_running();
         const char byte = 0;
         send_with_fd(requests_.get(), &byte, 1, channel);
+        // While waiting for the reply, read statuses: a server blocked sending statuses nobody
+        // read yet (children started and never waited for) would never read this request.
+        for (;;) {
+            pollfd fds[2] = {{requests_.get(), POLLIN, 0}, {statuses_.get(), POLLIN, 0}};
+            if (sys().poll(fds, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                throw_errno("poll");
+            }
+            if (fds[0].revents != 0) break;
+            if (fds[1].revents != 0 && !read_status()) throw EndOfStream("mproc: the forkserver is gone");
+        }
         exec_status_message reply{};
         unique_fd pidfd;
         if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
@@ -391,25 +402,32 @@ public:
                 return code;
             }
             if (!statuses_ || owner_ != current_pid()) return remote_lost;
-            exec_status_message message{};
-            unique_fd none;
-            std::size_t got = 0;
-            try {
-                got = recv_with_fd(statuses_.get(), &message, sizeof message, none, MSG_DONTWAIT);
-            } catch (const SystemError& e) {
-                if (e.code().value() != EAGAIN) throw;
+            pollfd p{statuses_.get(), POLLIN, 0};
+            // When it ended, the server sends its status right after reaping it.
+            if (sys().poll(&p, 1, wait ? 100 : 0) == 0) {
                 if (!wait) return remote_running;
-                // It ended; the server sends its status right after reaping it.
-                pollfd p{statuses_.get(), POLLIN, 0};
-                (void)sys().poll(&p, 1, 100);
                 continue;
             }
-            if (got != sizeof message) return remote_lost;  // the server is gone
-            seen_[message.pid] = message.code;
+            if (!read_status()) return remote_lost;  // the server is gone
         }
     }
 
 private:
+    /// Reads one status into seen_ when one is there; false when the server is gone.
+    bool read_status() {
+        exec_status_message message{};
+        unique_fd none;
+        try {
+            if (recv_with_fd(statuses_.get(), &message, sizeof message, none, MSG_DONTWAIT) != sizeof message)
+                return false;
+        } catch (const SystemError& e) {
+            if (e.code().value() != EAGAIN) throw;
+            return true;
+        }
+        seen_[message.pid] = message.code;
+        return true;
+    }
+
     static int remote_status(pid_t pid, bool wait);
 
     void ensure_running() {
