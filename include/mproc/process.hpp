@@ -58,8 +58,10 @@ struct bound_process_task final : process_task<R> {
 
 /// A callable run in a child process. `R` is its return type, sent back through the codec.
 ///
-/// The child is made by fork() at start(): the callable, its arguments and everything they point
-/// to are the parent's memory as it was at that moment (captures included). The child ends with
+/// By default the child is made by fork() at start(): the callable, its arguments and everything
+/// they point to are the parent's memory as it was at that moment (captures included). With
+/// `start(mproc::spawn)` or `start(mproc::forkserver)` (see mproc::StartMethod) it is a fresh
+/// program instead, and the callable must be stateless, its arguments encodable. The child ends with
 /// _exit, so the parent's atexit handlers and static destructors never run twice, and it is
 /// SIGKILLed if the parent dies (PR_SET_PDEATHSIG; note that Linux ties this to the *thread* that
 /// called start()).
