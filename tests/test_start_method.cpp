@@ -330,12 +330,12 @@ TEST_CASE("StartMethod.pool.map", "[start_method]") {
     for (int i = 0; i < 1000; ++i) numbers[i] = i;
     for (auto method : exec_methods) {
         INFO(name_of(method));
+        changed_in_parent = 2;  // before the workers start: forked ones would see it
         mproc::Pool pool(pool_options(method));
         const auto flags = pool.map(is_odd, numbers);
         REQUIRE(flags.size() == numbers.size());
         for (int i = 0; i < 1000; ++i) CHECK(flags[i] == (i % 2 != 0));
         CHECK(pool.submit([](std::string s) { return s + "!"; }, std::string("spawned")).get() == "spawned!");
-        changed_in_parent = 2;
         CHECK(pool.apply([](int) { return read_changed_in_parent(); }, 0) == 1);  // a fresh program
         changed_in_parent = 1;
     }
