@@ -131,6 +131,26 @@ BENCHMARK(Pool8_start_map_1GiB_caller)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
+// Pool(16) cold start (until every worker has run a task) and teardown: a tiny caller forking,
+// beside a 1 GiB caller using the forkserver (goal: within 1.2x).
+static void Pool16_cold_start(benchmark::State& state) {
+    const bool big = state.range(0) != 0;
+    const auto method = big ? mproc::StartMethod::forkserver : mproc::StartMethod::fork;
+    std::vector<char> ballast(big ? std::size_t{1} << 30 : 0);
+    std::memset(ballast.data(), 1, ballast.size());
+    { mproc::Process warm(nothing); warm.start(mproc::forkserver); warm.join(); }
+    for (auto _ : state) {
+        mproc::PoolOptions opts;
+        opts.processes = 16;
+        opts.start_method = method;
+        mproc::Pool pool(opts);
+        benchmark::DoNotOptimize(pool.map(twice, std::vector<int>(16, 1), 1));
+    }
+    benchmark::DoNotOptimize(ballast.data());
+    state.SetLabel(big ? "1 GiB caller, forkserver" : "tiny caller, fork");
+}
+BENCHMARK(Pool16_cold_start)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], raw_exec_marker) == 0) return 0;
     mproc::init(argc, argv);
