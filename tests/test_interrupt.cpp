@@ -42,7 +42,12 @@ using clock_type = std::chrono::steady_clock;
 }  // namespace
 
 TEST_CASE("Interrupt.ctrl_c_ends_a_map_and_the_pool_goes_on", "[pool][interrupt]") {
-    mproc::Pool pool(2);
+    const auto method = GENERATE(mproc::StartMethod::fork, mproc::StartMethod::forkserver, mproc::StartMethod::spawn);
+    INFO("start method " << static_cast<int>(method));
+    mproc::PoolOptions opts;
+    opts.processes = 2;
+    opts.start_method = method;
+    mproc::Pool pool(opts);
     const auto pids_before = pool.pids();
     {
         mproc::InterruptScope ctrl_c;

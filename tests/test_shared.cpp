@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <fcntl.h>
+#include <fstream>
 #include <set>
 #include <string>
 #include <csignal>
@@ -259,15 +261,17 @@ TEST_CASE("SharedMemory.sigkill.leftovers", "[shared]") {
         REQUIRE(child.join(10s));
         CHECK(shm.data()[0] == std::byte{1});
     }
-    SECTION("a creating child is killed: its name stays until someone unlinks it") {
+    SECTION("a creating child is killed: no destructor runs, its tracker unlinks the name") {
         mproc::Process child([name] {
             auto shm = mproc::SharedMemory::create(name, 4096);
-            ::raise(SIGKILL);  // no destructor runs: the kernel keeps the name
+            ::raise(SIGKILL);
         });
         child.start();
         REQUIRE(child.join(10s));
-        CHECK(mproc_test::our_shm_names().count(name) == 1);
-        CHECK(mproc::SharedMemory::attach(name).unlink());  // the documented clean-up
+        const auto until = std::chrono::steady_clock::now() + 1s;
+        while (mproc_test::our_shm_names().count(name) == 1 && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+        CHECK(mproc_test::our_shm_names().count(name) == 0);
     }
     SECTION("an exception in the creator unwinds and unlinks") {
         mproc::Process child([name] {
@@ -424,4 +428,117 @@ TEST_CASE("Shared.value.eight_adders_one_killed_holding_the_lock", "[shared]") {
     total.get_lock().release();
     CHECK(deaths_seen.load() + (parent_saw_it ? 1 : 0) == 1);
     CHECK(total.get() == 7L * adds + adds / 2 + 1000000);
+}
+
+// ---- the tracker of named shared memory ----
+namespace {
+bool shm_exists(const std::string& name) { return mproc_test::shm_names().count(name) != 0; }
+
+/// Alive and not a zombie (the tracker is nobody's child here: init reaps it).
+bool process_running(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string pid_field, comm, state;
+    if (!(stat >> pid_field >> comm >> state)) return false;
+    return state != "Z" && state != "X";
+}
+
+template <class Pred>
+bool within(std::chrono::milliseconds limit, Pred pred) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(1ms);
+    }
+    return true;
+}
+
+/// A creator process (forked) runs `setup`, sends the tracker's pid, then waits to be killed
+/// (or, with `then_exit`, returns normally). Returns the tracker's pid once the creator ended.
+template <class Setup>
+pid_t run_creator(Setup setup, bool then_exit) {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    mproc::Process<void> creator([&] {
+        ::close(fds[0]);
+        setup();
+        const pid_t tracker = mproc::detail::shm_names_tracker().pid();
+        if (::write(fds[1], &tracker, sizeof tracker) != sizeof tracker || then_exit) return;
+        for (;;) ::pause();
+    });
+    creator.start();
+    ::close(fds[1]);
+    pid_t tracker = 0;
+    REQUIRE(::read(fds[0], &tracker, sizeof tracker) == sizeof tracker);
+    ::close(fds[0]);
+    REQUIRE(tracker > 0);
+    if (!then_exit) creator.kill();
+    REQUIRE(creator.join(10s));
+    return tracker;
+}
+}  // namespace
+
+TEST_CASE("SharedMemory.tracker.killed_creator_names_removed", "[shared][tracker]") {
+    const std::string tag = std::to_string(::getpid());
+    const std::string owned = "mproc_test_owned_" + tag, kept = "mproc_test_kept_" + tag,
+                      unlinked = "mproc_test_unlinked_" + tag;
+    const pid_t tracker = run_creator(
+        [&] {
+            static auto a = mproc::SharedMemory::create(owned, 4096);
+            static auto b = mproc::SharedMemory::create(kept, 4096);
+            b.keep();
+            static auto c = mproc::SharedMemory::create(unlinked, 4096);
+            c.unlink();
+        },
+        false);
+    CHECK(within(1000ms, [&] { return !shm_exists(owned); }));  // gone within a second
+    CHECK(within(5000ms, [&] { return !process_running(tracker); }));
+    CHECK(shm_exists(kept));  // a kept name stays
+    CHECK_FALSE(shm_exists(unlinked));
+    mproc::SharedMemory::attach(kept).unlink();
+}
+
+TEST_CASE("SharedMemory.tracker.name_recreated_by_another_process_stays", "[shared][tracker]") {
+    const std::string name = "mproc_test_recreated_" + std::to_string(::getpid());
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    int go[2];
+    REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+    // The creator makes the name; another process (this one) attaches, unlinks it and creates
+    // its own under the same name; then the creator is killed: the new file is not its to remove.
+    mproc::Process<void> creator([&] {
+        static auto a = mproc::SharedMemory::create(name, 4096);
+        const pid_t tracker = mproc::detail::shm_names_tracker().pid();
+        if (::write(fds[1], &tracker, sizeof tracker) != sizeof tracker) return;
+        for (;;) ::pause();
+    });
+    creator.start();
+    pid_t tracker = 0;
+    REQUIRE(::read(fds[0], &tracker, sizeof tracker) == sizeof tracker);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ::close(go[0]);
+    ::close(go[1]);
+    CHECK(mproc::SharedMemory::attach(name).unlink());
+    auto mine = mproc::SharedMemory::create(name, 8192);
+    creator.kill();
+    REQUIRE(creator.join(10s));
+    CHECK(within(5000ms, [&] { return !process_running(tracker); }));
+    CHECK(shm_exists(name));
+    CHECK(mine.size() == 8192);
+}
+
+TEST_CASE("SharedMemory.tracker.normal_exit", "[shared][tracker]") {
+    const std::string tag = std::to_string(::getpid());
+    const std::string dropped = "mproc_test_dropped_" + tag, kept = "mproc_test_kept_exit_" + tag;
+    const pid_t tracker = run_creator(
+        [&] {
+            auto a = mproc::SharedMemory::create(dropped, 4096);  // unlinked by its destructor
+            auto b = mproc::SharedMemory::create(kept, 4096);
+            b.keep();
+        },
+        true);
+    CHECK(within(5000ms, [&] { return !process_running(tracker); }));  // ends with its creator
+    CHECK_FALSE(shm_exists(dropped));
+    CHECK(shm_exists(kept));
+    mproc::SharedMemory::attach(kept).unlink();
 }

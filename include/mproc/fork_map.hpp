@@ -48,6 +48,7 @@ template <class F, std::ranges::random_access_range Range>
     if (n == 0) return std::vector<R>{};
     PoolOptions settings = options;
     if (settings.processes == 0) settings.processes = cpu_count();
+    settings.start_method = StartMethod::fork;  // its workers read the caller's memory in place
     if (call.task_timeout.count() != 0) settings.task_timeout = call.task_timeout;
     auto core = std::make_shared<detail::pool_core>(settings, /*start=*/false);
     Context context{f, inputs};

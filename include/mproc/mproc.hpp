@@ -11,5 +11,6 @@
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
 #include <mproc/shared.hpp>
+#include <mproc/start_method.hpp>
 #include <mproc/sync.hpp>
 #include <mproc/version.hpp>

@@ -36,6 +36,7 @@ namespace detail {
 /// The options with the worker count filled in.
 [[nodiscard]] inline PoolOptions resolved(PoolOptions options) {
     if (options.processes == 0) options.processes = cpu_count();
+    if (!options.start_method) options.start_method = get_start_method();
     return options;
 }
 

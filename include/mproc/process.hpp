@@ -6,6 +6,7 @@
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/outcome.hpp>
+#include <mproc/start_method.hpp>
 #include <mproc/error.hpp>
 
 #include <chrono>
@@ -29,6 +30,9 @@ template <class R>
 struct process_task {
     virtual ~process_task() = default;
     virtual R run() = 0;
+    /// Appends the request that runs this task in a process started by exec (spawn,
+    /// forkserver); false when the callable has state or an argument cannot be encoded.
+    virtual bool encode_request(std::vector<std::byte>& out) = 0;
 };
 
 template <class R, class F, class... Args>
@@ -37,6 +41,15 @@ struct bound_process_task final : process_task<R> {
     explicit bound_process_task(G&& g, A&&... a)
         : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
     R run() override { return std::apply(std::move(fn), std::move(args)); }
+    bool encode_request(std::vector<std::byte>& out) override {
+        if constexpr (exec_sendable_v<F, Args...>) {
+            encode_exec_request<R>(out, fn, args);
+            return true;
+        } else {
+            (void)out;
+            return false;
+        }
+    }
 
     F fn;
     std::tuple<Args...> args;
@@ -45,8 +58,10 @@ struct bound_process_task final : process_task<R> {
 
 /// A callable run in a child process. `R` is its return type, sent back through the codec.
 ///
-/// The child is made by fork() at start(): the callable, its arguments and everything they point
-/// to are the parent's memory as it was at that moment (captures included). The child ends with
+/// By default the child is made by fork() at start(): the callable, its arguments and everything
+/// they point to are the parent's memory as it was at that moment (captures included). With
+/// `start(mproc::spawn)` or `start(mproc::forkserver)` (see mproc::StartMethod) it is a fresh
+/// program instead, and the callable must be stateless, its arguments encodable. The child ends with
 /// _exit, so the parent's atexit handlers and static destructors never run twice, and it is
 /// SIGKILLed if the parent dies (PR_SET_PDEATHSIG; note that Linux ties this to the *thread* that
 /// called start()).
@@ -78,6 +93,27 @@ public:
         : task_(std::make_unique<detail::bound_process_task<R, std::decay_t<F>, std::decay_t<Args>...>>(
               std::forward<F>(f), std::forward<Args>(args)...)) {}
 
+    /// Binds f(args...) to start by `mproc::spawn` or `mproc::forkserver` (start() then uses
+    /// that method), and checks at compile time that it can: a stateless callable and encodable
+    /// arguments. p.start(mproc::spawn) on a Process made without the tag checks the same when
+    /// it is called, and throws.
+    template <class Tag, class F, class... Args>
+        requires(std::same_as<Tag, spawn_t> || std::same_as<Tag, forkserver_t>) &&
+                std::invocable<std::decay_t<F>, std::decay_t<Args>...> &&
+                std::convertible_to<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>, R>
+    Process(Tag, F&& f, Args&&... args) : Process(std::forward<F>(f), std::forward<Args>(args)...) {
+        static_assert(detail::exec_callable_v<std::decay_t<F>>,
+                      "mproc::Process: with mproc::spawn or mproc::forkserver the function must be "
+                      "stateless (a function, or a lambda without captures): the new program cannot "
+                      "see the caller's variables. Pass them as arguments");
+        static_assert((Encodable<std::decay_t<Args>> && ...),
+                      "mproc::Process: with mproc::spawn or mproc::forkserver every argument must be "
+                      "encodable by mproc::codec (give it a member serialize(Ar&) or specialize "
+                      "mproc::codec<T>)");
+        method_ = Tag::method;
+        method_given_ = true;
+    }
+
     /// Takes over the child (or the callable, before start()); the moved-from Process is empty.
     Process(Process&&) noexcept = default;
     /// Stops and reaps this Process's running child as the destructor does, then takes over
@@ -91,6 +127,8 @@ public:
             received_ = std::move(other.received_);
             terminate_grace = other.terminate_grace;
             owner_ = other.owner_;
+            method_ = other.method_;
+            method_given_ = other.method_given_;
         }
         return *this;
     }
@@ -98,9 +136,19 @@ public:
     Process& operator=(const Process&) = delete;
     ~Process() { stop_if_owner(); }
 
-    /// Forks the child. A Process starts once.
+    /// Starts the child by the method given to the constructor, or else the process-wide one
+    /// (mproc::set_start_method; fork unless set). A Process starts once.
     /// @throws StateError when already started; SystemError when fork or socketpair fails.
-    void start();
+    void start() { start(method_given_ ? method_ : get_start_method()); }
+    /// Starts the child by `method`. spawn and forkserver need mproc::init in main, a stateless
+    /// callable and encodable arguments.
+    /// @throws StateError before mproc::init; Error when the callable has state or an argument
+    ///         cannot be encoded, or when the executable changed on disk since mproc::init.
+    void start(StartMethod method);
+    /// `p.start(mproc::spawn)`: the program executed afresh runs the callable.
+    void start(spawn_t) { start(StartMethod::spawn); }
+    /// `p.start(mproc::forkserver)`: a fork of the forkserver runs the callable.
+    void start(forkserver_t) { start(StartMethod::forkserver); }
 
     /// Waits for the child to end. Never throws the child's exception (result() does).
     /// Only the process that called start() can wait: in a forked copy (a child holding this
@@ -142,6 +190,8 @@ public:
     std::chrono::milliseconds terminate_grace{1000};
 
 private:
+    void start_fork();
+    void start_exec(StartMethod method);
     bool wait_for_exit(const detail::Deadline& deadline);
     void drain_channel();
     bool poll_exit();
@@ -156,17 +206,55 @@ private:
     detail::unique_fd channel_;        // parent's end of the result socket
     std::vector<std::byte> received_;  // bytes of the result frame received so far
     pid_t owner_ = 0;                  // the process that called start()
+    StartMethod method_ = StartMethod::fork;  // given to the constructor, when method_given_
+    bool method_given_ = false;
 };
 
 /// Deduces R from what f(args...) returns: `mproc::Process p(f, 7);` is a Process<int> for an
 /// int f(int).
 template <class F, class... Args>
 Process(F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+template <class F, class... Args>
+Process(spawn_t, F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+template <class F, class... Args>
+Process(forkserver_t, F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
 
 template <class R>
-void Process<R>::start() {
+void Process<R>::start(StartMethod method) {
     if (child_.started()) throw StateError("mproc::Process: start() called twice");
     if (!task_) throw StateError("mproc::Process: start() on a moved-from Process");
+    if (method == StartMethod::fork) start_fork();
+    else start_exec(method);
+    // The parent never runs the task: dropping it now closes any descriptor (a Pipe end, say)
+    // that was moved into the arguments, as Python users close their copy after start().
+    task_.reset();
+}
+
+template <class R>
+void Process<R>::start_exec(StartMethod method) {
+    std::vector<std::byte> request;
+    if (!task_->encode_request(request))
+        throw Error(
+            "mproc::Process: with mproc::spawn or mproc::forkserver the function must be stateless "
+            "(a function, or a lambda without captures) and every argument encodable: the new "
+            "program cannot see the caller's variables. Pass them as arguments");
+    auto ends = detail::make_socketpair();
+    child_ = method == StartMethod::spawn
+                 ? detail::child_handle(detail::spawn_self("spawn", {ends.second.get()}))
+                 : detail::forkserver_connection().start(ends.second.get());
+    owner_ = detail::current_pid();
+    ends.second.reset();
+    try {
+        detail::send_frame(ends.first.get(), request);
+    } catch (const EndOfStream&) {
+        // The child ended before reading its task: result() reports how it ended.
+    }
+    detail::set_nonblocking(ends.first.get(), true);
+    channel_ = std::move(ends.first);
+}
+
+template <class R>
+void Process<R>::start_fork() {
     // Not a structured binding: clang 14 cannot capture those in a lambda.
     auto ends = detail::make_socketpair();
     detail::unique_fd& parent_end = ends.first;
@@ -187,9 +275,6 @@ void Process<R>::start() {
     child_end.reset();
     detail::set_nonblocking(parent_end.get(), true);
     channel_ = std::move(parent_end);
-    // The parent never runs the task: dropping it now closes any descriptor (a Pipe end, say)
-    // that was moved into the arguments, as Python users close their copy after start().
-    task_.reset();
 }
 
 template <class R>

@@ -56,6 +56,20 @@ public:
         if (base_) ::munmap(base_, window_);
     }
 
+    /// Maps an arena another process made, from its memfd (a Pool worker started by exec).
+    [[nodiscard]] static shared_arena attach(unique_fd fd, std::size_t window) {
+        shared_arena arena;
+        void* p = ::mmap(nullptr, window, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
+        if (p == MAP_FAILED) throw_errno("mmap");
+        arena.fd_ = std::move(fd);
+        arena.base_ = static_cast<std::byte*>(p);
+        arena.window_ = window;
+        return arena;
+    }
+    /// The memfd behind the arena, and the size of the window it is mapped through.
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+    [[nodiscard]] std::size_t window() const noexcept { return window_; }
+
     [[nodiscard]] std::byte* base() const noexcept { return base_; }
     [[nodiscard]] arena_header& header() const noexcept { return *reinterpret_cast<arena_header*>(base_); }
     /// Start of the owner's fixed region.

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/prctl.h>
 
+#include <climits>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -50,6 +51,13 @@ template <class Body>
     return WEXITSTATUS(status);
 }
 
+/// For a child that another process reaps (a forkserver's child): asks that process for the
+/// child's exit code. `wait`: the child is known to have ended, so its status is on the way.
+/// Returns the exit code (Python's convention), or one of the two values below.
+using remote_status_fn = int (*)(pid_t pid, bool wait);
+inline constexpr int remote_running = INT_MIN;     // not ended yet
+inline constexpr int remote_lost = INT_MIN + 1;    // its reaper is gone: ended, status lost
+
 /// One started child: its pid, a pidfd to wait on (when the kernel has pidfd_open), and its
 /// exit code once reaped.
 class child_handle {
@@ -62,19 +70,25 @@ public:
     explicit child_handle(pid_t pid) : pid_(pid), pidfd_(sys().pidfd_open(pid, 0)) {
         if (!pidfd_ && errno == ESRCH) vanished_ = true;
     }
+    /// A process this one did not fork and cannot wait for (a forkserver's child): `pidfd`
+    /// (which may be empty) says when it ends, `remote` gives its exit code.
+    child_handle(pid_t pid, unique_fd pidfd, remote_status_fn remote) noexcept
+        : pid_(pid), pidfd_(std::move(pidfd)), remote_(remote) {}
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
         : pid_(std::exchange(other.pid_, 0)),
           pidfd_(std::move(other.pidfd_)),
           exitcode_(std::exchange(other.exitcode_, std::nullopt)),
           lost_(std::exchange(other.lost_, false)),
-          vanished_(std::exchange(other.vanished_, false)) {}
+          vanished_(std::exchange(other.vanished_, false)),
+          remote_(std::exchange(other.remote_, nullptr)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
         exitcode_ = std::exchange(other.exitcode_, std::nullopt);
         lost_ = std::exchange(other.lost_, false);
         vanished_ = std::exchange(other.vanished_, false);
+        remote_ = std::exchange(other.remote_, nullptr);
         return *this;
     }
 
@@ -98,6 +112,7 @@ public:
     /// Reaps the child if it has exited; never blocks. Returns true once reaped.
     bool try_reap() {
         if (!started() || reaped()) return reaped();
+        if (remote_) return try_reap_remote();
         int status = 0;
         pid_t r;
         do r = sys().waitpid(pid_, &status, WNOHANG);
@@ -167,11 +182,29 @@ public:
     }
 
 private:
+    bool try_reap_remote() {
+        bool ended = false;
+        if (pidfd_) {
+            pollfd p{pidfd_.get(), POLLIN, 0};
+            if (sys().poll(&p, 1, 0) <= 0) return false;  // still running (or EINTR: ask again later)
+            ended = true;
+        }
+        const int code = remote_(pid_, ended);
+        if (code == remote_running) return false;
+        if (code == remote_lost) mark_lost();
+        else {
+            exitcode_ = code;
+            pidfd_.reset();
+        }
+        return true;
+    }
+
     pid_t pid_ = 0;
     unique_fd pidfd_;
     std::optional<int> exitcode_;
     bool lost_ = false;
     bool vanished_ = false;  // gone before its pidfd could be opened
+    remote_status_fn remote_ = nullptr;
 };
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.

@@ -1,11 +1,13 @@
 // mproc::PoolOptions and mproc::MapOptions: how a Pool (or a fork_map) runs its tasks.
 #pragma once
 
+#include <mproc/start_method.hpp>
 #include <mproc/version.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <optional>
 
 MPROC_NAMESPACE_BEGIN
 
@@ -41,6 +43,10 @@ struct PoolOptions {
     /// cancels its job and replaces the workers running it. For programs with their own SIGINT
     /// handler; otherwise see mproc::InterruptScope.
     std::function<void()> on_interrupt;
+    /// How the workers start: fork, spawn or forkserver (see mproc::StartMethod); unset means
+    /// mproc::get_start_method() when the Pool is made. With spawn and forkserver the
+    /// initializer must be a plain function (void(*)()). fork_map always forks.
+    std::optional<StartMethod> start_method;
 };
 
 /// Per-call options of Pool::map / starmap / imap / fork_map.

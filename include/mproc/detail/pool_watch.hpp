@@ -4,6 +4,7 @@
 #pragma once
 
 #include <mproc/detail/pool_core.hpp>
+#include <mproc/detail/pool_exec.hpp>
 
 #include <poll.h>
 
@@ -65,6 +66,11 @@ inline void pool_core::spawn(unsigned index) {
     slot.pid.store(0, std::memory_order_relaxed);
     slot.state.store(worker_starting, std::memory_order_relaxed);
     timed_out_[index].reset();
+    const StartMethod method = options_.start_method.value_or(StartMethod::fork);
+    if (method != StartMethod::fork) {
+        workers_[index] = start_worker_by_exec(method, arena_, wake_fd_.get(), index, options_.initializer);
+        return;
+    }
     workers_[index] = child_handle(fork_child([this, index] {
         return worker_main(arena_, *ctl_, index, options_.initializer);
     }));

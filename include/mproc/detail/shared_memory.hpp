@@ -3,6 +3,7 @@
 #pragma once
 
 #include <mproc/detail/shm.hpp>
+#include <mproc/detail/shm_tracker.hpp>
 #include <mproc/error.hpp>
 
 #include <unistd.h>
@@ -23,10 +24,11 @@ MPROC_NAMESPACE_BEGIN
 /// Who owns the name: the creator. Its destructor unlinks the name unless keep() was called (or
 /// unlink() already removed it); attached handles and forked children never unlink it on
 /// destruction. Unlinking removes only the name: every mapping stays valid until unmapped.
-/// The safest pattern is to unlink() as soon as every party has attached, so that no name
-/// outlives a crash. If the creator is SIGKILLed before that, no destructor runs and the name
-/// stays in /dev/shm until someone unlinks it (attach + unlink(), or `rm /dev/shm/<name>`): the
-/// kernel does not tie a name's life to a process.
+/// The safest pattern is to unlink() as soon as every party has attached. If the creator is
+/// SIGKILLed (or crashes) first, no destructor runs; a small tracker process (one per creating
+/// process, started at its first create, see detail/shm_tracker.hpp) then unlinks the names it
+/// still owned: created by it, not unlinked, not keep()-ed, and still the same file. Attached
+/// processes keep their mappings; a kept name is never touched. It prints nothing.
 /// @code
 /// auto shm = mproc::SharedMemory::create("results", 1 << 20);    // creator
 /// auto view = mproc::SharedMemory::attach("results");           // another process
@@ -51,6 +53,8 @@ public:
             ::shm_unlink(path.c_str());
             throw;
         }
+        struct stat st {};
+        if (::fstat(fd.get(), &st) == 0) detail::shm_names_tracker().own(path, st.st_ino);
         return SharedMemory(std::move(path), std::move(mapping), true);
     }
     /// Creates a block under a fresh unique name ("mproc_<pid>_<n>_<random>"); see name().
@@ -108,11 +112,18 @@ public:
     /// Removes the name now (any process may); mappings stay valid. Returns false when the
     /// name was already gone.
     bool unlink() {
+        const bool owned = is_owner();
         owner_pid_ = 0;
-        return detail::shm_remove(path_);
+        const bool removed = detail::shm_remove(path_);
+        if (owned) detail::shm_names_tracker().disown(path_);
+        return removed;
     }
-    /// The destructor will leave the name in place (for processes that attach later).
-    void keep() noexcept { owner_pid_ = 0; }
+    /// The destructor will leave the name in place (for processes that attach later), and so
+    /// will the tracker if this process is killed.
+    void keep() noexcept {
+        if (is_owner()) detail::shm_names_tracker().disown(path_);
+        owner_pid_ = 0;
+    }
 
 private:
     SharedMemory(std::string path, detail::shared_mapping mapping, bool owner) noexcept
@@ -120,13 +131,15 @@ private:
 
     // Only the creating process unlinks: a forked child that runs destructors (exit(), not
     // mproc's _exit) must not remove the name under its parent.
+    [[nodiscard]] bool is_owner() const noexcept { return owner_pid_ != 0 && owner_pid_ == ::getpid(); }
     void release_name() noexcept {
-        if (owner_pid_ != 0 && owner_pid_ == ::getpid()) {
+        if (is_owner()) {
             try {
                 (void)detail::shm_remove(path_);
             } catch (...) {
                 // a destructor cannot report it; the name is at worst left behind
             }
+            detail::shm_names_tracker().disown(path_);
         }
         owner_pid_ = 0;
     }

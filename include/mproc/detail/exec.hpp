@@ -1,0 +1,497 @@
+// Processes started by exec of the program itself (the spawn and forkserver start methods): the
+// executable as mproc::init found it, the marker an exec'd copy finds in its arguments, the one
+// request such a process serves, the forkserver's loop, and the caller's side of the forkserver.
+#pragma once
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/child.hpp>
+#include <mproc/detail/frame.hpp>
+#include <mproc/detail/function_id.hpp>
+#include <mproc/detail/outcome.hpp>
+#include <mproc/error.hpp>
+
+#include <spawn.h>
+#include <span>
+#include <sys/stat.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+extern char** environ;
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+/// argv[1] of a process mproc started by exec; argv[2] is its role, argv[3] the pid of the
+/// process that started it.
+inline constexpr const char exec_marker[] = "--mproc-exec";
+inline constexpr int exec_first_fd = 3;  // the descriptors mproc passes sit at 3, 4, ...
+
+/// What identifies the executable's file: a binary rebuilt or upgraded in place changes it.
+struct file_identity {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    timespec mtime{};
+};
+[[nodiscard]] inline bool same_file(const file_identity& a, const file_identity& b) noexcept {
+    return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime.tv_sec == b.mtime.tv_sec &&
+           a.mtime.tv_nsec == b.mtime.tv_nsec;
+}
+
+/// The program as mproc::init found it. `path` is what exec runs: /proc/self/exe is always the
+/// file this process was started from, even after a new build was renamed over its name; what
+/// exec cannot tell is a file changed in place, hence the identity recorded at init.
+struct exec_image {
+    bool initialized = false;
+    std::string path = "/proc/self/exe";
+    std::string argv0;
+    file_identity identity;
+    int stat_error = 0;  // errno of the stat at init, 0 when it worked
+};
+
+inline exec_image& image() {
+    static exec_image state;
+    return state;
+}
+
+[[nodiscard]] inline int identify_file(const char* path, file_identity& out) noexcept {
+    struct stat st {};
+    if (::stat(path, &st) != 0) return errno;
+    out = {st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+    return 0;
+}
+
+/// Records the executable (mproc::init in the program). Also a test hook: a test points `path`
+/// at a copy of the binary and records it, then changes the copy.
+inline void record_image(const char* argv0, std::string path = "/proc/self/exe") {
+    exec_image& img = image();
+    img.path = std::move(path);
+    img.argv0 = argv0 ? argv0 : "";
+    img.stat_error = identify_file(img.path.c_str(), img.identity);
+    img.initialized = true;
+}
+
+/// Throws unless exec may start this program again.
+inline void check_image() {
+    const exec_image& img = image();
+    if (!img.initialized)
+        throw StateError(
+            "mproc: the spawn and forkserver start methods need mproc::init(argc, argv) as the first "
+            "line of main");
+    if (img.stat_error != 0) throw SystemError(img.stat_error, "stat " + img.path);
+    file_identity now;
+    if (int err = identify_file(img.path.c_str(), now); err != 0) throw SystemError(err, "stat " + img.path);
+    if (!same_file(now, img.identity))
+        throw Error("mproc: the program's executable (" + img.path +
+                    ") was changed on disk after mproc::init (a rebuild or an upgrade?); spawn and "
+                    "forkserver would start a different program, so they refuse: restart the program");
+}
+
+/// Starts a fresh copy of this program by exec, with the marker mproc::init recognizes, `role`,
+/// and `fds` at descriptors 3, 4, ...; every other descriptor but 0-2 is closed, every signal
+/// is back at its default and unblocked: it inherits no state of the caller that mproc does
+/// not pass. posix_spawn (a vfork-style clone) costs the same however large the caller is, and
+/// is safe in a caller that runs threads.
+/// @throws StateError before mproc::init; Error when the executable changed on disk.
+[[nodiscard]] inline pid_t spawn_self(const char* role, std::initializer_list<int> fds) {
+    check_image();
+    const exec_image& img = image();
+    std::string parent = std::to_string(::getpid());
+    char* argv[] = {const_cast<char*>(img.argv0.c_str()), const_cast<char*>(exec_marker),
+                    const_cast<char*>(role), parent.data(), nullptr};
+    // First out of the way of 3, 4, ...: a passed descriptor may already sit at a target.
+    std::vector<unique_fd> moved;
+    for (int fd : fds) {
+        moved.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 16));
+        if (!moved.back()) throw_errno("fcntl");
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    if (int rc = ::posix_spawn_file_actions_init(&actions); rc != 0) throw SystemError(rc, "posix_spawn");
+    if (int rc = ::posix_spawnattr_init(&attr); rc != 0) {
+        ::posix_spawn_file_actions_destroy(&actions);
+        throw SystemError(rc, "posix_spawn");
+    }
+    int rc = 0;
+    for (std::size_t i = 0; i < moved.size() && rc == 0; ++i)
+        rc = ::posix_spawn_file_actions_adddup2(&actions, moved[i].get(), exec_first_fd + static_cast<int>(i));
+    if (rc == 0) rc = ::posix_spawn_file_actions_addclosefrom_np(&actions, exec_first_fd + static_cast<int>(moved.size()));
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (rc == 0) rc = ::posix_spawnattr_setsigmask(&attr, &none);
+    if (rc == 0) rc = ::posix_spawnattr_setsigdefault(&attr, &all);
+    if (rc == 0) rc = ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = 0;
+    if (rc == 0) rc = ::posix_spawn(&pid, img.path.c_str(), &actions, &attr, argv, environ);
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attr);
+    if (rc != 0) throw SystemError(rc, "posix_spawn");
+    return pid;
+}
+
+// ---- the request an exec'd process (or a forkserver's child) serves ----
+
+/// Runs one request and appends its outcome; true when the callable returned normally.
+/// `channel` is the socket the request came on (more may follow on it: descriptors).
+using exec_runner = bool (*)(int channel, Decoder& request, std::vector<std::byte>& outcome);
+
+/// A callable that a fresh program can run: a function pointer (sent by identity) or an object
+/// with no state (default-constructed there, as C++20 captureless lambdas are). The Pool's
+/// stateless_callable_v says the same; it is not included here to keep Process light.
+template <class F>
+inline constexpr bool exec_callable_v =
+    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+    (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>);
+
+template <class F, class... Args>
+inline constexpr bool exec_sendable_v = exec_callable_v<F> && (Encodable<Args> && ...);
+
+/// The receiving end of a request for F(Args...), named to the other process by its function_id.
+template <class R, class F, class ArgsTuple>
+bool exec_entry(int, Decoder& request, std::vector<std::byte>& outcome) {
+    return run_and_encode_outcome<R>(outcome, [&]() -> R {
+        function_id fn_id;
+        request(fn_id);
+        F fn = [&] {
+            if constexpr (std::is_pointer_v<F>) return resolve<F>(fn_id);
+            else return F{};
+        }();
+        auto args = decode<ArgsTuple>(request);
+        return std::apply(fn, std::move(args));
+    });
+}
+
+/// Appends the request for f(args...): the runner, the function, the arguments.
+template <class R, class F, class... Args>
+void encode_exec_request(std::vector<std::byte>& out, const F& f, const std::tuple<Args...>& args) {
+    function_id fn_id{};
+    if constexpr (std::is_pointer_v<F>) fn_id = identify(f);
+    Encoder encoder(out);
+    encoder(identify(&exec_entry<R, F, std::tuple<Args...>>), fn_id, args);
+}
+
+/// Reads one request from `fd`, runs it, sends the outcome back on `fd`, and ends the process:
+/// exit code 0 (returned), 1 (threw), 70 (no request came), 71 (the outcome could not be sent),
+/// the codes a forked Process child leaves with.
+[[noreturn]] inline void serve_request(int fd) noexcept {
+    int code = 70;
+    try {
+        std::vector<std::byte> request, outcome;
+        if (recv_frame(fd, request)) {
+            Decoder decoder(request);
+            function_id runner;
+            decoder(runner);
+            const bool ok = resolve<exec_runner>(runner)(fd, decoder, outcome);
+            code = 71;
+            send_frame(fd, outcome);
+            code = ok ? 0 : 1;
+        }
+    } catch (...) {
+        // code says how far it got
+    }
+    flush_standard_streams();
+    ::_exit(code);
+}
+
+// ---- the forkserver ----
+//
+// Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
+// one byte with a connected socket (SCM_RIGHTS); the server forks a child that serves one
+// request on that socket (serve_request), and answers with the child's pid and a pidfd for it.
+// Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
+// cannot wait for a child it did not fork; this is how it learns the exit code.
+
+struct exec_status_message {
+    std::int32_t pid;
+    std::int32_t code;
+};
+
+inline constexpr std::size_t max_passed_fds = 4;
+
+/// Sends `bytes` and the descriptors `fds` with them (SCM_RIGHTS).
+inline void send_with_fds(int sock, const void* bytes, std::size_t size, std::span<const int> fds) {
+    iovec part{const_cast<void*>(bytes), size};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_passed_fds)]{};
+    msghdr msg{};
+    msg.msg_iov = &part;
+    msg.msg_iovlen = 1;
+    if (!fds.empty()) {
+        if (fds.size() > max_passed_fds) throw Error("mproc: too many descriptors in one message");
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
+    for (;;) {
+        if (sys().sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return;
+        if (errno == EINTR) continue;
+        if (errno == EPIPE || errno == ECONNRESET) throw EndOfStream("mproc: the forkserver is gone");
+        throw_errno("sendmsg");
+    }
+}
+
+inline void send_with_fd(int sock, const void* bytes, std::size_t size, int fd) {
+    send_with_fds(sock, bytes, size, fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>());
+}
+
+/// Receives one message into `bytes` and the descriptors that came with it (as many as `fds`
+/// holds; the others are closed). Returns the message's size; 0 when the peer is gone.
+inline std::size_t recv_with_fds(int sock, void* bytes, std::size_t size, std::span<unique_fd> fds, int flags = 0) {
+    iovec part{bytes, size};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_passed_fds)]{};
+    msghdr msg{};
+    msg.msg_iov = &part;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t got;
+    do got = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == ECONNRESET) return 0;
+        throw_errno("recvmsg");
+    }
+    for (auto& fd : fds) fd.reset();
+    std::size_t next = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+            int received;
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
+            unique_fd owned(received);
+            if (next < fds.size()) fds[next++] = std::move(owned);
+        }
+    }
+    return static_cast<std::size_t>(got);
+}
+inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_fd& fd, int flags = 0) {
+    return recv_with_fds(sock, bytes, size, std::span<unique_fd>(&fd, 1), flags);
+}
+
+/// The forkserver's loop (the process mproc::init becomes with role "forkserver"). Single
+/// threaded; ends when the caller closes its end of the requests (the caller died or exited),
+/// and its children then die with it (PR_SET_PDEATHSIG).
+[[noreturn]] inline void forkserver_main(int requests, int statuses) noexcept {
+    // Ctrl-C reaches the whole process group: the caller decides what it means. Children get
+    // the default back.
+    std::signal(SIGINT, SIG_IGN);
+    struct child {
+        pid_t pid;
+        int pidfd;
+    };
+    std::vector<child> children;
+    std::vector<pollfd> fds;
+    const pid_t self = ::getpid();
+    try {
+        for (;;) {
+            fds.assign(1, pollfd{requests, POLLIN, 0});
+            bool unwatched = false;  // a child without pidfd: poll for it now and then
+            for (const child& c : children) {
+                fds.push_back({c.pidfd, POLLIN, 0});
+                unwatched |= c.pidfd < 0;
+            }
+            if (::poll(fds.data(), fds.size(), unwatched ? 10 : -1) < 0 && errno != EINTR) break;
+            if (fds[0].revents != 0) {
+                unique_fd channel;
+                char byte;
+                if (recv_with_fd(requests, &byte, 1, channel) == 0) break;
+                if (!channel) continue;
+                const pid_t pid = ::fork();
+                if (pid == 0) {
+                    ::close(requests);
+                    ::close(statuses);
+                    for (const child& c : children)
+                        if (c.pidfd >= 0) ::close(c.pidfd);
+                    std::signal(SIGINT, SIG_DFL);
+                    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self) ::_exit(70);
+                    serve_request(channel.get());
+                }
+                channel.reset();
+                exec_status_message reply{pid < 0 ? -errno : pid, 0};
+                unique_fd pidfd(pid > 0 ? raw_pidfd_open(pid, 0) : -1);
+                send_with_fd(requests, &reply, sizeof reply, pidfd.get());
+                if (pid > 0) children.push_back({pid, pidfd.release()});
+            }
+            for (std::size_t i = 0; i < children.size();) {
+                int status = 0;
+                const pid_t r = ::waitpid(children[i].pid, &status, WNOHANG);
+                if (r != children[i].pid) {
+                    ++i;
+                    continue;
+                }
+                exec_status_message message{r, exitcode_from_status(status)};
+                send_with_fd(statuses, &message, sizeof message, -1);
+                if (children[i].pidfd >= 0) ::close(children[i].pidfd);
+                children.erase(children.begin() + static_cast<std::ptrdiff_t>(i));
+            }
+        }
+    } catch (...) {
+        // The caller is gone (EPIPE) or a call failed: end, and the children with us.
+    }
+    ::_exit(0);
+}
+
+/// The caller's side of its forkserver, started at first use.
+class forkserver_client {
+public:
+    forkserver_client() = default;
+    forkserver_client(const forkserver_client&) = delete;
+    forkserver_client& operator=(const forkserver_client&) = delete;
+    /// At exit: closing the requests ends the server, and its children with it.
+    ~forkserver_client() {
+        if (owner_ != current_pid()) return;  // a forked copy (exit() in a child): not ours
+        requests_.reset();
+        statuses_.reset();
+        try {
+            if (server_.wait(Deadline::after(std::chrono::milliseconds(500)))) return;
+        } catch (...) {
+        }
+        server_.stop_and_reap(std::chrono::milliseconds(500));
+    }
+
+    /// Has the server fork a child that serves one request on `channel`.
+    /// @returns the child's handle (its pidfd and a way to learn its exit code).
+    [[nodiscard]] child_handle start(int channel) {
+        std::lock_guard guard(lock_);
+        ensure_running();
+        const char byte = 0;
+        send_with_fd(requests_.get(), &byte, 1, channel);
+        // While waiting for the reply, read statuses: a server blocked sending statuses nobody
+        // read yet (children started and never waited for) would never read this request.
+        for (;;) {
+            pollfd fds[2] = {{requests_.get(), POLLIN, 0}, {statuses_.get(), POLLIN, 0}};
+            if (sys().poll(fds, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                throw_errno("poll");
+            }
+            if (fds[0].revents != 0) break;
+            if (fds[1].revents != 0 && !read_status()) throw EndOfStream("mproc: the forkserver is gone");
+        }
+        exec_status_message reply{};
+        unique_fd pidfd;
+        if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
+            throw EndOfStream("mproc: the forkserver is gone");
+        if (reply.pid < 0) throw SystemError(-reply.pid, "fork (in the forkserver)");
+        return child_handle(reply.pid, std::move(pidfd), &remote_status);
+    }
+
+    /// The server's pid, 0 before it started.
+    [[nodiscard]] pid_t server_pid() const noexcept { return owner_ == current_pid() ? server_.pid() : 0; }
+
+    /// See remote_status_fn.
+    int exit_status(pid_t pid, bool wait) {
+        std::lock_guard guard(lock_);
+        for (;;) {
+            if (auto it = seen_.find(pid); it != seen_.end()) {
+                const int code = it->second;
+                seen_.erase(it);
+                return code;
+            }
+            if (!statuses_ || owner_ != current_pid()) return remote_lost;
+            pollfd p{statuses_.get(), POLLIN, 0};
+            // When it ended, the server sends its status right after reaping it.
+            if (sys().poll(&p, 1, wait ? 100 : 0) == 0) {
+                if (!wait) return remote_running;
+                continue;
+            }
+            if (!read_status()) return remote_lost;  // the server is gone
+        }
+    }
+
+private:
+    /// Reads one status into seen_ when one is there; false when the server is gone.
+    bool read_status() {
+        exec_status_message message{};
+        unique_fd none;
+        try {
+            if (recv_with_fd(statuses_.get(), &message, sizeof message, none, MSG_DONTWAIT) != sizeof message)
+                return false;
+        } catch (const SystemError& e) {
+            if (e.code().value() != EAGAIN) throw;
+            return true;
+        }
+        seen_[message.pid] = message.code;
+        return true;
+    }
+
+    static int remote_status(pid_t pid, bool wait);
+
+    void ensure_running() {
+        if (owner_ == current_pid() && requests_) return;
+        // First use, or a forked child holding its parent's client: the server is not its own.
+        // Closing a forked copy's descriptors leaves the parent's connection alone.
+        requests_.reset();
+        statuses_.reset();
+        server_ = child_handle();
+        seen_.clear();
+        auto requests = seqpacket_pair();
+        auto statuses = seqpacket_pair();
+        server_ = child_handle(spawn_self("forkserver", {requests.second.get(), statuses.second.get()}));
+        owner_ = current_pid();
+        requests_ = std::move(requests.first);
+        statuses_ = std::move(statuses.first);
+    }
+
+    static std::pair<unique_fd, unique_fd> seqpacket_pair() {
+        int fds[2];
+        if (sys().socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
+        return {unique_fd(fds[0]), unique_fd(fds[1])};
+    }
+
+    std::mutex lock_;
+    pid_t owner_ = 0;
+    unique_fd requests_;
+    unique_fd statuses_;
+    child_handle server_;
+    std::unordered_map<pid_t, int> seen_;  // statuses read while looking for another child's
+};
+
+inline forkserver_client& forkserver_connection() {
+    static forkserver_client client;
+    return client;
+}
+
+inline int forkserver_client::remote_status(pid_t pid, bool wait) {
+    try {
+        return forkserver_connection().exit_status(pid, wait);
+    } catch (...) {
+        return remote_lost;
+    }
+}
+
+/// What mproc::init does in a process mproc started by exec. Never returns.
+[[noreturn]] inline void run_exec_role(int argc, char** argv) noexcept {
+    const std::string_view role = argv[2];
+    const pid_t parent = static_cast<pid_t>(std::atol(argv[3]));
+    (void)argc;
+    if (role == "spawn") {
+        // Dies with the process that started it, like a forked child.
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);
+        serve_request(exec_first_fd);
+    }
+    if (role == "forkserver") {
+        // Not PR_SET_PDEATHSIG: Linux ties it to the thread that started the server, which may
+        // end long before the program. The server ends when the caller's end of the requests
+        // closes instead, which is when the caller's process ends.
+        if (::getppid() != parent) ::_exit(70);
+        forkserver_main(exec_first_fd, exec_first_fd + 1);
+    }
+    ::_exit(70);
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END
