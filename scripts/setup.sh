@@ -2,7 +2,8 @@
 # Installs what mproc's build, tests, examples and benchmarks need, from Debian 12's packages,
 # skipping what is already there. The library itself needs only a C++20 compiler.
 set -euo pipefail
-packages=(g++ cmake ninja-build pkg-config catch2 libbenchmark-dev libfmt-dev libgmp-dev libboost-dev python3)
+packages=(g++ cmake ninja-build pkg-config catch2 libbenchmark-dev libfmt-dev libgmp-dev libboost-dev python3
+          openmpi-bin libopenmpi-dev python3-mpi4py)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
