@@ -233,11 +233,14 @@ private:
 template <class R>
 class ImapResults {
 public:
+    /// What dereferencing gives: a const reference, or a bool by value (vector<bool> holds no
+    /// bools to refer to).
+    using reference = std::conditional_t<std::is_same_v<R, bool>, bool, const R&>;
     struct source {
         virtual ~source() = default;
         /// Moves to the next result; false at the end.
         virtual bool advance() = 0;
-        [[nodiscard]] virtual const R& current() const = 0;
+        [[nodiscard]] virtual reference current() const = 0;
     };
 
     explicit ImapResults(std::unique_ptr<source> src) : src_(std::move(src)) {}
@@ -253,7 +256,7 @@ public:
                 owner_->finished_ = !owner_->src_->advance();
             }
         }
-        const R& operator*() const { return owner_->src_->current(); }
+        reference operator*() const { return owner_->src_->current(); }
         iterator& operator++() {
             owner_->finished_ = !owner_->src_->advance();
             return *this;
@@ -440,25 +443,39 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
     using In = std::ranges::range_value_t<View>;
     using R = typename detail::result_of<Fn, In, false>::type;
     if (local_) {
-        // The local Pool's range, read through the same interface.
-        using LocalRange = std::conditional_t<
-            Unordered, decltype(local_->imap_unordered(std::declval<Fn>(), std::declval<Range>(), chunksize)),
-            decltype(local_->imap(std::declval<Fn>(), std::declval<Range>(), chunksize))>;
-        struct local_source final : ImapResults<R>::source {
-            std::unique_ptr<LocalRange> range;
-            std::optional<std::ranges::iterator_t<LocalRange>> it;
+        // A singleton: batches of inputs through the local Pool's map (a batch at a time, so
+        // endless ranges work), read through the same interface.
+        struct batch_source final : ImapResults<R>::source {
+            mproc::Pool* local = nullptr;
+            Fn fn;
+            View view;
+            std::ranges::iterator_t<View> next;
+            std::uint64_t base = 0;
+            std::size_t batch = 0, chunksize = 0;
+            std::vector<R> buffer;
+            std::size_t at = 0;
+            batch_source(mproc::Pool* l, Fn f, View v) : local(l), fn(f), view(std::move(v)), next(std::ranges::begin(view)) {}
             bool advance() override {
-                if (!it) it.emplace(range->begin());
-                else ++*it;
-                return !(*it == std::default_sentinel);
+                if (++at < buffer.size()) return true;
+                std::vector<In> items;
+                for (; items.size() < batch && next != std::ranges::end(view); ++next) items.push_back(*next);
+                if (items.empty()) return false;
+                try {
+                    buffer = local->map(fn, items, chunksize);
+                } catch (const mproc::RemoteError& e) {
+                    throw mproc::RemoteError(e.type_name(), e.message(), base + e.task_index().value_or(0));
+                } catch (const ProcessCrashed& e) {
+                    throw ProcessCrashed(e.pid(), e.exitcode(), base + e.task_index().value_or(0));
+                }
+                base += items.size();
+                at = 0;
+                return true;
             }
-            const R& current() const override { return **it; }
+            typename ImapResults<R>::reference current() const override { return buffer[at]; }
         };
-        auto src = std::make_unique<local_source>();
-        if constexpr (Unordered)
-            src->range = std::make_unique<LocalRange>(local_->imap_unordered(Fn(f), std::forward<Range>(inputs), chunksize));
-        else
-            src->range = std::make_unique<LocalRange>(local_->imap(Fn(f), std::forward<Range>(inputs), chunksize));
+        auto src = std::make_unique<batch_source>(local_.get(), Fn(f), std::views::all(std::forward<Range>(inputs)));
+        src->chunksize = std::max<std::size_t>(chunksize, 1);
+        src->batch = std::clamp<std::size_t>(src->chunksize * local_->processes() * 8, 256, 65536);
         return ImapResults<R>(std::move(src));
     }
 
@@ -512,7 +529,7 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
                 if (error) std::rethrow_exception(std::exchange(error, nullptr));
             }
         }
-        const R& current() const override { return buffer[at]; }
+        typename ImapResults<R>::reference current() const override { return buffer[at]; }
     };
     auto src = std::make_unique<remote_source>();
     src->handle = detail::job_handle(engine_, j);
