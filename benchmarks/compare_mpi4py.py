@@ -1,5 +1,5 @@
 """mpi4py.futures on the same launch as bench_mpi (benchmarks/mpi_compare.sh runs both):
-    mpirun -np 3 python3 -m mpi4py.futures benchmarks/compare_mpi4py.py --tiny 100000 --primes 10000000
+    mpirun -np 3 /usr/bin/python3 -m mpi4py.futures benchmarks/compare_mpi4py.py --tiny 100000 --primes 10000000
 Rank 0 runs this file; the others serve MPIPoolExecutor's tasks. Prints one line per case, the
 median of --repeat runs and every run, in bench_mpi's format:
     tiny_map_c1   executor.map(x + 1) with its default chunksize=1 (what most code uses)
