@@ -47,10 +47,14 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string arg = argv[i];
         const auto value = std::strtoull(argv[i + 1], nullptr, 10);
-        if (arg == "--tiny") tiny = value;
-        else if (arg == "--primes") primes = value;
-        else if (arg == "--repeat") repeat = static_cast<int>(value);
-        else if (arg == "--hybrid") options.local_processes = static_cast<unsigned>(value);
+        if (arg == "--tiny")
+            tiny = value;
+        else if (arg == "--primes")
+            primes = value;
+        else if (arg == "--repeat")
+            repeat = static_cast<int>(value);
+        else if (arg == "--hybrid")
+            options.local_processes = static_cast<unsigned>(value);
     }
     return mproc::mpi::run(argc, argv, options, [&](mproc::mpi::Pool& pool) {
         std::map<std::string, std::vector<double>> runs;
@@ -58,11 +62,13 @@ int main(int argc, char** argv) {
         const auto candidates = std::views::iota(std::uint64_t{0}, primes);
         std::uint64_t expected_primes = 0;
         std::unique_ptr<mproc::Pool> local;
-        if (options.local_processes != 0) local = std::make_unique<mproc::Pool>(options.local_processes);
+        if (options.local_processes != 0)
+            local = std::make_unique<mproc::Pool>(options.local_processes);
         bool ok = true;
         for (int r = 0; r < repeat; ++r) {
             if (tiny != 0) {
-                runs["tiny_map"].push_back(seconds([&] { ok &= pool.map(plus_one, numbers).back() == tiny; }));
+                runs["tiny_map"].push_back(
+                    seconds([&] { ok &= pool.map(plus_one, numbers).back() == tiny; }));
                 runs["tiny_imap_c1"].push_back(seconds([&] {
                     std::uint64_t last = 0;
                     for (auto x : pool.imap(plus_one, numbers)) last = x;
@@ -79,16 +85,18 @@ int main(int argc, char** argv) {
                 else
                     runs["local_pool"].push_back(seconds([&] {
                         auto flags = local->map(example::is_prime, candidates);
-                        expected_primes = static_cast<std::uint64_t>(std::count(flags.begin(), flags.end(), true));
+                        expected_primes = static_cast<std::uint64_t>(
+                            std::count(flags.begin(), flags.end(), true));
                     }));
                 runs["primes_map"].push_back(seconds([&] {
                     auto flags = pool.map(example::is_prime, candidates);
-                    ok &= static_cast<std::uint64_t>(std::count(flags.begin(), flags.end(), true)) == expected_primes;
+                    ok &= static_cast<std::uint64_t>(
+                              std::count(flags.begin(), flags.end(), true)) == expected_primes;
                 }));
             }
         }
-        std::printf("# mproc::mpi, %d rank(s), %u worker process(es), %d runs each\n", pool.ranks(), pool.processes(),
-                    repeat);
+        std::printf("# mproc::mpi, %d rank(s), %u worker process(es), %d runs each\n", pool.ranks(),
+                    pool.processes(), repeat);
         for (auto& [name, times] : runs) {
             std::printf("%-14s median %.4f s   runs:", name.c_str(), median(times));
             for (double t : times) std::printf(" %.4f", t);

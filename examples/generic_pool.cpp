@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
         mproc::Pool local(2);
         const auto here = count_primes(local, numbers);
         const auto there = count_primes(cluster, numbers);
-        fmt::print("local Pool: {} primes; mproc::mpi::Pool over {} rank(s): {} primes\n", here, cluster.ranks(), there);
+        fmt::print("local Pool: {} primes; mproc::mpi::Pool over {} rank(s): {} primes\n", here,
+                   cluster.ranks(), there);
         return here == there ? 0 : 1;
     });
 }

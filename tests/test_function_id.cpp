@@ -64,9 +64,12 @@ TEST_CASE("FunctionId.module_key.ignores_the_directory", "[function_id]") {
 }
 
 TEST_CASE("FunctionId.module_key.build_id_decides", "[function_id]") {
-    fake_module a("/a/libwork.so.1", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20});
-    fake_module b("/b/renamed.so", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20});
-    fake_module rebuilt("/a/libwork.so.1", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 99});
+    fake_module a("/a/libwork.so.1",
+                  {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20});
+    fake_module b("/b/renamed.so",
+                  {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20});
+    fake_module rebuilt("/a/libwork.so.1",
+                        {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 99});
     CHECK(mproc::detail::loaded_build_id(a.info).size() == 20);
     CHECK(module_key(a.info) == module_key(b.info));        // same build, any name
     CHECK(module_key(a.info) != module_key(rebuilt.info));  // same name, another build

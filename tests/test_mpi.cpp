@@ -2,7 +2,8 @@
 // mproc::mpi::run while the other ranks serve its tasks, so every TEST_CASE below talks to live
 // worker ranks. Options for the launch come first on the command line:
 //   --hybrid=N          each worker rank feeds a local Pool of N processes
-//   --piece=BYTES       messages over BYTES travel in pieces (the 2 GiB split, with a low threshold)
+//   --piece=BYTES       messages over BYTES travel in pieces (the 2 GiB split, with a low
+//   threshold)
 //   --root-computes     rank 0 runs chunks too
 // The rest goes to Catch. tests/CMakeLists.txt launches it every way the README documents.
 #define CATCH_CONFIG_RUNNER
@@ -42,7 +43,8 @@ std::uint64_t square(std::uint64_t x) { return x * x; }
 int add(int a, int b) { return a + b; }
 int twice(int x) { return 2 * x; }
 std::string shout(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](char c) { return static_cast<char>(std::toupper(c)); });
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](char c) { return static_cast<char>(std::toupper(c)); });
     return s;
 }
 int fails_at_137(int x) {
@@ -149,10 +151,11 @@ TEST_CASE("Mpi.imap.ordered_and_unordered", "[map]") {
 
 TEST_CASE("Mpi.imap.endless_range_bounded_lookahead", "[map]") {
     std::uint64_t pulled = 0;
-    auto endless = std::views::iota(std::uint64_t{0}) | std::views::transform([&pulled](std::uint64_t x) {
-                       ++pulled;
-                       return x;
-                   });
+    auto endless =
+        std::views::iota(std::uint64_t{0}) | std::views::transform([&pulled](std::uint64_t x) {
+            ++pulled;
+            return x;
+        });
     std::uint64_t seen = 0;
     {
         auto results = pool().imap(square, endless);
@@ -229,7 +232,9 @@ TEST_CASE("Mpi.pool_like.same_code_on_both_pools", "[map]") {
 TEST_CASE("Mpi.messages.split_past_the_threshold", "[split]") {
     // Launched with --piece=1000: every message here is many pieces.
     std::vector<std::string> texts;
-    for (int i = 0; i < 40; ++i) texts.push_back(std::string(static_cast<std::size_t>(5000 + 997 * i), 'a' + static_cast<char>(i % 26)));
+    for (int i = 0; i < 40; ++i)
+        texts.push_back(
+            std::string(static_cast<std::size_t>(5000 + 997 * i), 'a' + static_cast<char>(i % 26)));
     const std::uint64_t parts_before = mproc::detail::mpi::parts_sent();
     auto loud = pool().map(shout, texts, 4);
     // Each task message holds 4 texts of 5 KB or more: 20 pieces of 1000 bytes at least.
@@ -286,10 +291,14 @@ int main(int argc, char** argv) {
     std::vector<char*> catch_args{argv[0]};
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
-        if (arg.rfind("--hybrid=", 0) == 0) launch.local_processes = static_cast<unsigned>(std::stoul(arg.substr(9)));
-        else if (arg.rfind("--piece=", 0) == 0) launch.max_message_bytes = std::stoul(arg.substr(8));
-        else if (arg == "--root-computes") launch.root_computes = true;
-        else catch_args.push_back(argv[i]);
+        if (arg.rfind("--hybrid=", 0) == 0)
+            launch.local_processes = static_cast<unsigned>(std::stoul(arg.substr(9)));
+        else if (arg.rfind("--piece=", 0) == 0)
+            launch.max_message_bytes = std::stoul(arg.substr(8));
+        else if (arg == "--root-computes")
+            launch.root_computes = true;
+        else
+            catch_args.push_back(argv[i]);
     }
     launch.singleton_processes = 2;
     return mproc::mpi::run(argc, argv, launch, [&](mproc::mpi::Pool& p) {

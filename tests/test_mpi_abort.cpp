@@ -14,6 +14,7 @@ int twice(int x) { return 2 * x; }
 int main(int argc, char** argv) {
     return mproc::mpi::run(argc, argv, [](mproc::mpi::Pool& pool) -> int {
         const auto doubled = pool.map(twice, std::vector<int>(1000, 1));
-        throw std::runtime_error("rank 0 gives up after " + std::to_string(doubled.size()) + " results");
+        throw std::runtime_error("rank 0 gives up after " + std::to_string(doubled.size()) +
+                                 " results");
     });
 }

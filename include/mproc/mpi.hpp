@@ -13,8 +13,8 @@
 // @endcode
 #pragma once
 
-#include <mproc/detail/mpi_comm.hpp>  // first: it includes <mpi.h> without the C++ bindings
 #include <mproc/codec.hpp>
+#include <mproc/detail/mpi_comm.hpp>  // first: it includes <mpi.h> without the C++ bindings
 #include <mproc/detail/mpi_engine.hpp>
 #include <mproc/detail/mpi_identity.hpp>
 #include <mproc/detail/mpi_worker.hpp>
@@ -22,7 +22,6 @@
 #include <mproc/pool.hpp>
 #include <mproc/pool_like.hpp>
 #include <mproc/process.hpp>
-
 
 #include <algorithm>
 #include <cstdio>
@@ -76,11 +75,13 @@ inline int& rank_slot() noexcept {
 /// where it ran.
 class RemoteError : public mproc::RemoteError {
 public:
-    RemoteError(std::string type_name, std::string message, std::size_t task_index, int rank, std::string host)
-        : mproc::RemoteError(std::move(type_name), std::move(message), task_index), rank_(rank),
+    RemoteError(std::string type_name, std::string message, std::size_t task_index, int rank,
+                std::string host)
+        : mproc::RemoteError(std::move(type_name), std::move(message), task_index),
+          rank_(rank),
           host_(std::move(host)),
-          what_(std::string(mproc::RemoteError::what()) + " (on rank " + std::to_string(rank) + ", host " + host_ +
-                ")") {}
+          what_(std::string(mproc::RemoteError::what()) + " (on rank " + std::to_string(rank) +
+                ", host " + host_ + ")") {}
 
     [[nodiscard]] int rank() const noexcept { return rank_; }
     [[nodiscard]] const std::string& host() const noexcept { return host_; }
@@ -96,7 +97,8 @@ namespace detail {
 namespace wire = mproc::detail::mpi;
 
 /// The error a failed chunk carries.
-[[nodiscard]] inline std::exception_ptr chunk_error(mproc::Decoder& d, wire::status s, int rank, const std::string& host) {
+[[nodiscard]] inline std::exception_ptr chunk_error(mproc::Decoder& d, wire::status s, int rank,
+                                                    const std::string& host) {
     std::uint64_t item = 0;
     d(item);
     if (s == wire::status::crashed) {
@@ -107,7 +109,8 @@ namespace wire = mproc::detail::mpi;
     if (s != wire::status::raised) throw DecodeError("mproc::mpi: unknown result status");
     std::string type, message;
     d(type, message);
-    return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), item, rank, host));
+    return std::make_exception_ptr(
+        RemoteError(std::move(type), std::move(message), item, rank, host));
 }
 
 /// A chunk's results; when it failed, the error and the results before the failed item.
@@ -123,7 +126,8 @@ template <class R>
     wire::status s{};
     d(s);
     chunk_values<R> out;
-    if (s != wire::status::ok) out.error = chunk_error(d, s, r.message.source, eng.host(r.message.source));
+    if (s != wire::status::ok)
+        out.error = chunk_error(d, s, r.message.source, eng.host(r.message.source));
     out.values = mproc::decode<std::vector<R>>(d);
     if (d.remaining() != 0) throw DecodeError("mproc::mpi: trailing bytes after a result");
     return out;
@@ -135,7 +139,8 @@ Value take_value(const wire::chunk_result& r, const wire::engine& eng) {
     mproc::Decoder d(std::span<const std::byte>(r.message.bytes).subspan(r.status_at));
     wire::status s{};
     d(s);
-    if (s != wire::status::ok) std::rethrow_exception(chunk_error(d, s, r.message.source, eng.host(r.message.source)));
+    if (s != wire::status::ok)
+        std::rethrow_exception(chunk_error(d, s, r.message.source, eng.host(r.message.source)));
     Value value = mproc::decode<Value>(d);
     if (d.remaining() != 0) throw DecodeError("mproc::mpi: trailing bytes after a result");
     return value;
@@ -143,7 +148,8 @@ Value take_value(const wire::chunk_result& r, const wire::engine& eng) {
 
 /// Guided chunk bounds, as the local Pool cuts them: each chunk a quarter of the items left per
 /// worker, down to 1/256 of a worker's share.
-[[nodiscard]] inline std::vector<std::uint64_t> guided_bounds(std::uint64_t items, unsigned workers) {
+[[nodiscard]] inline std::vector<std::uint64_t> guided_bounds(std::uint64_t items,
+                                                              unsigned workers) {
     const std::uint64_t w = std::max(workers, 1u);
     const std::uint64_t smallest = std::max<std::uint64_t>(1, items / (256 * w));
     std::vector<std::uint64_t> bounds{0};
@@ -160,15 +166,17 @@ struct result_of {
 };
 template <class F, class In>
 struct result_of<F, In, true> {
-    using type = std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<const In&>()))>;
+    using type =
+        std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<const In&>()))>;
 };
 
 template <class F>
 constexpr void check_callable() {
-    static_assert(wire::sendable_callable_v<std::decay_t<F>>,
-                  "mproc::mpi::Pool: the function must be stateless (a function, or a lambda without "
-                  "captures): it runs on other ranks, which see none of this rank's memory. Pass the "
-                  "state as an argument");
+    static_assert(
+        wire::sendable_callable_v<std::decay_t<F>>,
+        "mproc::mpi::Pool: the function must be stateless (a function, or a lambda without "
+        "captures): it runs on other ranks, which see none of this rank's memory. Pass the "
+        "state as an argument");
 }
 
 /// Drops a job from the engine when the front end lets go of it.
@@ -176,7 +184,8 @@ struct job_handle {
     std::shared_ptr<wire::engine> eng;
     std::shared_ptr<wire::job> job;
     job_handle() = default;
-    job_handle(std::shared_ptr<wire::engine> e, std::shared_ptr<wire::job> j) : eng(std::move(e)), job(std::move(j)) {}
+    job_handle(std::shared_ptr<wire::engine> e, std::shared_ptr<wire::job> j)
+        : eng(std::move(e)), job(std::move(j)) {}
     job_handle(job_handle&& other) noexcept = default;
     job_handle& operator=(job_handle&& other) noexcept {
         release();
@@ -206,7 +215,8 @@ public:
         if (!handle_.job) throw StateError("mproc::mpi::Future: an empty or already taken Future");
         wait();
         detail::job_handle handle = std::move(handle_);
-        auto value = detail::take_value<mproc::detail::mpi::stored_t<R>>(handle.job->done.begin()->second, *handle.eng);
+        auto value = detail::take_value<mproc::detail::mpi::stored_t<R>>(
+            handle.job->done.begin()->second, *handle.eng);
         if constexpr (!std::is_void_v<R>) return value;
     }
     /// Waits until the task has ended.
@@ -216,7 +226,9 @@ public:
         auto& j = *handle_.job;
         handle_.eng->wait([&] { return !j.done.empty(); });
     }
-    [[nodiscard]] bool valid() const noexcept { return local_.has_value() || handle_.job != nullptr; }
+    [[nodiscard]] bool valid() const noexcept {
+        return local_.has_value() || handle_.job != nullptr;
+    }
 
 private:
     friend class Pool;
@@ -292,10 +304,13 @@ public:
     /// or the local Pool's processes in a singleton.
     [[nodiscard]] unsigned processes() const noexcept {
         if (local_) return local_->processes();
-        return engine_->worker_ranks() * std::max(1u, options_.local_processes) + (options_.root_computes ? 1 : 0);
+        return engine_->worker_ranks() * std::max(1u, options_.local_processes) +
+               (options_.root_computes ? 1 : 0);
     }
     /// Ranks in the job (1 in a singleton).
-    [[nodiscard]] int ranks() const noexcept { return local_ ? 1 : static_cast<int>(engine_->worker_ranks()) + 1; }
+    [[nodiscard]] int ranks() const noexcept {
+        return local_ ? 1 : static_cast<int>(engine_->worker_ranks()) + 1;
+    }
 
     /// f(x) for every x of `inputs`, in order; guided chunks (or `chunksize` items) dealt to the
     /// ranks as they free up.
@@ -319,13 +334,13 @@ public:
     /// only as chunks are dealt, at most a bounded number of chunks ahead of the reader.
     /// `chunksize` items per message (1, as in Python, by default; raise it for tiny tasks).
     template <class F, std::ranges::viewable_range Range>
-        requires std::ranges::input_range<Range>
+    requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
         return start_imap<false>(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
     }
     /// Results as a lazy range in completion order, chunk by chunk.
     template <class F, std::ranges::viewable_range Range>
-        requires std::ranges::input_range<Range>
+    requires std::ranges::input_range<Range>
     [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
         return start_imap<true>(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
     }
@@ -337,13 +352,14 @@ public:
         using Fn = std::decay_t<F>;
         using ArgsTuple = std::tuple<std::decay_t<Args>...>;
         using R = std::remove_cvref_t<std::invoke_result_t<Fn&, std::decay_t<Args>...>>;
-        if (local_) return Future<R>(local_->submit(std::forward<F>(f), std::forward<Args>(args)...));
+        if (local_)
+            return Future<R>(local_->submit(std::forward<F>(f), std::forward<Args>(args)...));
         namespace wire = mproc::detail::mpi;
         auto j = std::make_shared<wire::job>();
         j->runner = mproc::detail::identify(&wire::run_call<Fn, R, ArgsTuple>);
         j->fn = wire::identity_of(Fn(f));
-        j->produce = [payload = mproc::encode(ArgsTuple(std::forward<Args>(args)...)), made = false](
-                         std::vector<std::byte>& out, std::uint64_t& first) mutable {
+        j->produce = [payload = mproc::encode(ArgsTuple(std::forward<Args>(args)...)),
+                      made = false](std::vector<std::byte>& out, std::uint64_t& first) mutable {
             if (made) return false;
             made = true;
             out.insert(out.end(), payload.begin(), payload.end());
@@ -367,7 +383,8 @@ private:
     friend int run(int argc, char** argv, const Options& options, F&& fn);
     using wire_engine = mproc::detail::mpi::engine;
 
-    explicit Pool(const Options& options, std::shared_ptr<wire_engine> eng) : options_(options), engine_(std::move(eng)) {}
+    explicit Pool(const Options& options, std::shared_ptr<wire_engine> eng)
+        : options_(options), engine_(std::move(eng)) {}
     explicit Pool(const Options& options, std::unique_ptr<mproc::Pool> local)
         : options_(options), local_(std::move(local)) {}
 
@@ -379,7 +396,8 @@ private:
     /// How many chunks ahead of the reader an imap may deal: enough to keep every rank's
     /// in-flight chunks full twice over.
     [[nodiscard]] std::uint64_t imap_window() const noexcept {
-        return std::uint64_t{2} * std::max(1u, options_.chunks_in_flight) * (engine_->worker_ranks() + 1);
+        return std::uint64_t{2} * std::max(1u, options_.chunks_in_flight) *
+               (engine_->worker_ranks() + 1);
     }
 
     Options options_;
@@ -409,8 +427,9 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
     j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, Star>);
     j->fn = wire::identity_of(fn);
     // Inputs are encoded a chunk at a time as chunks are dealt, never all at once.
-    j->produce = [&inputs, bounds = std::move(bounds), chunk = std::size_t{0}, next = std::ranges::begin(inputs),
-                  at = std::uint64_t{0}](std::vector<std::byte>& out, std::uint64_t& first) mutable {
+    j->produce = [&inputs, bounds = std::move(bounds), chunk = std::size_t{0},
+                  next = std::ranges::begin(inputs), at = std::uint64_t{0}](
+                     std::vector<std::byte>& out, std::uint64_t& first) mutable {
         if (chunk + 1 >= bounds.size()) return false;
         std::vector<In> items;
         items.reserve(bounds[chunk + 1] - bounds[chunk]);
@@ -454,16 +473,19 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
             std::size_t batch = 0, chunksize = 0;
             std::vector<R> buffer;
             std::size_t at = 0;
-            batch_source(mproc::Pool* l, Fn f, View v) : local(l), fn(f), view(std::move(v)), next(std::ranges::begin(view)) {}
+            batch_source(mproc::Pool* l, Fn f, View v)
+                : local(l), fn(f), view(std::move(v)), next(std::ranges::begin(view)) {}
             bool advance() override {
                 if (++at < buffer.size()) return true;
                 std::vector<In> items;
-                for (; items.size() < batch && next != std::ranges::end(view); ++next) items.push_back(*next);
+                for (; items.size() < batch && next != std::ranges::end(view); ++next)
+                    items.push_back(*next);
                 if (items.empty()) return false;
                 try {
                     buffer = local->map(fn, items, chunksize);
                 } catch (const mproc::RemoteError& e) {
-                    throw mproc::RemoteError(e.type_name(), e.message(), base + e.task_index().value_or(0));
+                    throw mproc::RemoteError(e.type_name(), e.message(),
+                                             base + e.task_index().value_or(0));
                 } catch (const ProcessCrashed& e) {
                     throw ProcessCrashed(e.pid(), e.exitcode(), base + e.task_index().value_or(0));
                 }
@@ -473,7 +495,8 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
             }
             typename ImapResults<R>::reference current() const override { return buffer[at]; }
         };
-        auto src = std::make_unique<batch_source>(local_.get(), Fn(f), std::views::all(std::forward<Range>(inputs)));
+        auto src = std::make_unique<batch_source>(local_.get(), Fn(f),
+                                                  std::views::all(std::forward<Range>(inputs)));
         src->chunksize = std::max<std::size_t>(chunksize, 1);
         src->batch = std::clamp<std::size_t>(src->chunksize * local_->processes() * 8, 256, 65536);
         return ImapResults<R>(std::move(src));
@@ -514,8 +537,10 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
             auto& eng = *handle.eng;
             for (;;) {
                 auto has_next = [&] {
-                    if constexpr (Unordered) return !j.done.empty();
-                    else return j.done.contains(j.taken);
+                    if constexpr (Unordered)
+                        return !j.done.empty();
+                    else
+                        return j.done.contains(j.taken);
                 };
                 eng.wait([&] { return has_next() || j.finished(); });
                 if (!has_next()) return false;
@@ -576,8 +601,8 @@ int run(int argc, char** argv, const Options& options, F&& fn) {
                 return static_cast<int>(fn(pool));
             }
         } catch (...) {
-            detail::abort_job("mproc::mpi: the function rank 0 runs threw " + detail::current_exception_text() +
-                              "; aborting the job");
+            detail::abort_job("mproc::mpi: the function rank 0 runs threw " +
+                              detail::current_exception_text() + "; aborting the job");
         }
     };
 
@@ -586,7 +611,8 @@ int run(int argc, char** argv, const Options& options, F&& fn) {
     try {
         hosts = wire::handshake(me, size, failure);
     } catch (...) {
-        detail::abort_job("mproc::mpi: the start-up handshake failed: " + detail::current_exception_text());
+        detail::abort_job("mproc::mpi: the start-up handshake failed: " +
+                          detail::current_exception_text());
     }
     if (!failure.empty()) {
         if (me == 0) std::fprintf(stderr, "%s\n", failure.c_str());
@@ -600,7 +626,8 @@ int run(int argc, char** argv, const Options& options, F&& fn) {
         try {
             local = std::make_unique<mproc::Pool>(options.singleton_processes);
         } catch (...) {
-            detail::abort_job("mproc::mpi: starting the local Pool failed: " + detail::current_exception_text());
+            detail::abort_job("mproc::mpi: starting the local Pool failed: " +
+                              detail::current_exception_text());
         }
         Pool pool(options, std::move(local));
         code = call(pool);
@@ -617,7 +644,8 @@ int run(int argc, char** argv, const Options& options, F&& fn) {
         try {
             eng->shutdown();
         } catch (...) {
-            detail::abort_job("mproc::mpi: stopping the worker ranks failed: " + detail::current_exception_text());
+            detail::abort_job("mproc::mpi: stopping the worker ranks failed: " +
+                              detail::current_exception_text());
         }
     } else {
         try {
@@ -625,18 +653,21 @@ int run(int argc, char** argv, const Options& options, F&& fn) {
             if (options.local_processes != 0) {
                 const unsigned usable = mproc::cpu_count();
                 if (usable < options.local_processes)
-                    std::fprintf(stderr,
-                                 "mproc::mpi: warning: rank %d may use %u CPU(s) but was asked for %u local processes; "
-                                 "mpirun binds each rank to a core by default: launch with --bind-to none "
-                                 "(and --map-by ppr:1:node)\n",
-                                 me, usable, options.local_processes);
+                    std::fprintf(
+                        stderr,
+                        "mproc::mpi: warning: rank %d may use %u CPU(s) but was asked for %u local "
+                        "processes; "
+                        "mpirun binds each rank to a core by default: launch with --bind-to none "
+                        "(and --map-by ppr:1:node)\n",
+                        me, usable, options.local_processes);
                 local = std::make_unique<mproc::Pool>(options.local_processes);
             }
             wire::run_context ctx{local.get()};
-            wire::serve(ctx, options.max_message_bytes != 0 ? options.max_message_bytes : wire::mpi_max_piece);
+            wire::serve(ctx, options.max_message_bytes != 0 ? options.max_message_bytes
+                                                            : wire::mpi_max_piece);
         } catch (...) {
-            detail::abort_job("mproc::mpi: worker rank " + std::to_string(me) + " failed: " +
-                              detail::current_exception_text());
+            detail::abort_job("mproc::mpi: worker rank " + std::to_string(me) +
+                              " failed: " + detail::current_exception_text());
         }
     }
     MPI_Finalize();

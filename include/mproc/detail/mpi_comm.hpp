@@ -48,7 +48,8 @@ inline constexpr std::size_t mpi_max_piece = std::size_t{1} << 30;
     char text[MPI_MAX_ERROR_STRING] = {};
     int length = 0;
     MPI_Error_string(code, text, &length);
-    throw Error(std::string("mproc::mpi: ") + call + " failed: " + std::string(text, static_cast<std::size_t>(length)));
+    throw Error(std::string("mproc::mpi: ") + call +
+                " failed: " + std::string(text, static_cast<std::size_t>(length)));
 }
 inline void check(int code, const char* call) {
     if (code != MPI_SUCCESS) throw_mpi(code, call);
@@ -61,13 +62,16 @@ inline std::uint64_t& parts_sent() noexcept {
 }
 
 /// A message buffer with room for the length prefix, which send() fills in.
-[[nodiscard]] inline std::vector<std::byte> new_message() { return std::vector<std::byte>(prefix_bytes); }
+[[nodiscard]] inline std::vector<std::byte> new_message() {
+    return std::vector<std::byte>(prefix_bytes);
+}
 
 /// Sends without blocking (so two ranks sending each other big messages never deadlock) and
 /// keeps each buffer alive until MPI is done with it.
 class sender {
 public:
-    explicit sender(std::size_t max_piece) : max_piece_(std::clamp<std::size_t>(max_piece, prefix_bytes + 1, mpi_max_piece)) {}
+    explicit sender(std::size_t max_piece)
+        : max_piece_(std::clamp<std::size_t>(max_piece, prefix_bytes + 1, mpi_max_piece)) {}
     sender(const sender&) = delete;
     sender& operator=(const sender&) = delete;
     ~sender() {
@@ -86,8 +90,8 @@ public:
         for (std::size_t at = 0; at < p.bytes.size(); at += max_piece_) {
             const auto n = static_cast<int>(std::min(max_piece_, p.bytes.size() - at));
             MPI_Request request = MPI_REQUEST_NULL;
-            check(MPI_Isend(p.bytes.data() + at, n, MPI_BYTE, rank, at == 0 ? tag_head : tag_part, MPI_COMM_WORLD,
-                            &request),
+            check(MPI_Isend(p.bytes.data() + at, n, MPI_BYTE, rank, at == 0 ? tag_head : tag_part,
+                            MPI_COMM_WORLD, &request),
                   "MPI_Isend");
             p.requests.push_back(request);
             if (at != 0) ++parts_sent();
@@ -99,7 +103,8 @@ public:
         while (!pending_.empty()) {
             auto& p = pending_.front();
             int done = 0;
-            check(MPI_Testall(static_cast<int>(p.requests.size()), p.requests.data(), &done, MPI_STATUSES_IGNORE),
+            check(MPI_Testall(static_cast<int>(p.requests.size()), p.requests.data(), &done,
+                              MPI_STATUSES_IGNORE),
                   "MPI_Testall");
             if (!done) return;
             pending_.pop_front();
@@ -108,7 +113,9 @@ public:
     /// Waits until every message sent has left.
     void drain() {
         for (auto& p : pending_)
-            check(MPI_Waitall(static_cast<int>(p.requests.size()), p.requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+            check(MPI_Waitall(static_cast<int>(p.requests.size()), p.requests.data(),
+                              MPI_STATUSES_IGNORE),
+                  "MPI_Waitall");
         pending_.clear();
     }
     [[nodiscard]] std::size_t max_piece() const noexcept { return max_piece_; }
@@ -141,10 +148,12 @@ struct received {
     check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
     r.bytes.resize(static_cast<std::size_t>(count));
     check(MPI_Mrecv(r.bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
-    if (r.bytes.size() < prefix_bytes) throw DecodeError("mproc::mpi: a message shorter than its length prefix");
+    if (r.bytes.size() < prefix_bytes)
+        throw DecodeError("mproc::mpi: a message shorter than its length prefix");
     std::uint64_t total = 0;
     std::memcpy(&total, r.bytes.data(), sizeof total);
-    if (total < r.bytes.size()) throw DecodeError("mproc::mpi: a message longer than its length prefix says");
+    if (total < r.bytes.size())
+        throw DecodeError("mproc::mpi: a message longer than its length prefix says");
     while (r.bytes.size() < total) {
         MPI_Message part;
         MPI_Status part_status;

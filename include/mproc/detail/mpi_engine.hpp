@@ -37,10 +37,10 @@ struct job {
     /// the look-ahead's bound.
     std::uint64_t window = 0;
 
-    bool exhausted = false;    // produce said no more
-    bool failed = false;       // a chunk failed: make no more
-    std::uint64_t made = 0;    // chunks made (the next chunk's number)
-    std::uint64_t taken = 0;   // chunks the front end took
+    bool exhausted = false;   // produce said no more
+    bool failed = false;      // a chunk failed: make no more
+    std::uint64_t made = 0;   // chunks made (the next chunk's number)
+    std::uint64_t taken = 0;  // chunks the front end took
     std::map<std::uint64_t, chunk_result> done;
 
     [[nodiscard]] bool may_make() const noexcept {
@@ -59,15 +59,22 @@ struct engine_settings {
 class engine {
 public:
     engine(int size, std::vector<std::string> hosts, const engine_settings& settings)
-        : size_(size), hosts_(std::move(hosts)), settings_(settings), out_(settings.max_piece),
+        : size_(size),
+          hosts_(std::move(hosts)),
+          settings_(settings),
+          out_(settings.max_piece),
           in_flight_(static_cast<std::size_t>(size), 0) {
         settings_.chunks_in_flight = std::max(1u, settings_.chunks_in_flight);
     }
     engine(const engine&) = delete;
     engine& operator=(const engine&) = delete;
 
-    [[nodiscard]] unsigned worker_ranks() const noexcept { return static_cast<unsigned>(size_ - 1); }
-    [[nodiscard]] const std::string& host(int rank) const { return hosts_.at(static_cast<std::size_t>(rank)); }
+    [[nodiscard]] unsigned worker_ranks() const noexcept {
+        return static_cast<unsigned>(size_ - 1);
+    }
+    [[nodiscard]] const std::string& host(int rank) const {
+        return hosts_.at(static_cast<std::size_t>(rank));
+    }
     [[nodiscard]] const engine_settings& settings() const noexcept { return settings_; }
 
     /// Registers a job and starts dealing its chunks.
@@ -162,7 +169,8 @@ private:
         std::shared_ptr<job> of;
         if (!make_chunk(message, of)) return false;
         run_context ctx;
-        std::vector<std::byte> reply = run_task(std::span<const std::byte>(message).subspan(prefix_bytes), ctx);
+        std::vector<std::byte> reply =
+            run_task(std::span<const std::byte>(message).subspan(prefix_bytes), ctx);
         const std::uint64_t total = reply.size();
         std::memcpy(reply.data(), &total, sizeof total);
         ++running_;
@@ -186,7 +194,8 @@ private:
         kind k{};
         std::uint64_t id = 0, chunk = 0;
         d(k, id, chunk);
-        if (k != kind::result) throw DecodeError("mproc::mpi: rank 0 received something other than a result");
+        if (k != kind::result)
+            throw DecodeError("mproc::mpi: rank 0 received something other than a result");
         auto& count = in_flight_.at(static_cast<std::size_t>(message.source));
         if (count == 0 || running_ == 0) throw DecodeError("mproc::mpi: a result nobody asked for");
         --count;
@@ -194,6 +203,7 @@ private:
         const auto it = jobs_.find(id);
         if (it == jobs_.end()) return;  // a dropped job's chunk
         auto& j = *it->second;
+        if (d.remaining() == 0) throw DecodeError("mproc::mpi: a result without its status");
         const std::size_t status_at = message.bytes.size() - d.remaining();
         if (static_cast<status>(message.bytes[status_at]) != status::ok) j.failed = true;
         j.done.emplace(chunk, chunk_result{std::move(message), status_at});

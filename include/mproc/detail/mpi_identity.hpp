@@ -80,17 +80,21 @@ inline int visit_main_program(dl_phdr_info* info, std::size_t, void* data) {
 }
 
 /// Why `other` (rank `rank`, on `host`) cannot work with rank 0's `mine`, or "" when it can.
-[[nodiscard]] inline std::string mismatch(const identity& mine, const identity& other, int rank, const std::string& host) {
+[[nodiscard]] inline std::string mismatch(const identity& mine, const identity& other, int rank,
+                                          const std::string& host) {
     const std::string who = "rank " + std::to_string(rank) + " (on " + host + ")";
     if (other.little_endian != mine.little_endian || other.pointer_bytes != mine.pointer_bytes)
         return who + " runs on another architecture (byte order or pointer size) than rank 0";
-    if (std::memcmp(other.mproc_version.data(), mine.mproc_version.data(), mine.mproc_version.size()) != 0)
-        return who + " was built with mproc " + std::string(other.mproc_version.data()) + ", rank 0 with mproc " +
-               std::string(mine.mproc_version.data()) + " (their codecs may differ)";
+    if (std::memcmp(other.mproc_version.data(), mine.mproc_version.data(),
+                    mine.mproc_version.size()) != 0)
+        return who + " was built with mproc " + std::string(other.mproc_version.data()) +
+               ", rank 0 with mproc " + std::string(mine.mproc_version.data()) +
+               " (their codecs may differ)";
     if (other.build_kind != mine.build_kind || other.build_length != mine.build_length ||
         std::memcmp(other.build.data(), mine.build.data(), mine.build_length) != 0)
-        return who + " runs another executable than rank 0 (" + (mine.build_kind == 1 ? "build-id " : "file hash ") +
-               hex(other) + " against " + hex(mine) + ")";
+        return who + " runs another executable than rank 0 (" +
+               (mine.build_kind == 1 ? "build-id " : "file hash ") + hex(other) + " against " +
+               hex(mine) + ")";
     return {};
 }
 
@@ -113,8 +117,11 @@ inline int visit_main_program(dl_phdr_info* info, std::size_t, void* data) {
 
     std::vector<identity> all(rank == 0 ? static_cast<std::size_t>(size) : 0);
     std::vector<char> hosts(rank == 0 ? static_cast<std::size_t>(size) * host_bytes : 0);
-    check(MPI_Gather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Gather");
-    check(MPI_Gather(host.data(), host_bytes, MPI_BYTE, hosts.data(), host_bytes, MPI_BYTE, 0, MPI_COMM_WORLD),
+    check(MPI_Gather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, 0,
+                     MPI_COMM_WORLD),
+          "MPI_Gather");
+    check(MPI_Gather(host.data(), host_bytes, MPI_BYTE, hosts.data(), host_bytes, MPI_BYTE, 0,
+                     MPI_COMM_WORLD),
           "MPI_Gather");
 
     std::vector<std::string> names;
@@ -125,11 +132,13 @@ inline int visit_main_program(dl_phdr_info* info, std::size_t, void* data) {
             names.emplace_back(h, ::strnlen(h, host_bytes));
         }
         for (int r = 1; r < size && verdict[0] == 0; ++r) {
-            const std::string why = mismatch(mine, all[static_cast<std::size_t>(r)], r, names[static_cast<std::size_t>(r)]);
+            const std::string why = mismatch(mine, all[static_cast<std::size_t>(r)], r,
+                                             names[static_cast<std::size_t>(r)]);
             std::strncpy(verdict.data(), why.c_str(), verdict.size() - 1);
         }
     }
-    check(MPI_Bcast(verdict.data(), static_cast<int>(verdict.size()), MPI_CHAR, 0, MPI_COMM_WORLD), "MPI_Bcast");
+    check(MPI_Bcast(verdict.data(), static_cast<int>(verdict.size()), MPI_CHAR, 0, MPI_COMM_WORLD),
+          "MPI_Bcast");
     if (verdict[0] != 0) {
         failure = "mproc::mpi: refusing to start: " + std::string(verdict.data()) +
                   "; every rank must run the same build of the same program";

@@ -43,38 +43,45 @@ struct run_context {
     mproc::Pool* local = nullptr;
 };
 
-using runner_fn = void (*)(const function_id& fn, std::span<const std::byte> payload, std::uint64_t first,
-                           run_context& ctx, std::vector<std::byte>& out);
+using runner_fn = void (*)(const function_id& fn, std::span<const std::byte> payload,
+                           std::uint64_t first, run_context& ctx, std::vector<std::byte>& out);
 
 /// A callable that can run on another rank as it is: a function pointer (sent by identity) or an
 /// object with no state (default-constructed there, as C++20 captureless lambdas are).
 template <class F>
-inline constexpr bool sendable_callable_v =
-    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
-    (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>);
+inline constexpr bool sendable_callable_v = (std::is_pointer_v<F> &&
+                                             std::is_function_v<std::remove_pointer_t<F>>) ||
+                                            (std::is_class_v<F> && std::is_empty_v<F> &&
+                                             std::is_default_constructible_v<F>);
 
 template <class F>
 [[nodiscard]] function_id identity_of(const F& f) {
-    if constexpr (std::is_pointer_v<F>) return identify(f);
-    else return function_id{};
+    if constexpr (std::is_pointer_v<F>)
+        return identify(f);
+    else
+        return function_id{};
 }
 template <class F>
 [[nodiscard]] F callable_from(const function_id& id) {
-    if constexpr (std::is_pointer_v<F>) return resolve<F>(id);
-    else return F{};
+    if constexpr (std::is_pointer_v<F>)
+        return resolve<F>(id);
+    else
+        return F{};
 }
 
 /// A void result travels as an empty value.
 template <class R>
 using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
-inline void write_raised(std::vector<std::byte>& out, std::uint64_t item, const std::string& type, const std::string& message) {
+inline void write_raised(std::vector<std::byte>& out, std::uint64_t item, const std::string& type,
+                         const std::string& message) {
     Encoder e(out);
     e(status::raised, item, type, message);
 }
 
 /// Writes the outcome of what `body` throws: a task error, or a local worker's crash.
-inline void write_current_exception(std::vector<std::byte>& out, std::size_t mark, std::uint64_t first, std::uint64_t at) {
+inline void write_current_exception(std::vector<std::byte>& out, std::size_t mark,
+                                    std::uint64_t first, std::uint64_t at) {
     out.resize(mark);
     try {
         throw;
@@ -91,8 +98,8 @@ inline void write_current_exception(std::vector<std::byte>& out, std::size_t mar
 }
 
 template <class Fn, class In, class R, bool Star>
-void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload, std::uint64_t first,
-                   run_context& ctx, std::vector<std::byte>& out) {
+void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
+                   std::uint64_t first, run_context& ctx, std::vector<std::byte>& out) {
     const std::size_t mark = out.size();
     std::uint64_t at = first;
     std::vector<R> results;
@@ -101,13 +108,17 @@ void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
         const auto inputs = decode<std::vector<In>>(payload);
         if (ctx.local != nullptr) {
             // Hybrid: the chunk is spread over the rank's local processes.
-            if constexpr (Star) results = ctx.local->starmap(f, inputs);
-            else results = ctx.local->map(f, inputs);
+            if constexpr (Star)
+                results = ctx.local->starmap(f, inputs);
+            else
+                results = ctx.local->map(f, inputs);
         } else {
             results.reserve(inputs.size());
             for (const In& x : inputs) {
-                if constexpr (Star) results.push_back(std::apply(f, x));
-                else results.push_back(f(x));
+                if constexpr (Star)
+                    results.push_back(std::apply(f, x));
+                else
+                    results.push_back(f(x));
                 ++at;
             }
         }
@@ -120,14 +131,15 @@ void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
         try {
             encode_into(out, results);
         } catch (...) {
-            encode_into(out, std::vector<R>{});  // a result that cannot be encoded: report the error alone
+            encode_into(
+                out, std::vector<R>{});  // a result that cannot be encoded: report the error alone
         }
     }
 }
 
 template <class Fn, class R, class ArgsTuple>
-void run_call(const function_id& fn_id, std::span<const std::byte> payload, std::uint64_t first, run_context& ctx,
-              std::vector<std::byte>& out) {
+void run_call(const function_id& fn_id, std::span<const std::byte> payload, std::uint64_t first,
+              run_context& ctx, std::vector<std::byte>& out) {
     const std::size_t mark = out.size();
     try {
         Fn f = callable_from<Fn>(fn_id);
@@ -135,11 +147,15 @@ void run_call(const function_id& fn_id, std::span<const std::byte> payload, std:
         stored_t<R> value{};
         if (ctx.local != nullptr) {
             auto future = std::apply([&](auto&... a) { return ctx.local->submit(f, a...); }, args);
-            if constexpr (std::is_void_v<R>) future.get();
-            else value = future.get();
+            if constexpr (std::is_void_v<R>)
+                future.get();
+            else
+                value = future.get();
         } else {
-            if constexpr (std::is_void_v<R>) std::apply(f, args);
-            else value = std::apply(f, args);
+            if constexpr (std::is_void_v<R>)
+                std::apply(f, args);
+            else
+                value = std::apply(f, args);
         }
         Encoder e(out);
         e(status::ok);
@@ -150,7 +166,8 @@ void run_call(const function_id& fn_id, std::span<const std::byte> payload, std:
 }
 
 /// Runs one task message and returns the result message.
-[[nodiscard]] inline std::vector<std::byte> run_task(std::span<const std::byte> body, run_context& ctx) {
+[[nodiscard]] inline std::vector<std::byte> run_task(std::span<const std::byte> body,
+                                                     run_context& ctx) {
     Decoder d(body);
     kind k{};
     std::uint64_t job = 0, chunk = 0, first = 0;
@@ -184,8 +201,10 @@ inline void serve(run_context& ctx, std::size_t max_piece) {
         bool stop = false;
         while (try_receive(0, message)) {
             if (message.body().empty()) throw DecodeError("mproc::mpi: an empty message");
-            if (static_cast<kind>(message.body()[0]) == kind::stop) stop = true;
-            else tasks.push_back(std::move(message));
+            if (static_cast<kind>(message.body()[0]) == kind::stop)
+                stop = true;
+            else
+                tasks.push_back(std::move(message));
         }
         out.test();
         if (stop) break;
