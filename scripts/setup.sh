@@ -3,7 +3,8 @@
 # skipping what is already there. The library itself needs only a C++20 compiler.
 #   bash scripts/setup.sh [GROUP...]   groups beyond the default: fuzz, clang, fresh, docs
 set -euo pipefail
-packages=(g++ cmake ninja-build pkg-config catch2 libbenchmark-dev libfmt-dev libgmp-dev libboost-dev python3)
+packages=(g++ cmake ninja-build pkg-config catch2 libbenchmark-dev libfmt-dev libgmp-dev libboost-dev python3
+          openmpi-bin libopenmpi-dev python3-mpi4py)
 for group in "$@"; do
     case $group in
         fuzz|clang) packages+=(clang-16 libclang-rt-16-dev) ;;  # libFuzzer and the sanitizers' runtimes

@@ -37,6 +37,17 @@ quiet cmake -S "$here" -B "$work/by_subdirectory" -DMPROC_SOURCE_DIR="$src"
 quiet cmake --build "$work/by_subdirectory"
 "$work/by_subdirectory/consumer"
 
+if command -v mpicc >/dev/null; then
+    echo "== find_package(mproc CONFIG REQUIRED COMPONENTS mpi)"
+    quiet cmake -S "$here" -B "$work/by_package_mpi" -DCMAKE_PREFIX_PATH="$work/prefix" -DMPROC_CONSUMER_MPI=ON
+    quiet cmake --build "$work/by_package_mpi"
+    "$work/by_package_mpi/consumer_mpi"
+    echo "== add_subdirectory with mproc::mpi"
+    quiet cmake -S "$here" -B "$work/by_subdirectory_mpi" -DMPROC_SOURCE_DIR="$src" -DMPROC_CONSUMER_MPI=ON
+    quiet cmake --build "$work/by_subdirectory_mpi"
+    "$work/by_subdirectory_mpi/consumer_mpi"
+fi
+
 echo "== pkg-config"
 export PKG_CONFIG_PATH="$work/prefix/share/pkgconfig"
 # shellcheck disable=SC2046

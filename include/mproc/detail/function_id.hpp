@@ -1,16 +1,20 @@
 // A function's identity that means the same function in another process running the same binary:
-// the hash of the containing module's name plus the offset from that module's load base. Never a
-// raw address, so the same message resolves after exec (another load base, ASLR) and on another
-// host running the same build.
+// a key for the containing module plus the offset from that module's load base. Never a raw
+// address, so the same message resolves after exec (another load base, ASLR) and on another host
+// running the same build. The module key is its GNU build-id when it has one, else its file's base
+// name: never the full path, which differs between hosts (an MPI job's binary staged under
+// /tmp/job-1234 on one node and /scratch/... on another, a library under /usr/lib64 or /usr/lib).
 #pragma once
 
 #include <mproc/error.hpp>
 
+#include <elf.h>
 #include <link.h>
 
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <span>
 #include <string_view>
 #include <unordered_map>
 
@@ -18,7 +22,7 @@ MPROC_NAMESPACE_BEGIN
 namespace detail {
 
 struct function_id {
-    std::uint64_t module = 0;  // FNV-1a hash of the module's path ("" for the main program)
+    std::uint64_t module = 0;  // module_key of the containing module
     std::uint64_t offset = 0;  // address minus the module's load base
 
     friend bool operator==(const function_id&, const function_id&) = default;
@@ -28,15 +32,50 @@ struct function_id {
     }
 };
 
-[[nodiscard]] constexpr std::uint64_t fnv1a(std::string_view text) noexcept {
-    std::uint64_t h = 1469598103934665603ull;
+[[nodiscard]] constexpr std::uint64_t fnv1a(std::string_view text,
+                                            std::uint64_t h = 1469598103934665603ull) noexcept {
     for (char c : text) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
     return h;
 }
 
+/// The GNU build-id of a loaded module (the linker's hash of its contents: the same build has the
+/// same one on every host), read from its PT_NOTE segments in memory; empty when it has none.
+[[nodiscard]] inline std::span<const unsigned char> loaded_build_id(const dl_phdr_info& info) noexcept {
+    for (int i = 0; i < info.dlpi_phnum; ++i) {
+        const auto& ph = info.dlpi_phdr[i];
+        if (ph.p_type != PT_NOTE) continue;
+        const auto* at = reinterpret_cast<const unsigned char*>(info.dlpi_addr + ph.p_vaddr);
+        const unsigned char* end = at + ph.p_memsz;
+        const std::size_t align = ph.p_align > 4 ? 8 : 4;
+        auto round = [align](std::size_t n) { return (n + align - 1) & ~(align - 1); };
+        while (static_cast<std::size_t>(end - at) >= sizeof(ElfW(Nhdr))) {
+            ElfW(Nhdr) note;
+            std::memcpy(&note, at, sizeof note);
+            const unsigned char* name = at + sizeof note;
+            const unsigned char* desc = name + round(note.n_namesz);
+            if (desc > end || note.n_descsz > static_cast<std::size_t>(end - desc)) break;
+            if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0)
+                return {desc, note.n_descsz};
+            at = desc + round(note.n_descsz);
+        }
+    }
+    return {};
+}
+
+/// The key function_id names a module by: its build-id's hash, or its file's base name's hash
+/// ("" for the main program of a build without build-ids).
+[[nodiscard]] inline std::uint64_t module_key(const dl_phdr_info& info) noexcept {
+    const auto build_id = loaded_build_id(info);
+    if (!build_id.empty())
+        return fnv1a({reinterpret_cast<const char*>(build_id.data()), build_id.size()}, fnv1a("build-id"));
+    std::string_view name = info.dlpi_name ? info.dlpi_name : "";
+    if (const auto slash = name.rfind('/'); slash != std::string_view::npos) name.remove_prefix(slash + 1);
+    return fnv1a(name);
+}
+
 struct module_search {
     std::uintptr_t address = 0;  // find the module containing this address...
-    std::uint64_t module = 0;    // ...or the module with this name hash
+    std::uint64_t module = 0;    // ...or the module with this key
     bool found = false;
     std::uint64_t found_module = 0;
     std::uintptr_t base = 0;
@@ -44,10 +83,7 @@ struct module_search {
 
 inline int visit_module(dl_phdr_info* info, std::size_t, void* data) {
     auto& search = *static_cast<module_search*>(data);
-    const std::uint64_t name_hash = fnv1a(info->dlpi_name ? info->dlpi_name : "");
-    if (search.address == 0) {
-        if (name_hash != search.module) return 0;
-    } else {
+    if (search.address != 0) {
         bool inside = false;
         for (int i = 0; i < info->dlpi_phnum && !inside; ++i) {
             const auto& ph = info->dlpi_phdr[i];
@@ -56,8 +92,10 @@ inline int visit_module(dl_phdr_info* info, std::size_t, void* data) {
         }
         if (!inside) return 0;
     }
+    const std::uint64_t key = module_key(*info);
+    if (search.address == 0 && key != search.module) return 0;
     search.found = true;
-    search.found_module = name_hash;
+    search.found_module = key;
     search.base = info->dlpi_addr;
     return 1;
 }
@@ -74,8 +112,9 @@ inline int visit_module(dl_phdr_info* info, std::size_t, void* data) {
 
 /// The address of the function `id` names in this process. Module bases are looked up once
 /// each and cached.
-/// @throws Error when no loaded module has that name: a worker forked before its parent loaded
-///         a library (dlopen) does not have it. Never a guess at an address.
+/// @throws Error when no loaded module has that key: another build of the module, or a
+///         library this process did not load (a worker forked before its parent loaded it
+///         with dlopen). Never a guess at an address.
 [[nodiscard]] inline void* resolve_function(const function_id& id) {
     static std::mutex lock;
     static std::unordered_map<std::uint64_t, std::uintptr_t> bases;
@@ -86,8 +125,9 @@ inline int visit_module(dl_phdr_info* info, std::size_t, void* data) {
         search.module = id.module;
         ::dl_iterate_phdr(visit_module, &search);
         if (!search.found)
-            throw Error("mproc: the function's module is not loaded in this worker (a shared library "
-                        "loaded with dlopen after the Pool started?): load it before making the Pool");
+            throw Error("mproc: the function's module is not loaded in this process (a shared "
+                        "library loaded with dlopen after the Pool started? load it before making the "
+                        "Pool), or another build of it is");
         it = bases.emplace(id.module, search.base).first;
     }
     return reinterpret_cast<void*>(it->second + id.offset);
