@@ -75,6 +75,7 @@ inline int& rank_slot() noexcept {
 /// where it ran.
 class RemoteError : public mproc::RemoteError {
 public:
+    /// The remote exception `type_name: message` of task `task_index`, raised on `rank` at `host`.
     RemoteError(std::string type_name, std::string message, std::size_t task_index, int rank,
                 std::string host)
         : mproc::RemoteError(std::move(type_name), std::move(message), task_index),
@@ -83,8 +84,11 @@ public:
           what_(std::string(mproc::RemoteError::what()) + " (on rank " + std::to_string(rank) +
                 ", host " + host_ + ")") {}
 
+    /// The rank the task ran on.
     [[nodiscard]] int rank() const noexcept { return rank_; }
+    /// The host name of that rank.
     [[nodiscard]] const std::string& host() const noexcept { return host_; }
+    /// The local RemoteError's text followed by "(on rank R, host H)".
     [[nodiscard]] const char* what() const noexcept override { return what_.c_str(); }
 
 private:
@@ -226,6 +230,7 @@ public:
         auto& j = *handle_.job;
         handle_.eng->wait([&] { return !j.done.empty(); });
     }
+    /// True while the Future refers to a task whose result was not yet taken by get().
     [[nodiscard]] bool valid() const noexcept {
         return local_.has_value() || handle_.job != nullptr;
     }
@@ -248,6 +253,8 @@ public:
     /// What dereferencing gives: a const reference, or a bool by value (vector<bool> holds no
     /// bools to refer to).
     using reference = std::conditional_t<std::is_same_v<R, bool>, bool, const R&>;
+    /// @cond
+    // How the results are produced (a root engine, or the singleton's local Pool).
     struct source {
         virtual ~source() = default;
         /// Moves to the next result; false at the end.
@@ -257,6 +264,7 @@ public:
 
     explicit ImapResults(std::unique_ptr<source> src) : src_(std::move(src)) {}
 
+    // A single-pass input iterator over the results.
     class iterator {
     public:
         using value_type = R;
@@ -281,9 +289,13 @@ public:
     private:
         ImapResults* owner_ = nullptr;
     };
+    /// @endcond
 
+    /// Starts the iteration (a single pass: a second begin() goes on where the first stopped).
     iterator begin() { return iterator(this); }
+    /// The end: reached when every result was read.
     std::default_sentinel_t end() { return {}; }
+    /// True once every result was read.
     [[nodiscard]] bool finished() const noexcept { return finished_; }
 
 private:
@@ -369,10 +381,12 @@ public:
         engine_->add(j);
         return Future<R>(detail::job_handle(engine_, j));
     }
+    /// Python's name for submit().
     template <class F, class... Args>
     [[nodiscard]] auto apply_async(F&& f, Args&&... args) {
         return submit(std::forward<F>(f), std::forward<Args>(args)...);
     }
+    /// submit(f, args...).get(): runs one task and waits for its result.
     template <class F, class... Args>
     auto apply(F&& f, Args&&... args) {
         return submit(std::forward<F>(f), std::forward<Args>(args)...).get();

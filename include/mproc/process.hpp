@@ -214,8 +214,10 @@ private:
 /// int f(int).
 template <class F, class... Args>
 Process(F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+/// The same deduction for the tagged forms: `mproc::Process p(mproc::spawn, f, 7);`.
 template <class F, class... Args>
 Process(spawn_t, F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+/// The same deduction for `mproc::Process p(mproc::forkserver, f, 7);`.
 template <class F, class... Args>
 Process(forkserver_t, F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
 

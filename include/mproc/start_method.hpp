@@ -24,15 +24,23 @@ MPROC_NAMESPACE_BEGIN
 /// only stateless callables and encodable arguments.
 enum class StartMethod { fork, spawn, forkserver };
 
-/// Tags for Process::start and the Process constructor: `p.start(mproc::spawn)`. (No tag for
-/// fork, whose name ::fork already has: `p.start(mproc::StartMethod::fork)`.)
+/// The type of the tag mproc::spawn, for Process::start and the Process constructor:
+/// `p.start(mproc::spawn)`. (No tag for fork, whose name the C library's fork() already has:
+/// `p.start(mproc::StartMethod::fork)`.)
 struct spawn_t {
+    /// The method this tag selects.
     static constexpr StartMethod method = StartMethod::spawn;
 };
+/// The type of the tag mproc::forkserver: `p.start(mproc::forkserver)`.
 struct forkserver_t {
+    /// The method this tag selects.
     static constexpr StartMethod method = StartMethod::forkserver;
 };
+/// Start by spawn: `p.start(mproc::spawn)`, or `mproc::Process p(mproc::spawn, f, args...)` to
+/// have the callable and arguments checked at compile time.
 inline constexpr spawn_t spawn{};
+/// Start by forkserver: `p.start(mproc::forkserver)`, or `mproc::Process p(mproc::forkserver, f,
+/// args...)`.
 inline constexpr forkserver_t forkserver{};
 
 namespace detail {
@@ -63,6 +71,7 @@ inline void init(int argc, char** argv) {
 inline void set_start_method(StartMethod method) noexcept {
     detail::default_start_method().store(method, std::memory_order_relaxed);
 }
+/// The process-wide default start method (what set_start_method last set; fork at first).
 [[nodiscard]] inline StartMethod get_start_method() noexcept {
     return detail::default_start_method().load(std::memory_order_relaxed);
 }
