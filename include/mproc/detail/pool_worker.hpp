@@ -253,9 +253,64 @@ inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::fun
     return true;
 }
 
-/// The loop of a worker process: claim a chunk, run it, repeat; sleep on the post counter when
-/// there is nothing to claim. Returns (the exit code) when the pool shuts down, when the worker
-/// has run max_tasks_per_child chunks (the parent replaces it), or when the initializer failed.
+/// Spins for up to ctl.spin_ns watching for a post (a worker that just finished is the warmest
+/// one to run the next task, and a parent's turnaround is a few microseconds): true when one
+/// came (or shutdown). Counted in ctl.spinning, so that a post finding a spinner wakes nobody;
+/// at most ctl.spin_limit workers spin at once, so an oversubscribed pool does not fill every
+/// core with spinners.
+inline bool spin_for_work(pool_control& ctl) noexcept {
+    if (ctl.spin_ns <= 0) return false;
+    if (ctl.spinning.fetch_add(1, std::memory_order_seq_cst) >= ctl.spin_limit) {
+        ctl.spinning.fetch_sub(1, std::memory_order_seq_cst);
+        return false;
+    }
+    const std::uint64_t seen = ctl.posted.load(std::memory_order_acquire);
+    const std::int64_t until = monotonic_ns() + ctl.spin_ns;
+    bool found = false;
+    while (!found) {
+        for (int i = 0; i < 32 && !found; ++i) {
+            cpu_relax();
+            found = ctl.posted.load(std::memory_order_acquire) != seen;
+        }
+        found = found || ctl.shutdown.load(std::memory_order_relaxed) != 0;
+        if (!found && monotonic_ns() >= until) break;
+    }
+    // seq_cst: a post that read the count before this drop is found by park()'s last look.
+    ctl.spinning.fetch_sub(1, std::memory_order_seq_cst);
+    return found;
+}
+
+/// Parks the worker on the idle stack and sleeps on its doorbell until the parent rings it, a
+/// post it could not have been woken for is seen, or a second passes (which only bounds the
+/// cost of a bug: every post rings a parked worker when none spins).
+inline void park(pool_control& ctl, unsigned worker) {
+    worker_slot& me = ctl.workers()[worker];
+    me.doorbell.store(doorbell_parked, std::memory_order_seq_cst);
+    if (me.listed.load(std::memory_order_seq_cst) == 0) {
+        me.listed.store(1, std::memory_order_seq_cst);
+        push_idle(ctl, worker);
+    }
+    // The last look, after being listed: a post made before the parent could find us on the
+    // stack is seen here (both sides order their store before their load, seq_cst).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::uint32_t parked = doorbell_parked;
+    if (ctl.shutdown.load(std::memory_order_seq_cst) != 0 || work_available(ctl)) {
+        (void)me.doorbell.compare_exchange_strong(parked, doorbell_awake, std::memory_order_seq_cst);
+        return;
+    }
+    if (!me.doorbell.compare_exchange_strong(parked, doorbell_sleeping, std::memory_order_seq_cst)) return;  // rung
+    (void)futex_wait(me.doorbell, doorbell_sleeping, Deadline::after(std::chrono::seconds(1)));
+    // Woken (the parent set it awake), or timed out: awake either way. A stale stack entry may
+    // remain; the parent drops it when it pops it.
+    std::uint32_t state = me.doorbell.load(std::memory_order_seq_cst);
+    while (state != doorbell_awake &&
+           !me.doorbell.compare_exchange_weak(state, doorbell_awake, std::memory_order_seq_cst)) {
+    }
+}
+
+/// The loop of a worker process: claim a chunk, run it, repeat; with nothing to claim, spin a
+/// little, then park. Returns (the exit code) when the pool shuts down, when the worker has run
+/// max_tasks_per_child chunks (the parent replaces it), or when the initializer failed.
 inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
                        const std::function<void()>& initializer) {
     // Ctrl-C in a terminal reaches the whole process group: the parent decides what it means,
@@ -268,16 +323,14 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     if (!ready) return 3;
     std::uint64_t tasks = 0;
     for (;;) {
-        const std::uint32_t seen = ctl.post_seq.load(std::memory_order_acquire);
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
         if (auto claimed = claim_chunk(ctl)) {
             run_claimed_chunk(arena, ctl, worker, *claimed);
             if (++tasks == ctl.max_tasks_per_child) return 0;
             continue;
         }
-        // The deadline only bounds the cost of a bug; a post always bumps post_seq and wakes.
-        (void)wait_until(ctl.post_seq, ctl.idle_workers, [seen](std::uint32_t v) { return v != seen; },
-                         Deadline::after(std::chrono::seconds(1)));
+        if (spin_for_work(ctl)) continue;
+        park(ctl, worker);
     }
 }
 
