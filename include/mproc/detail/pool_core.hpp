@@ -161,6 +161,7 @@ private:
     bool polling_ = false;          // a worker has no pidfd (old kernel, no descriptor left): poll waitpid
     bool replace_ = false;          // a worker was reaped: fork a replacement at the next check
     std::uint64_t timed_jobs_ = 0;  // live jobs whose tasks have a time limit
+    std::int64_t last_watch_ns_ = 0;  // when the epoll set was last looked at
     std::vector<child_handle> workers_;
     std::array<job_record, max_jobs> records_{};
     std::vector<std::optional<std::uint64_t>> timed_out_;  // per worker: the item it was killed for
@@ -209,7 +210,10 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     if (broken_) std::rethrow_exception(broken_);
     if (terminated_) throw StateError("mproc::Pool: the pool was terminated");
     if (closed_) throw StateError("mproc::Pool: the pool is closed");
-    check_workers();  // one epoll_wait that returns at once, whatever the worker count
+    // Deaths while nobody waited: one epoll_wait that returns at once, whatever the worker
+    // count, and at most once a millisecond (a death found later is found by the wait, which
+    // sleeps on the same set: the dead worker's task is still reported and run elsewhere).
+    if (!watching() || spawn_failure_ || monotonic_ns() - last_watch_ns_ >= 1'000'000) check_workers();
     if (spawn_failure_ && live_workers() == 0) std::rethrow_exception(spawn_failure_);
     if (live_jobs_ != 0) retire_settled();
     const std::uint64_t id = next_generation_++ * max_jobs + free_slot();
@@ -293,9 +297,8 @@ inline void pool_core::publish(std::uint64_t id) {
     // Against a worker's park(): it lists itself, then looks for work; we post, then look for
     // listed workers. With both sides ordered, one of the two looks sees the other.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    const auto wanted = static_cast<unsigned>(std::min<std::uint64_t>(r.chunks, workers_.size()));
-    const unsigned spinning = ctl_->spinning.load(std::memory_order_seq_cst);
-    if (wanted > spinning) (void)wake_idle_workers(*ctl_, wanted - spinning);
+    // Parked workers that just finished spin on their doorbell: ringing them is a store.
+    (void)wake_idle_workers(*ctl_, static_cast<unsigned>(std::min<std::uint64_t>(r.chunks, workers_.size())));
 }
 
 inline std::uint64_t pool_core::done_chunks(std::uint64_t id) {

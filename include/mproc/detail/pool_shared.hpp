@@ -91,8 +91,8 @@ enum : std::uint32_t { worker_starting = 0, worker_ready = 1, worker_init_failed
 
 /// A worker's doorbell: how an idle worker waits to be handed work, and what its waker must do.
 enum : std::uint32_t {
-    doorbell_awake = 0,     // running, spinning, or rung: nobody needs to wake it
-    doorbell_parked = 1,    // on the idle stack, about to sleep: ringing it needs no system call
+    doorbell_awake = 0,     // running, or rung: nobody needs to wake it
+    doorbell_parked = 1,    // on the idle stack, spinning or about to sleep: ringing it is a store
     doorbell_sleeping = 2,  // asleep in FUTEX_WAIT on the doorbell: ringing it calls FUTEX_WAKE
 };
 
@@ -110,6 +110,7 @@ struct alignas(64) worker_slot {
     std::atomic<std::uint32_t> listed{0};  // 1 from just before it pushes itself on the idle stack
                                            // until the parent pops it (see push_idle)
     std::atomic<std::uint32_t> below{0};   // the idle stack's link: 1 + the worker under it, or 0
+    std::atomic<std::uint32_t> spinning{0};  // 1 while it holds a place in pool_control::spinning
 };
 
 struct alignas(64) pool_control {
@@ -123,7 +124,7 @@ struct alignas(64) pool_control {
     // Workers push themselves; only the parent pops, so a pop never races another pop (no ABA
     // on the link it reads); the tag changes on every push and pop all the same.
     alignas(64) std::atomic<std::uint64_t> idle_top{0};
-    alignas(64) std::atomic<std::uint32_t> spinning{0};  // workers spinning for work: a post wakes none for them
+    alignas(64) std::atomic<std::uint32_t> spinning{0};  // parked workers spinning on their doorbell
     alignas(64) std::atomic<std::uint32_t> parent_sleeping{0};
     // Whether a sleeping parent wants a wake-up for every finished chunk (imap), or only when a
     // job completes or fails (map, futures): a map of 100,000 one-item chunks must not cost

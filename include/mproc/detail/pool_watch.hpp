@@ -133,9 +133,8 @@ void pool_core::watch_once(int timeout_ms, OnEintr&& on_eintr) {
     for (int k = 0; k < ready; ++k) {
         const std::uint64_t key = events[static_cast<std::size_t>(k)].data.u64;
         if (key == 0) {
-            std::uint64_t drained;
-            while (::read(wake_fd_.get(), &drained, sizeof drained) > 0) {
-            }
+            std::uint64_t drained;  // one read empties an eventfd
+            [[maybe_unused]] const ssize_t r = ::read(wake_fd_.get(), &drained, sizeof drained);
         } else if (key == 1) {
             drain_interrupt_wake();
         } else {
@@ -175,6 +174,8 @@ inline void pool_core::on_worker_exit(unsigned index) {
     child_handle& w = workers_[index];
     if (!w.try_reap()) return;
     worker_slot& slot = ctl_->workers()[index];
+    // Killed while spinning: its place among the spinners is free again.
+    if (slot.spinning.exchange(0, std::memory_order_relaxed) != 0) ctl_->spinning.fetch_sub(1, std::memory_order_relaxed);
     const std::uint64_t held = slot.job.load(std::memory_order_acquire);
     if (held != 0) {
         const std::uint64_t id = held - 1;
@@ -228,6 +229,7 @@ inline bool pool_core::work_pending() {
 inline void pool_core::check_workers() {
     if (watching()) {
         watch_once(0, [] {});
+        last_watch_ns_ = monotonic_ns();
     } else {
         for (unsigned i = 0; i < workers_.size(); ++i)
             if (workers_[i].started() && !workers_[i].reaped() && workers_[i].try_reap()) {
@@ -256,6 +258,7 @@ inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interr
             check_interrupts(interrupts_seen);
             if (options_.on_interrupt) options_.on_interrupt();
         });
+        last_watch_ns_ = monotonic_ns();
         check_interrupts(interrupts_seen);
         if (timed_jobs_ != 0) (void)enforce_task_timeouts();
         replace_workers();

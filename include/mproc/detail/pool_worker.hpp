@@ -200,10 +200,34 @@ void run_call_chunk(chunk_context& c) {
     }
 }
 
+/// Parks the worker: its doorbell says parked, and it is on the idle stack (pushed unless
+/// `listed` says it still is). From here on a post rings it, or another parked worker.
+inline void list_idle(pool_control& ctl, unsigned worker) noexcept {
+    worker_slot& me = ctl.workers()[worker];
+    me.doorbell.store(doorbell_parked, std::memory_order_seq_cst);
+    if (me.listed.load(std::memory_order_seq_cst) == 0) {
+        me.listed.store(1, std::memory_order_seq_cst);
+        push_idle(ctl, worker);
+    }
+}
+
+/// Leaves the parked state by itself (it found work, or its sleep timed out). Its stack entry
+/// stays, stale: the parent drops it when it pops it and finds the doorbell awake.
+inline void unpark(worker_slot& me) noexcept {
+    std::uint32_t state = me.doorbell.load(std::memory_order_seq_cst);
+    while (state != doorbell_awake &&
+           !me.doorbell.compare_exchange_weak(state, doorbell_awake, std::memory_order_seq_cst)) {
+    }
+}
+
 /// Runs a claimed chunk and publishes it done. The order of the stores is what lets the parent
 /// tell, after a worker died, whether its chunk was lost: the chunk's state says done before
-/// the counter moves and before the worker's slot says idle.
-inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed) {
+/// the counter moves and before the worker's slot says idle. With `may_list`, a worker that
+/// took the job's last chunk goes on the idle stack (list_idle) before the chunk is seen done:
+/// the parent's next post, which may follow at once, then finds it there, warm and spinning,
+/// instead of waking a sleeping one. Returns whether it listed itself.
+inline bool run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed,
+                              bool may_list) {
     job_slot& job = ctl.jobs[claimed.job % max_jobs];
     worker_slot& me = ctl.workers()[worker];
     // Item and start time first: the parent reads them once `job` names this job.
@@ -219,6 +243,8 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
     } catch (...) {
         record_exception(context, me.item.load(std::memory_order_relaxed));
     }
+    const bool listed = may_list && claim_word::exhausted(job.claim.load(std::memory_order_relaxed), claimed.job);
+    if (listed) list_idle(ctl, worker);
     state.store(chunk_done, std::memory_order_release);
     const std::uint32_t position = job.log_tail.fetch_add(1, std::memory_order_relaxed);
     arena.at<std::atomic<std::uint32_t>>(job.log)[position].store(
@@ -229,6 +255,7 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
         job.failed.load(std::memory_order_relaxed) != job_ok ||
         ctl.parent_wants_chunks.load(std::memory_order_relaxed) != 0)
         wake_parent(ctl);
+    return listed;
 }
 
 /// Runs the pool's initializer; on an exception, records it in the worker's slot for the parent.
@@ -253,63 +280,52 @@ inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::fun
     return true;
 }
 
-/// Spins for up to ctl.spin_ns watching for a post (a worker that just finished is the warmest
-/// one to run the next task, and a parent's turnaround is a few microseconds): true when one
-/// came (or shutdown). Counted in ctl.spinning, so that a post finding a spinner wakes nobody;
-/// at most ctl.spin_limit workers spin at once, so an oversubscribed pool does not fill every
-/// core with spinners.
-inline bool spin_for_work(pool_control& ctl) noexcept {
-    if (ctl.spin_ns <= 0) return false;
-    if (ctl.spinning.fetch_add(1, std::memory_order_seq_cst) >= ctl.spin_limit) {
-        ctl.spinning.fetch_sub(1, std::memory_order_seq_cst);
-        return false;
-    }
-    const std::uint64_t seen = ctl.posted.load(std::memory_order_acquire);
-    const std::int64_t until = monotonic_ns() + ctl.spin_ns;
-    bool found = false;
-    while (!found) {
-        for (int i = 0; i < 32 && !found; ++i) {
-            cpu_relax();
-            found = ctl.posted.load(std::memory_order_acquire) != seen;
-        }
-        found = found || ctl.shutdown.load(std::memory_order_relaxed) != 0;
-        if (!found && monotonic_ns() >= until) break;
-    }
-    // seq_cst: a post that read the count before this drop is found by park()'s last look.
-    ctl.spinning.fetch_sub(1, std::memory_order_seq_cst);
-    return found;
-}
-
-/// Parks the worker on the idle stack and sleeps on its doorbell until the parent rings it, a
-/// post it could not have been woken for is seen, or a second passes (which only bounds the
-/// cost of a bug: every post rings a parked worker when none spins).
-inline void park(pool_control& ctl, unsigned worker) {
+/// Waits, parked (list_idle), until the parent rings the doorbell. First a last look for work
+/// posted before the worker was listed (a post after it rings a parked worker); then, if
+/// `spin`, a spin on the worker's own doorbell for ctl.spin_ns (a worker that just finished is
+/// the warmest to run the next task, and the parent's turnaround between two submits is a few
+/// microseconds; at most ctl.spin_limit workers spin at once, so that an oversubscribed pool
+/// does not fill the cores with spinners); then FUTEX_WAIT, for a second at most (which only
+/// bounds the cost of a bug). Returns false when that second passed: the worker then looks for
+/// work and parks again without spinning, so that it does not take the next task from the warm
+/// worker the parent rings.
+inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin) {
     worker_slot& me = ctl.workers()[worker];
-    me.doorbell.store(doorbell_parked, std::memory_order_seq_cst);
-    if (me.listed.load(std::memory_order_seq_cst) == 0) {
-        me.listed.store(1, std::memory_order_seq_cst);
-        push_idle(ctl, worker);
-    }
-    // The last look, after being listed: a post made before the parent could find us on the
-    // stack is seen here (both sides order their store before their load, seq_cst).
+    // Against the parent's publish(): it posts, then pops the stack; we are listed, then look.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    std::uint32_t parked = doorbell_parked;
     if (ctl.shutdown.load(std::memory_order_seq_cst) != 0 || work_available(ctl)) {
-        (void)me.doorbell.compare_exchange_strong(parked, doorbell_awake, std::memory_order_seq_cst);
-        return;
+        unpark(me);
+        return true;
     }
-    if (!me.doorbell.compare_exchange_strong(parked, doorbell_sleeping, std::memory_order_seq_cst)) return;  // rung
-    (void)futex_wait(me.doorbell, doorbell_sleeping, Deadline::after(std::chrono::seconds(1)));
-    // Woken (the parent set it awake), or timed out: awake either way. A stale stack entry may
-    // remain; the parent drops it when it pops it.
-    std::uint32_t state = me.doorbell.load(std::memory_order_seq_cst);
-    while (state != doorbell_awake &&
-           !me.doorbell.compare_exchange_weak(state, doorbell_awake, std::memory_order_seq_cst)) {
+    if (spin && ctl.spin_ns > 0) {
+        const bool place = ctl.spinning.fetch_add(1, std::memory_order_relaxed) < ctl.spin_limit;
+        me.spinning.store(1, std::memory_order_relaxed);  // if it dies now, the parent gives the place back
+        if (place) {
+            const std::int64_t until = monotonic_ns() + ctl.spin_ns;
+            bool rung = false;
+            do {
+                for (int i = 0; i < 32 && !rung; ++i) {
+                    cpu_relax();
+                    rung = me.doorbell.load(std::memory_order_acquire) != doorbell_parked;
+                }
+            } while (!rung && monotonic_ns() < until);
+        }
+        me.spinning.store(0, std::memory_order_relaxed);
+        ctl.spinning.fetch_sub(1, std::memory_order_relaxed);
     }
+    std::uint32_t parked = doorbell_parked;
+    if (!me.doorbell.compare_exchange_strong(parked, doorbell_sleeping, std::memory_order_seq_cst)) {
+        std::atomic_thread_fence(std::memory_order_acquire);
+        return true;  // rung
+    }
+    const bool timed_out =
+        futex_wait(me.doorbell, doorbell_sleeping, Deadline::after(std::chrono::seconds(1))) == futex_status::timeout;
+    unpark(me);
+    return !timed_out;
 }
 
-/// The loop of a worker process: claim a chunk, run it, repeat; with nothing to claim, spin a
-/// little, then park. Returns (the exit code) when the pool shuts down, when the worker has run
+/// The loop of a worker process: claim a chunk, run it, repeat; with nothing to claim, park and
+/// wait to be rung. Returns (the exit code) when the pool shuts down, when the worker has run
 /// max_tasks_per_child chunks (the parent replaces it), or when the initializer failed.
 inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
                        const std::function<void()>& initializer) {
@@ -322,15 +338,21 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     wake_parent(ctl);  // a Pool's constructor may be waiting for every initializer
     if (!ready) return 3;
     std::uint64_t tasks = 0;
+    bool listed = false;  // parked by run_claimed_chunk, before its chunk was seen done
+    bool spin = true;     // not after a sleep that timed out
     for (;;) {
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
         if (auto claimed = claim_chunk(ctl)) {
-            run_claimed_chunk(arena, ctl, worker, *claimed);
-            if (++tasks == ctl.max_tasks_per_child) return 0;
+            if (listed) unpark(me);  // work after all (another job): busy, not idle
+            const bool last = ++tasks == ctl.max_tasks_per_child;
+            listed = run_claimed_chunk(arena, ctl, worker, *claimed, !last);
+            if (last) return 0;
+            spin = true;
             continue;
         }
-        if (spin_for_work(ctl)) continue;
-        park(ctl, worker);
+        if (!listed) list_idle(ctl, worker);
+        listed = false;
+        spin = wait_for_ring(ctl, worker, spin);
     }
 }
 
