@@ -659,6 +659,7 @@ TEST_CASE("Pool.idle.replacement_workers_are_woken", "[pool][fault]") {
         REQUIRE(pool.pids()[0] != dead);
     }
     SECTION("died running a task") {
+        REQUIRE(all_workers_asleep_within(pool, 5s));  // so the one that dies was popped to run it
         REQUIRE(crash_in_map(pool, 0, 1).task_index() == 0u);
     }
     SECTION("exited after max_tasks_per_child") {
@@ -671,6 +672,12 @@ TEST_CASE("Pool.idle.replacement_workers_are_woken", "[pool][fault]") {
     for (int round = 0; round < 3; ++round) {
         REQUIRE(all_workers_asleep_within(pool, 5s));
         CHECK(workers_used_by_two_slow_tasks(pool) == 2);
+        // Every worker busy: a post finds only entries of workers that are not idle, and must
+        // go through them to the stack's bottom and stop there.
+        auto first = pool.submit([] { std::this_thread::sleep_for(100ms); return 1; });
+        auto second = pool.submit([] { std::this_thread::sleep_for(100ms); return 2; });
+        CHECK(pool.apply(square, 4) == 16);
+        CHECK(first.get() + second.get() == 3);
     }
 }
 
