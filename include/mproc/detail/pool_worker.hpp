@@ -280,16 +280,22 @@ inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::fun
     return true;
 }
 
+/// The shortest spin an adaptive budget shrinks to: enough to see a quick turnaround again.
+inline constexpr std::int64_t min_spin_ns = 2'000;
+
 /// Waits, parked (list_idle), until the parent rings the doorbell. First a last look for work
 /// posted before the worker was listed (a post after it rings a parked worker); then, if
-/// `spin`, a spin on the worker's own doorbell for ctl.spin_ns (a worker that just finished is
+/// `spin`, a spin on the worker's own doorbell for `budget_ns` (a worker that just finished is
 /// the warmest to run the next task, and the parent's turnaround between two submits is a few
 /// microseconds; at most ctl.spin_limit workers spin at once, so that an oversubscribed pool
 /// does not fill the cores with spinners); then FUTEX_WAIT, for a second at most (which only
-/// bounds the cost of a bug). Returns false when that second passed: the worker then looks for
-/// work and parks again without spinning, so that it does not take the next task from the warm
-/// worker the parent rings.
-inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin) {
+/// bounds the cost of a bug). The budget adapts, as glibc's adaptive mutexes do: a spin that
+/// ends rung doubles it (up to ctl.spin_ns), one that runs out halves it (down to min_spin_ns):
+/// on a busy machine the parent's turnaround is longer than any spin, and a spinner would only
+/// take the CPU the parent needs. Returns false when the sleep's second passed: the worker then
+/// looks for work and parks again without spinning, so that it does not take the next task from
+/// the warm worker the parent rings.
+inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::int64_t& budget_ns) {
     worker_slot& me = ctl.workers()[worker];
     // Against the parent's publish(): it posts, then pops the stack; we are listed, then look.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -297,11 +303,11 @@ inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin) {
         unpark(me);
         return true;
     }
-    if (spin && ctl.spin_ns > 0) {
+    if (spin && budget_ns > 0) {
         const bool place = ctl.spinning.fetch_add(1, std::memory_order_relaxed) < ctl.spin_limit;
         me.spinning.store(1, std::memory_order_relaxed);  // if it dies now, the parent gives the place back
         if (place) {
-            const std::int64_t until = monotonic_ns() + ctl.spin_ns;
+            const std::int64_t until = monotonic_ns() + budget_ns;
             bool rung = false;
             do {
                 for (int i = 0; i < 32 && !rung; ++i) {
@@ -309,6 +315,7 @@ inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin) {
                     rung = me.doorbell.load(std::memory_order_acquire) != doorbell_parked;
                 }
             } while (!rung && monotonic_ns() < until);
+            budget_ns = rung ? std::min(ctl.spin_ns, 2 * budget_ns) : std::max(min_spin_ns, budget_ns / 2);
         }
         me.spinning.store(0, std::memory_order_relaxed);
         ctl.spinning.fetch_sub(1, std::memory_order_relaxed);
@@ -340,6 +347,7 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     std::uint64_t tasks = 0;
     bool listed = false;  // parked by run_claimed_chunk, before its chunk was seen done
     bool spin = true;     // not after a sleep that timed out
+    std::int64_t spin_budget_ns = ctl.spin_ns;
     for (;;) {
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
         if (auto claimed = claim_chunk(ctl)) {
@@ -352,7 +360,7 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
         }
         if (!listed) list_idle(ctl, worker);
         listed = false;
-        spin = wait_for_ring(ctl, worker, spin);
+        spin = wait_for_ring(ctl, worker, spin, spin_budget_ns);
     }
 }
 
