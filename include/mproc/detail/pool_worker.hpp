@@ -280,8 +280,12 @@ inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::fun
     return true;
 }
 
-/// The shortest spin an adaptive budget shrinks to: enough to see a quick turnaround again.
-inline constexpr std::int64_t min_spin_ns = 2'000;
+/// The shortest spin an adaptive budget shrinks to, and how often a spin tries the full budget
+/// whatever it is. Without both, a worker and a parent can lock each other into the slow mode:
+/// the worker sleeps because the parent slept, so the parent, waiting longer than its own short
+/// spin, sleeps again, and every spin that could end it is too short to see the next post.
+inline constexpr std::int64_t min_spin_ns = 10'000;
+inline constexpr unsigned full_spin_every = 16;
 
 /// Waits, parked (list_idle), until the parent rings the doorbell. First a last look for work
 /// posted before the worker was listed (a post after it rings a parked worker); then, if
@@ -290,12 +294,14 @@ inline constexpr std::int64_t min_spin_ns = 2'000;
 /// microseconds; at most ctl.spin_limit workers spin at once, so that an oversubscribed pool
 /// does not fill the cores with spinners); then FUTEX_WAIT, for a second at most (which only
 /// bounds the cost of a bug). The budget adapts, as glibc's adaptive mutexes do: a spin that
-/// ends rung doubles it (up to ctl.spin_ns), one that runs out halves it (down to min_spin_ns):
+/// ends rung doubles it (up to ctl.spin_ns), one that runs out halves it (down to min_spin_ns,
+/// and one spin in full_spin_every takes ctl.spin_ns):
 /// on a busy machine the parent's turnaround is longer than any spin, and a spinner would only
 /// take the CPU the parent needs. Returns false when the sleep's second passed: the worker then
 /// looks for work and parks again without spinning, so that it does not take the next task from
 /// the warm worker the parent rings.
 inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::int64_t& budget_ns) {
+    thread_local unsigned waits = 0;
     worker_slot& me = ctl.workers()[worker];
     // Against the parent's publish(): it posts, then pops the stack; we are listed, then look.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -307,7 +313,7 @@ inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::in
         const bool place = ctl.spinning.fetch_add(1, std::memory_order_relaxed) < ctl.spin_limit;
         me.spinning.store(1, std::memory_order_relaxed);  // if it dies now, the parent gives the place back
         if (place) {
-            const std::int64_t until = monotonic_ns() + budget_ns;
+            const std::int64_t until = monotonic_ns() + (++waits % full_spin_every == 0 ? ctl.spin_ns : budget_ns);
             bool rung = false;
             do {
                 for (int i = 0; i < 32 && !rung; ++i) {
@@ -315,7 +321,7 @@ inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::in
                     rung = me.doorbell.load(std::memory_order_acquire) != doorbell_parked;
                 }
             } while (!rung && monotonic_ns() < until);
-            budget_ns = rung ? std::min(ctl.spin_ns, 2 * budget_ns) : std::max(min_spin_ns, budget_ns / 2);
+            budget_ns = rung ? std::min(ctl.spin_ns, 2 * budget_ns) : std::min(ctl.spin_ns, std::max(min_spin_ns, budget_ns / 2));
         }
         me.spinning.store(0, std::memory_order_relaxed);
         ctl.spinning.fetch_sub(1, std::memory_order_relaxed);
