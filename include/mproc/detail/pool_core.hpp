@@ -294,9 +294,9 @@ inline void pool_core::publish(std::uint64_t id) {
         r.timed = true;
         ++timed_jobs_;
     }
-    // Against a worker's park(): it lists itself, then looks for work; we post, then look for
-    // listed workers. With both sides ordered, one of the two looks sees the other.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Against a worker's wait_for_ring(): it lists itself, then looks for work; we post (the
+    // seq_cst store above), then look for listed workers (pop_idle's seq_cst load): one of the
+    // two looks sees the other's change.
     // Parked workers that just finished spin on their doorbell: ringing them is a store.
     (void)wake_idle_workers(*ctl_, static_cast<unsigned>(std::min<std::uint64_t>(r.chunks, workers_.size())));
 }
