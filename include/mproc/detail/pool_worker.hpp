@@ -284,7 +284,7 @@ inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::fun
 /// whatever it is. Without both, a worker and a parent can lock each other into the slow mode:
 /// the worker sleeps because the parent slept, so the parent, waiting longer than its own short
 /// spin, sleeps again, and every spin that could end it is too short to see the next post.
-inline constexpr std::int64_t min_spin_ns = 10'000;
+inline constexpr std::int64_t min_spin_ns = 2'000;
 inline constexpr unsigned full_spin_every = 16;
 
 /// Waits, parked (list_idle), until the parent rings the doorbell. First a last look for work
@@ -294,8 +294,8 @@ inline constexpr unsigned full_spin_every = 16;
 /// microseconds; at most ctl.spin_limit workers spin at once, so that an oversubscribed pool
 /// does not fill the cores with spinners); then FUTEX_WAIT, for a second at most (which only
 /// bounds the cost of a bug). The budget adapts, as glibc's adaptive mutexes do: a spin that
-/// ends rung doubles it (up to ctl.spin_ns), one that runs out halves it (down to min_spin_ns,
-/// and one spin in full_spin_every takes ctl.spin_ns):
+/// ends rung doubles it (up to ctl.spin_ns), one that runs out halves it (down to min_spin_ns;
+/// one spin in full_spin_every takes ctl.spin_ns, and restores it when it ends rung):
 /// on a busy machine the parent's turnaround is longer than any spin, and a spinner would only
 /// take the CPU the parent needs. Returns false when the sleep's second passed: the worker then
 /// looks for work and parks again without spinning, so that it does not take the next task from
@@ -315,7 +315,8 @@ inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::in
         const bool place = ctl.spinning.fetch_add(1, std::memory_order_relaxed) < ctl.spin_limit;
         me.spinning.store(1, std::memory_order_relaxed);  // if it dies now, the parent gives the place back
         if (place) {
-            const std::int64_t until = monotonic_ns() + (++waits % full_spin_every == 0 ? ctl.spin_ns : budget_ns);
+            const bool full = ++waits % full_spin_every == 0;
+            const std::int64_t until = monotonic_ns() + (full ? ctl.spin_ns : budget_ns);
             bool rung = false;
             do {
                 for (int i = 0; i < 32 && !rung; ++i) {
@@ -323,7 +324,8 @@ inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::in
                     rung = me.doorbell.load(std::memory_order_acquire) != doorbell_parked;
                 }
             } while (!rung && monotonic_ns() < until);
-            budget_ns = rung ? std::min(ctl.spin_ns, 2 * budget_ns) : std::min(ctl.spin_ns, std::max(min_spin_ns, budget_ns / 2));
+            if (rung) budget_ns = full ? ctl.spin_ns : std::min(ctl.spin_ns, 2 * budget_ns);
+            else budget_ns = std::min(ctl.spin_ns, std::max(min_spin_ns, budget_ns / 2));
         }
         me.spinning.store(0, std::memory_order_relaxed);
         ctl.spinning.fetch_sub(1, std::memory_order_relaxed);
