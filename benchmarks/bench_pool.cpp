@@ -1,7 +1,10 @@
 // The Pool side by side with its baselines, in one binary:
 //   primes below N (trial division): serial loop, Pool::map, OpenMP schedule(dynamic)
 //   1,000,000 tiny items (x -> x*x): Pool::map vs a raw shared-memory data path
-//   chunksize=1 map of 100,000 tiny tasks; submit+get vs a raw futex round trip
+//   chunksize=1 map of 100,000 tiny tasks; submit+get vs a raw futex round trip, also at 1, 2,
+//   8 and 16 workers (more workers than cores on purpose: the round trip must not grow with N)
+//   a cold Pool: start, one tiny map, teardown, at 2 and 16 workers, from a small caller and from
+//   one with 80 MB resident (fork copies page tables in proportion); an idle pool's CPU use
 //   factorials of every n < 12,000 with GMP (bit lengths): serial vs Pool::map
 // Run: ./bench_pool --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // MPROC_BENCH_PRIMES sets N (default 10,000,000).
@@ -17,7 +20,12 @@
 #endif
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
 #include <cstdlib>
 #include <numeric>
 #include <ranges>
@@ -105,6 +113,72 @@ static void SubmitGet_RoundTrip_Pool(benchmark::State& state) {
     for (auto _ : state) benchmark::DoNotOptimize(pool.submit([](int x) { return x + 1; }, ++i).get());
 }
 BENCHMARK(SubmitGet_RoundTrip_Pool)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The same round trip on a pool of N workers, built outside the timing: with more workers than
+// cores, a task that rotates through every worker finds each one cold (or descheduled).
+static void SubmitGet_RoundTrip_Workers(benchmark::State& state) {
+    mproc::Pool pool(static_cast<unsigned>(state.range(0)));
+    int i = 0;
+    for (int k = 0; k < 64; ++k) benchmark::DoNotOptimize(pool.submit([](int x) { return x + 1; }, ++i).get());
+    for (auto _ : state) benchmark::DoNotOptimize(pool.submit([](int x) { return x + 1; }, ++i).get());
+    state.counters["workers"] = static_cast<double>(state.range(0));
+}
+BENCHMARK(SubmitGet_RoundTrip_Workers)->Arg(1)->Arg(2)->Arg(8)->Arg(16)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+namespace {
+// Memory the caller holds while it starts a pool: fork copies its page tables.
+std::vector<char>& resident_ballast(std::size_t megabytes) {
+    static std::vector<char> ballast;
+    if (ballast.size() != megabytes << 20) {
+        ballast.assign(megabytes << 20, 1);  // touched: resident, not just reserved
+    }
+    return ballast;
+}
+}  // namespace
+
+// A pool built, used for one tiny map (one item per worker) and torn down, all inside the timing:
+// the fixed cost a cold Pool adds to a short program. Args: workers, caller's resident MB.
+static void ColdPool_StartMapStop(benchmark::State& state) {
+    const auto workers = static_cast<unsigned>(state.range(0));
+    benchmark::DoNotOptimize(resident_ballast(static_cast<std::size_t>(state.range(1))).data());
+    for (auto _ : state) {
+        mproc::Pool pool(workers);
+        auto r = pool.map([](std::int64_t x) { return x + 1; }, std::views::iota(std::int64_t{0}, std::int64_t{workers}), 1);
+        benchmark::DoNotOptimize(r.data());
+    }
+    resident_ballast(0);
+}
+BENCHMARK(ColdPool_StartMapStop)->Args({2, 0})->Args({16, 0})->Args({16, 80})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+namespace {
+// utime + stime of a process, in clock ticks (/proc/<pid>/stat fields 14 and 15).
+long cpu_ticks(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(in, line);
+    std::istringstream fields(line.substr(line.rfind(')') + 2));
+    std::string skip;
+    for (int f = 3; f < 14; ++f) fields >> skip;
+    long utime = 0, stime = 0;
+    fields >> utime >> stime;
+    return utime + stime;
+}
+}  // namespace
+
+// CPU time an idle pool of 16 workers burns in a second, just after a burst of round trips
+// (workers spin briefly after a task: that spin must end). Reported as ms of CPU per second.
+static void IdlePool_CpuPerSecond(benchmark::State& state) {
+    mproc::Pool pool(16);
+    for (auto _ : state) {
+        for (int k = 0; k < 100; ++k) benchmark::DoNotOptimize(pool.submit([](int x) { return x + 1; }, k).get());
+        long before = 0, after = 0;
+        for (pid_t p : pool.pids()) before += cpu_ticks(p);
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        for (pid_t p : pool.pids()) after += cpu_ticks(p);
+        state.counters["worker_cpu_ms_per_s"] = 1000.0 * static_cast<double>(after - before) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
+}
+BENCHMARK(IdlePool_CpuPerSecond)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 static void Raw_Futex_RoundTrip(benchmark::State& state) {
     raw::FutexPingPong ping;

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <csignal>
 #include <deque>
+#include <fstream>
 #include <list>
 #include <new>
 #include <numeric>
@@ -589,6 +590,141 @@ TEST_CASE("Pool.fork_failures", "[pool][fault]") {
     }
     forks_fail = false;
     CHECK(mproc_test::no_children_left());
+}
+
+namespace {
+// The scheduler state of a process ('R' running, 'S' sleeping...), from /proc/<pid>/stat.
+char process_state(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(in, line);
+    const auto at = line.rfind(')');
+    return at == std::string::npos || at + 2 >= line.size() ? '?' : line[at + 2];
+}
+
+// Waits (bounded) until every worker of the pool sleeps at the same moment: its spin after the
+// last task is over and it is parked on its doorbell (or it has exited, max_tasks_per_child, and
+// waits to be reaped).
+bool all_workers_asleep_within(const mproc::Pool& pool, std::chrono::milliseconds limit) {
+    const auto give_up = std::chrono::steady_clock::now() + limit;
+    do {
+        const auto pids = pool.pids();
+        if (std::ranges::all_of(pids, [](pid_t p) { const char state = process_state(p);
+                return state == 'S' || state == 'Z';
+            }))
+            return true;
+        std::this_thread::sleep_for(2ms);
+    } while (std::chrono::steady_clock::now() < give_up);
+    return false;
+}
+
+pid_t worker_pid() { return ::getpid(); }
+
+// Runs two 200 ms tasks at once; returns how many distinct workers ran them.
+std::size_t workers_used_by_two_slow_tasks(mproc::Pool& pool) {
+    const auto pids = pool.map([](int) {
+        std::this_thread::sleep_for(200ms);
+        return ::getpid();
+    }, std::vector<int>{0, 1}, 1);
+    return std::set<pid_t>(pids.begin(), pids.end()).size();
+}
+
+std::atomic<int> waitpid_calls{0};
+pid_t counting_waitpid(pid_t pid, int* status, int options) {
+    waitpid_calls.fetch_add(1);
+    return ::waitpid(pid, status, options);
+}
+
+bool have_pidfds() {
+    const int fd = mproc::detail::raw_pidfd_open(::getpid(), 0);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+}
+}  // namespace
+
+TEST_CASE("Pool.idle.workers_sleep_after_their_spin", "[pool]") {
+    // A worker spins briefly after a task (to catch the next one warm); an idle pool then uses
+    // no CPU: every worker sleeps.
+    mproc::Pool pool(4);
+    for (int i = 0; i < 200; ++i) REQUIRE(pool.apply(worker_pid) > 0);
+    CHECK(all_workers_asleep_within(pool, 5s));
+}
+
+TEST_CASE("Pool.idle.the_most_recently_idle_worker_runs_the_next_task", "[pool]") {
+    // Idle workers form a LIFO: the one that finished last (its cache and pages warm) is woken,
+    // not the one that slept longest.
+    mproc::Pool pool(4);
+    REQUIRE(all_workers_asleep_within(pool, 5s));
+    for (int round = 0; round < 5; ++round) {
+        const pid_t last = pool.apply(worker_pid);
+        REQUIRE(all_workers_asleep_within(pool, 5s));  // every worker parked, its spin long over
+        CHECK(pool.apply(worker_pid) == last);
+    }
+}
+
+TEST_CASE("Pool.idle.parent_never_waits_for_a_worker_that_did_not_die", "[pool]") {
+    // The parent learns of deaths from pidfds: round trips make no waitpid call at all, however
+    // many workers, and a death costs one.
+    if (!have_pidfds()) {
+        WARN("no pidfd_open on this kernel: the pool polls waitpid instead");
+        return;
+    }
+    mproc::Pool pool(8);
+    REQUIRE(pool.apply(square, 2) == 4);
+    {
+        mproc_test::ScopedSys sys;
+        sys->waitpid = counting_waitpid;
+        waitpid_calls = 0;
+        for (int i = 0; i < 200; ++i) REQUIRE(pool.apply(square, i) == i * i);
+        CHECK(pool.map(square, iota_vector(1000)).size() == 1000);
+        CHECK(waitpid_calls.load() == 0);
+        const pid_t dead = pool.pids()[3];
+        kill_worker(dead);
+        // The death is found by the next look at the epoll set (a call's wait, or a new call's
+        // look at most once a millisecond), and reaped with one waitpid.
+        const auto give_up = std::chrono::steady_clock::now() + 5s;
+        while (pool.pids()[3] == dead && std::chrono::steady_clock::now() < give_up) {
+            REQUIRE(pool.apply(square, 3) == 9);
+            std::this_thread::sleep_for(2ms);
+        }
+        CHECK(pool.pids()[3] != dead);
+        CHECK(waitpid_calls.load() == 1);
+    }
+}
+
+TEST_CASE("Pool.idle.replacement_workers_are_woken", "[pool][fault]") {
+    // A worker that dies leaves its slot's place on the idle stack as it was (on it, when it died
+    // idle; off it, when it died running a task): its replacement must still be found and woken.
+    mproc::Pool pool(2);
+    SECTION("died idle, on the idle stack") {
+        REQUIRE(all_workers_asleep_within(pool, 5s));
+        const pid_t dead = pool.pids()[0];
+        kill_worker(dead);
+        REQUIRE(pool.apply(square, 3) == 9);
+        REQUIRE(pool.pids()[0] != dead);
+    }
+    SECTION("died running a task") {
+        REQUIRE(all_workers_asleep_within(pool, 5s));  // so the one that dies was popped to run it
+        REQUIRE(crash_in_map(pool, 0, 1).task_index() == 0u);
+    }
+    SECTION("exited after max_tasks_per_child") {
+        mproc::PoolOptions options;
+        options.processes = 2;
+        options.max_tasks_per_child = 1;
+        pool = mproc::Pool(options);
+        REQUIRE(pool.apply(square, 3) == 9);
+    }
+    for (int round = 0; round < 3; ++round) {
+        REQUIRE(all_workers_asleep_within(pool, 5s));
+        CHECK(workers_used_by_two_slow_tasks(pool) == 2);
+        // Every worker busy: a post finds only entries of workers that are not idle, and must
+        // go through them to the stack's bottom and stop there.
+        auto first = pool.submit([] { std::this_thread::sleep_for(100ms); return 1; });
+        auto second = pool.submit([] { std::this_thread::sleep_for(100ms); return 2; });
+        CHECK(pool.apply(square, 4) == 16);
+        CHECK(first.get() + second.get() == 3);
+    }
 }
 
 TEST_CASE("Pool.sigchld_ignored", "[pool][fault]") {

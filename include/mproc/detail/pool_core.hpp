@@ -1,6 +1,7 @@
-// The parent side of the Pool: owns the arena, the workers and the job ring; posts jobs, waits
-// for them (sleeping on an eventfd and every worker's pidfd in one poll, so a dead worker wakes
-// the parent as surely as a finished chunk does), reports and replaces dead workers.
+// The parent side of the Pool: owns the arena, the workers and the job ring; posts jobs (waking
+// the most recently idle worker), waits for them (sleeping on one epoll set, built as the workers
+// start, that holds the wake-up eventfd and every worker's pidfd, so a dead worker wakes the
+// parent as surely as a finished chunk does), reports and replaces dead workers.
 #pragma once
 
 #include <mproc/detail/child.hpp>
@@ -9,6 +10,7 @@
 #include <mproc/detail/pool_worker.hpp>
 #include <mproc/error.hpp>
 
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 
 #include <algorithm>
@@ -29,6 +31,7 @@ struct job_record {
     std::uint64_t id = 0;
     std::uint64_t mark = 0;  // the arena's ring position when the job began: all of its memory is above
     std::uint64_t index_base = 0;  // index of the job's first item in the caller's input (imap batches)
+    bool timed = false;     // its tasks have a time limit (counted in pool_core::timed_jobs_)
     std::function<void()> on_settled;  // harvests a submitted call's outcome into its Future
 };
 
@@ -112,7 +115,20 @@ public:
     void terminate() noexcept;
 
 private:
-    void spawn(unsigned index);
+    /// Starts worker `index`: one forked process running worker_main, watched by its pidfd.
+    /// The one place a worker process is started (start methods plug in here).
+    void start_worker(unsigned index);
+    /// Adds / removes worker `index`'s pidfd to / from the epoll set.
+    void watch(unsigned index) noexcept;
+    void unwatch(unsigned index) noexcept;
+    /// Every live worker's exit wakes epoll_ (otherwise deaths are found by waitpid polling).
+    [[nodiscard]] bool watching() const noexcept { return epoll_ && !polling_; }
+    /// Waits up to `timeout_ms` on the epoll set; handles what fired (reaps the workers whose
+    /// pidfd did). `on_eintr` runs when a signal interrupts the wait.
+    template <class OnEintr>
+    void watch_once(int timeout_ms, OnEintr&& on_eintr);
+    /// Reaps worker `index` if it exited, and reports what it held.
+    void reap_worker(unsigned index);
     void on_worker_exit(unsigned index);
     /// Forks a replacement for every worker that is gone; a fork that fails is kept in
     /// spawn_failure_ and tried again at the next check.
@@ -139,6 +155,13 @@ private:
     shared_arena arena_;
     pool_control* ctl_ = nullptr;
     unique_fd wake_fd_;
+    unique_fd epoll_;               // wake_fd_, the interrupt eventfd, every worker's pidfd
+    int watched_interrupt_fd_ = -1; // the interrupt eventfd once it is in epoll_
+    std::vector<char> watched_;     // per worker: its pidfd is in epoll_
+    bool polling_ = false;          // a worker has no pidfd (old kernel, no descriptor left): poll waitpid
+    bool replace_ = false;          // a worker was reaped: fork a replacement at the next check
+    std::uint64_t timed_jobs_ = 0;  // live jobs whose tasks have a time limit
+    std::int64_t last_watch_ns_ = 0;  // when the epoll set was last looked at
     std::vector<child_handle> workers_;
     std::array<job_record, max_jobs> records_{};
     std::vector<std::optional<std::uint64_t>> timed_out_;  // per worker: the item it was killed for
@@ -159,10 +182,24 @@ inline pool_core::pool_core(const PoolOptions& options, bool start)
     for (unsigned i = 0; i < workers; ++i) new (ctl_->workers() + i) worker_slot{};
     ctl_->worker_count = workers;
     ctl_->max_tasks_per_child = options.max_tasks_per_child;
+    // A worker that just finished spins this long for the next post before it parks: longer than
+    // a parent's turnaround between two submits, short enough that an idle pool soon uses no
+    // CPU. Half the cores at most spin at once, so spinners never crowd out working processes.
+    ctl_->spin_ns = 50'000;
+    ctl_->spin_limit = std::max(1u, usable_cpu_count() / 2);
     wake_fd_ = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_fd_) throw_errno("eventfd");
     ctl_->wake_fd = wake_fd_.get();
+    // Without a descriptor for the epoll set the pool still works: it polls (see watching()).
+    epoll_ = unique_fd(::epoll_create1(EPOLL_CLOEXEC));
+    if (epoll_) {
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.u64 = 0;
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &event) != 0) epoll_.reset();
+    }
     workers_.resize(workers);
+    watched_.resize(workers, 0);
     timed_out_.resize(workers);
     if (start) start_workers();
 }
@@ -173,9 +210,12 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     if (broken_) std::rethrow_exception(broken_);
     if (terminated_) throw StateError("mproc::Pool: the pool was terminated");
     if (closed_) throw StateError("mproc::Pool: the pool is closed");
-    check_workers();
+    // Deaths while nobody waited: one epoll_wait that returns at once, whatever the worker
+    // count, and at most once a millisecond (a death found later is found by the wait, which
+    // sleeps on the same set: the dead worker's task is still reported and run elsewhere).
+    if (!watching() || spawn_failure_ || monotonic_ns() - last_watch_ns_ >= 1'000'000) check_workers();
     if (spawn_failure_ && live_workers() == 0) std::rethrow_exception(spawn_failure_);
-    retire_settled();
+    if (live_jobs_ != 0) retire_settled();
     const std::uint64_t id = next_generation_++ * max_jobs + free_slot();
     const std::uint64_t mark = arena_.mark();  // before any of the job's memory
     std::vector<std::uint64_t> bounds;
@@ -248,9 +288,17 @@ inline void pool_core::publish(std::uint64_t id) {
     while (at - skip_exhausted(*ctl_) >= max_jobs)
         (void)wait([&] { return at - skip_exhausted(*ctl_) < max_jobs; }, Deadline::after(std::chrono::milliseconds(1)));
     ctl_->post_queue[at % max_jobs].store(id, std::memory_order_release);
-    ctl_->posted.store(at + 1, std::memory_order_release);
-    ctl_->post_seq.fetch_add(1, std::memory_order_seq_cst);
-    wake_waiters(ctl_->post_seq, ctl_->idle_workers, record(id).chunks == 1 ? 1 : INT_MAX);
+    ctl_->posted.store(at + 1, std::memory_order_seq_cst);
+    job_record& r = record(id);
+    if (job(id).timeout_ns != 0 && !r.timed) {
+        r.timed = true;
+        ++timed_jobs_;
+    }
+    // Against a worker's wait_for_ring(): it lists itself, then looks for work; we post (the
+    // seq_cst store above), then look for listed workers (pop_idle's seq_cst load): one of the
+    // two looks sees the other's change.
+    // Parked workers that just finished spin on their doorbell: ringing them is a store.
+    (void)wake_idle_workers(*ctl_, static_cast<unsigned>(std::min<std::uint64_t>(r.chunks, workers_.size())));
 }
 
 inline std::uint64_t pool_core::done_chunks(std::uint64_t id) {
@@ -299,6 +347,10 @@ inline void pool_core::retire(std::uint64_t id) {
     if (r.on_settled) std::exchange(r.on_settled, nullptr)();
     r.live = false;
     --live_jobs_;
+    if (r.timed) {
+        r.timed = false;
+        --timed_jobs_;
+    }
     release_arena();
 }
 

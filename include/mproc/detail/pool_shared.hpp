@@ -89,6 +89,13 @@ struct alignas(64) job_slot {
 
 enum : std::uint32_t { worker_starting = 0, worker_ready = 1, worker_init_failed = 2 };
 
+/// A worker's doorbell: how an idle worker waits to be handed work, and what its waker must do.
+enum : std::uint32_t {
+    doorbell_awake = 0,     // running, or rung: nobody needs to wake it
+    doorbell_parked = 1,    // on the idle stack, spinning or about to sleep: ringing it is a store
+    doorbell_sleeping = 2,  // asleep in FUTEX_WAIT on the doorbell: ringing it calls FUTEX_WAKE
+};
+
 struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> job{0};    // 1 + the job whose chunk it runs, 0 when idle
     std::atomic<std::uint64_t> chunk{0};
@@ -97,21 +104,38 @@ struct alignas(64) worker_slot {
     std::atomic<std::int32_t> pid{0};
     std::atomic<std::uint32_t> state{worker_starting};
     arena_span init_error;                // encoded (type, message) when state == worker_init_failed
+    // Written by the parent as well as the worker: a line of its own, away from what the parent
+    // polls above. One futex word per worker, so that a post wakes exactly the worker it picks.
+    alignas(64) futex_word doorbell{doorbell_awake};
+    std::atomic<std::uint32_t> listed{0};  // 1 from just before it pushes itself on the idle stack
+                                           // until the parent pops it (see push_idle)
+    std::atomic<std::uint32_t> below{0};   // the idle stack's link: 1 + the worker under it, or 0
+    std::atomic<std::uint32_t> spinning{0};  // 1 while it holds a place in pool_control::spinning
 };
 
 struct alignas(64) pool_control {
-    futex_word post_seq{0};        // bumped on every post; idle workers sleep on it
-    futex_word idle_workers{0};    // how many sleep on post_seq (the waker's test)
-    std::atomic<std::uint32_t> shutdown{0};
-    std::atomic<std::uint32_t> parent_sleeping{0};
+    // The hot words, each on a cache line of its own: `posted` and `head` are read by every
+    // worker looking for work, `idle_top` and `spinning` change whenever a worker goes idle, and
+    // `parent_sleeping` whenever the parent sleeps; sharing a line would bounce it between
+    // all of them on every round trip.
+    alignas(64) std::atomic<std::uint64_t> posted{0};  // jobs published so far: the post queue's tail
+    alignas(64) std::atomic<std::uint64_t> head{0};    // no job queued before this position has chunks to claim
+    // The idle stack: parked workers, the most recently parked on top, [tag:32][1 + worker:32].
+    // Workers push themselves; only the parent pops, so a pop never races another pop (no ABA
+    // on the link it reads); the tag changes on every push and pop all the same.
+    alignas(64) std::atomic<std::uint64_t> idle_top{0};
+    alignas(64) std::atomic<std::uint32_t> spinning{0};  // parked workers spinning on their doorbell
+    alignas(64) std::atomic<std::uint32_t> parent_sleeping{0};
     // Whether a sleeping parent wants a wake-up for every finished chunk (imap), or only when a
     // job completes or fails (map, futures): a map of 100,000 one-item chunks must not cost
     // 100,000 wake-ups.
     std::atomic<std::uint32_t> parent_wants_chunks{0};
-    std::atomic<std::uint64_t> posted{0};  // jobs published so far: the post queue's tail
-    std::atomic<std::uint64_t> head{0};    // no job queued before this position has chunks to claim
+    // Read-mostly from here on.
+    alignas(64) std::atomic<std::uint32_t> shutdown{0};
     std::int32_t wake_fd = -1;             // eventfd: a worker writes 1 to wake a sleeping parent
     std::uint32_t worker_count = 0;
+    std::uint32_t spin_limit = 1;          // at most this many workers spin at once (half the cores)
+    std::int64_t spin_ns = 0;              // how long an idle worker spins before it parks
     std::uint64_t max_tasks_per_child = 0; // 0: never recycle
     job_slot jobs[max_jobs];
     // Job ids in the order they were published; position p at p % max_jobs. The parent writes
@@ -162,6 +186,80 @@ inline std::uint64_t skip_exhausted(pool_control& ctl) noexcept {
         if (ctl.head.compare_exchange_strong(at, at + 1, std::memory_order_acq_rel)) ++at;
     }
     return at;
+}
+
+/// Whether some posted job has a chunk left to claim (claims nothing).
+[[nodiscard]] inline bool work_available(pool_control& ctl) noexcept {
+    return skip_exhausted(ctl) < ctl.posted.load(std::memory_order_acquire);
+}
+
+// The idle stack. A worker that parks sets `listed` and pushes itself, unless `listed` says it is
+// still on the stack (the parent pops only as many workers as a post needs, so an entry can
+// outlive the park that pushed it: such a stale entry is popped later, found awake, and
+// dropped). Setting `listed` before the push and clearing it only after the pop means a worker
+// is never on the stack twice. A worker that dies leaves `listed` as it was; the parent walks
+// the stack before it starts a replacement in that slot (resync_listed).
+
+/// Puts `worker` on top of the idle stack. Called by the worker itself, with `listed` set.
+inline void push_idle(pool_control& ctl, unsigned worker) noexcept {
+    worker_slot& me = ctl.workers()[worker];
+    std::uint64_t top = ctl.idle_top.load(std::memory_order_relaxed);
+    for (;;) {
+        me.below.store(static_cast<std::uint32_t>(top), std::memory_order_relaxed);
+        const std::uint64_t next = (((top >> 32) + 1) << 32) | (worker + 1);
+        if (ctl.idle_top.compare_exchange_weak(top, next, std::memory_order_seq_cst, std::memory_order_relaxed)) return;
+    }
+}
+
+/// Takes the top worker off the idle stack. The parent's alone.
+[[nodiscard]] inline std::optional<unsigned> pop_idle(pool_control& ctl) noexcept {
+    std::uint64_t top = ctl.idle_top.load(std::memory_order_seq_cst);
+    for (;;) {
+        const auto entry = static_cast<std::uint32_t>(top);
+        if (entry == 0) return std::nullopt;
+        worker_slot& w = ctl.workers()[entry - 1];
+        const std::uint64_t next = (((top >> 32) + 1) << 32) | w.below.load(std::memory_order_relaxed);
+        if (ctl.idle_top.compare_exchange_weak(top, next, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
+            w.listed.store(0, std::memory_order_seq_cst);
+            return entry - 1;
+        }
+    }
+}
+
+/// Whether `worker` is on the idle stack. The parent's alone (no pop can run meanwhile; pushes
+/// only add above what it walks).
+[[nodiscard]] inline bool on_idle_stack(pool_control& ctl, unsigned worker) noexcept {
+    auto entry = static_cast<std::uint32_t>(ctl.idle_top.load(std::memory_order_acquire));
+    for (std::uint32_t steps = 0; entry != 0 && steps <= ctl.worker_count; ++steps) {
+        if (entry == worker + 1) return true;
+        entry = ctl.workers()[entry - 1].below.load(std::memory_order_relaxed);
+    }
+    return false;
+}
+
+/// Hands work to a parked worker; false when it was not parked (it found work by itself, its
+/// entry was stale, or it is gone). FUTEX_WAKE only when it said it sleeps.
+inline bool ring(worker_slot& w) noexcept {
+    std::uint32_t state = w.doorbell.load(std::memory_order_seq_cst);
+    while (state != doorbell_awake) {
+        if (w.doorbell.compare_exchange_weak(state, doorbell_awake, std::memory_order_seq_cst)) {
+            if (state == doorbell_sleeping) futex_wake(w.doorbell, 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+/// Wakes up to `count` parked workers, the most recently parked (the warmest) first; returns
+/// how many. The parent's alone.
+inline unsigned wake_idle_workers(pool_control& ctl, unsigned count) noexcept {
+    unsigned woken = 0;
+    while (woken < count) {
+        const auto worker = pop_idle(ctl);
+        if (!worker) break;
+        woken += ring(ctl.workers()[*worker]) ? 1 : 0;
+    }
+    return woken;
 }
 
 /// Items [first, end) of a job.

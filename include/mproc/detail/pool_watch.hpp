@@ -1,12 +1,15 @@
 // The parent's watch over its workers, pool_core's members that fork, reap and replace them:
 // starting them, failing the jobs a dead worker held, task time limits, and the wait that
-// sleeps on every worker's pidfd and the wake-up eventfd at once.
+// sleeps on one epoll set holding every worker's pidfd and the wake-up eventfd. Its cost per
+// wait does not grow with the worker count: a worker is looked at only when its pidfd fires.
+// Without pidfds (Linux < 5.3, or no descriptor left) the wait polls waitpid every 10 ms.
 #pragma once
 
 #include <mproc/detail/pool_core.hpp>
 #include <mproc/detail/pool_exec.hpp>
 
 #include <poll.h>
+#include <sys/epoll.h>
 
 #include <algorithm>
 #include <climits>
@@ -19,7 +22,7 @@ namespace detail {
 
 inline void pool_core::start_workers() {
     try {
-        for (unsigned i = 0; i < workers_.size(); ++i) spawn(i);
+        for (unsigned i = 0; i < workers_.size(); ++i) start_worker(i);
         if (!options_.initializer) return;
         // A worker whose initializer fails (or that dies in it) breaks the pool: on_worker_exit
         // records why, and terminates the rest.
@@ -60,20 +63,89 @@ inline std::vector<pid_t> pool_core::pids() const {
     return out;
 }
 
-inline void pool_core::spawn(unsigned index) {
+inline void pool_core::start_worker(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     slot.job.store(0, std::memory_order_relaxed);
     slot.pid.store(0, std::memory_order_relaxed);
     slot.state.store(worker_starting, std::memory_order_relaxed);
+    slot.doorbell.store(doorbell_awake, std::memory_order_relaxed);
+    // A worker that died may have left its entry on the idle stack, or set `listed` and died
+    // before pushing: make `listed` say the truth, so the new worker neither pushes itself a
+    // second time nor stays off the stack for good.
+    slot.listed.store(on_idle_stack(*ctl_, index) ? 1 : 0, std::memory_order_seq_cst);
     timed_out_[index].reset();
     const StartMethod method = options_.start_method.value_or(StartMethod::fork);
-    if (method != StartMethod::fork) {
+    if (method != StartMethod::fork)
         workers_[index] = start_worker_by_exec(method, arena_, wake_fd_.get(), index, options_.initializer);
+    else
+        workers_[index] = child_handle(fork_child([this, index] {
+            return worker_main(arena_, *ctl_, index, options_.initializer);
+        }));
+    watch(index);  // every method gives a pidfd (a forkserver's child's comes from the server)
+}
+
+inline void pool_core::watch(unsigned index) noexcept {
+    watched_[index] = 0;
+    if (!epoll_ || workers_[index].pidfd() < 0) {
+        polling_ = true;  // for the pool's life: rare, and simpler than tracking which worker
         return;
     }
-    workers_[index] = child_handle(fork_child([this, index] {
-        return worker_main(arena_, *ctl_, index, options_.initializer);
-    }));
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = 2 + index;  // 0: wake_fd_, 1: the interrupt eventfd
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, workers_[index].pidfd(), &event) == 0) watched_[index] = 1;
+    else polling_ = true;
+}
+
+inline void pool_core::unwatch(unsigned index) noexcept {
+    // Explicitly, before the pidfd is closed: workers forked later hold copies of it, and epoll
+    // forgets a descriptor only when its last copy closes.
+    if (watched_[index] && workers_[index].pidfd() >= 0)
+        (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, workers_[index].pidfd(), nullptr);
+    watched_[index] = 0;
+}
+
+inline void pool_core::reap_worker(unsigned index) {
+    child_handle& w = workers_[index];
+    if (!w.started() || w.reaped()) return;
+    unwatch(index);
+    if (w.try_reap()) {
+        replace_ = true;
+        on_worker_exit(index);
+    } else {
+        watch(index);  // not gone after all (a spurious event): keep watching
+    }
+}
+
+template <class OnEintr>
+void pool_core::watch_once(int timeout_ms, OnEintr&& on_eintr) {
+    // The interrupt eventfd exists from the first InterruptScope on, for the process's life.
+    if (const int fd = interrupts().wake_fd.load(std::memory_order_relaxed); fd >= 0 && fd != watched_interrupt_fd_) {
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.u64 = 1;
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) == 0 || errno == EEXIST) watched_interrupt_fd_ = fd;
+    }
+    std::array<epoll_event, 16> events{};
+    int ready;
+    for (;;) {
+        ready = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout_ms);
+        if (ready >= 0) break;
+        if (errno != EINTR) throw_errno("epoll_wait");
+        on_eintr();
+        timeout_ms = 0;  // look once more, without sleeping, for what the signal interrupted
+    }
+    for (int k = 0; k < ready; ++k) {
+        const std::uint64_t key = events[static_cast<std::size_t>(k)].data.u64;
+        if (key == 0) {
+            std::uint64_t drained;  // one read empties an eventfd
+            [[maybe_unused]] const ssize_t r = ::read(wake_fd_.get(), &drained, sizeof drained);
+        } else if (key == 1) {
+            drain_interrupt_wake();
+        } else {
+            reap_worker(static_cast<unsigned>(key - 2));
+        }
+    }
 }
 
 inline void pool_core::check_workers_quietly() noexcept {
@@ -107,6 +179,8 @@ inline void pool_core::on_worker_exit(unsigned index) {
     child_handle& w = workers_[index];
     if (!w.try_reap()) return;
     worker_slot& slot = ctl_->workers()[index];
+    // Killed while spinning: its place among the spinners is free again.
+    if (slot.spinning.exchange(0, std::memory_order_relaxed) != 0) ctl_->spinning.fetch_sub(1, std::memory_order_relaxed);
     const std::uint64_t held = slot.job.load(std::memory_order_acquire);
     if (held != 0) {
         const std::uint64_t id = held - 1;
@@ -134,12 +208,14 @@ inline void pool_core::on_worker_exit(unsigned index) {
 }
 
 inline void pool_core::replace_workers() noexcept {
+    if (!replace_ && !spawn_failure_) return;  // nothing reaped since the last look
+    replace_ = false;
     spawn_failure_ = nullptr;
     if (terminated_ || broken_ || ctl_->shutdown.load() != 0) return;
     for (unsigned i = 0; i < workers_.size(); ++i) {
         if (!workers_[i].reaped()) continue;
         try {
-            spawn(i);
+            start_worker(i);
         } catch (...) {
             spawn_failure_ = std::current_exception();  // EAGAIN at the process limit, ENOMEM...
         }
@@ -156,11 +232,17 @@ inline bool pool_core::work_pending() {
 }
 
 inline void pool_core::check_workers() {
-    for (unsigned i = 0; i < workers_.size(); ++i)
-        if (workers_[i].started() && !workers_[i].reaped() && workers_[i].try_reap()) {
-            // try_reap reaped it: handle as an exit (on_worker_exit sees it reaped).
-            on_worker_exit(i);
-        }
+    if (watching()) {
+        watch_once(0, [] {});
+        last_watch_ns_ = monotonic_ns();
+    } else {
+        for (unsigned i = 0; i < workers_.size(); ++i)
+            if (workers_[i].started() && !workers_[i].reaped() && workers_[i].try_reap()) {
+                // try_reap reaped it: handle as an exit (on_worker_exit sees it reaped).
+                replace_ = true;
+                on_worker_exit(i);
+            }
+    }
     replace_workers();
     // With no worker left, posted work would wait forever for one that cannot be forked; while
     // another worker lives, the pool carries on with fewer and forks again at the next check.
@@ -168,6 +250,26 @@ inline void pool_core::check_workers() {
 }
 
 inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interrupts_seen) {
+    if (watching()) {
+        Deadline slice = deadline;
+        // A replacement that could not be forked is tried again soon, not at the next death.
+        if (spawn_failure_) slice = bounded_slice(deadline, std::chrono::milliseconds(10));
+        if (timed_jobs_ != 0) {
+            const Deadline next_timeout = enforce_task_timeouts();
+            if (!next_timeout.is_never() && (slice.is_never() || next_timeout.poll_ms() < slice.poll_ms()))
+                slice = next_timeout;
+        }
+        watch_once(slice.poll_ms(), [&] {
+            check_interrupts(interrupts_seen);
+            if (options_.on_interrupt) options_.on_interrupt();
+        });
+        last_watch_ns_ = monotonic_ns();
+        check_interrupts(interrupts_seen);
+        if (timed_jobs_ != 0) (void)enforce_task_timeouts();
+        replace_workers();
+        if (spawn_failure_ && live_workers() == 0 && work_pending()) std::rethrow_exception(spawn_failure_);
+        return;
+    }
     std::vector<pollfd> fds;
     fds.reserve(workers_.size() + 2);
     fds.push_back({wake_fd_.get(), POLLIN, 0});
@@ -262,8 +364,7 @@ inline void pool_core::join() {
     });
     retire_settled();
     ctl_->shutdown.store(1, std::memory_order_seq_cst);
-    ctl_->post_seq.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(ctl_->post_seq);
+    for (unsigned i = 0; i < workers_.size(); ++i) (void)ring(ctl_->workers()[i]);
     for (auto& w : workers_) w.wait(Deadline::never());
     terminated_ = true;
 }

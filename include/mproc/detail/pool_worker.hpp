@@ -200,10 +200,34 @@ void run_call_chunk(chunk_context& c) {
     }
 }
 
+/// Parks the worker: its doorbell says parked, and it is on the idle stack (pushed unless
+/// `listed` says it still is). From here on a post rings it, or another parked worker.
+inline void list_idle(pool_control& ctl, unsigned worker) noexcept {
+    worker_slot& me = ctl.workers()[worker];
+    me.doorbell.store(doorbell_parked, std::memory_order_seq_cst);
+    if (me.listed.load(std::memory_order_seq_cst) == 0) {
+        me.listed.store(1, std::memory_order_seq_cst);
+        push_idle(ctl, worker);
+    }
+}
+
+/// Leaves the parked state by itself (it found work, or its sleep timed out). Its stack entry
+/// stays, stale: the parent drops it when it pops it and finds the doorbell awake.
+inline void unpark(worker_slot& me) noexcept {
+    std::uint32_t state = me.doorbell.load(std::memory_order_seq_cst);
+    while (state != doorbell_awake &&
+           !me.doorbell.compare_exchange_weak(state, doorbell_awake, std::memory_order_seq_cst)) {
+    }
+}
+
 /// Runs a claimed chunk and publishes it done. The order of the stores is what lets the parent
 /// tell, after a worker died, whether its chunk was lost: the chunk's state says done before
-/// the counter moves and before the worker's slot says idle.
-inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed) {
+/// the counter moves and before the worker's slot says idle. With `may_list`, a worker that
+/// took the job's last chunk goes on the idle stack (list_idle) before the chunk is seen done:
+/// the parent's next post, which may follow at once, then finds it there, warm and spinning,
+/// instead of waking a sleeping one. Returns whether it listed itself.
+inline bool run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed,
+                              bool may_list) {
     job_slot& job = ctl.jobs[claimed.job % max_jobs];
     worker_slot& me = ctl.workers()[worker];
     // Item and start time first: the parent reads them once `job` names this job.
@@ -219,6 +243,8 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
     } catch (...) {
         record_exception(context, me.item.load(std::memory_order_relaxed));
     }
+    const bool listed = may_list && claim_word::exhausted(job.claim.load(std::memory_order_relaxed), claimed.job);
+    if (listed) list_idle(ctl, worker);
     state.store(chunk_done, std::memory_order_release);
     const std::uint32_t position = job.log_tail.fetch_add(1, std::memory_order_relaxed);
     arena.at<std::atomic<std::uint32_t>>(job.log)[position].store(
@@ -229,6 +255,7 @@ inline void run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
         job.failed.load(std::memory_order_relaxed) != job_ok ||
         ctl.parent_wants_chunks.load(std::memory_order_relaxed) != 0)
         wake_parent(ctl);
+    return listed;
 }
 
 /// Runs the pool's initializer; on an exception, records it in the worker's slot for the parent.
@@ -253,9 +280,68 @@ inline bool run_initializer(shared_arena& arena, worker_slot& me, const std::fun
     return true;
 }
 
-/// The loop of a worker process: claim a chunk, run it, repeat; sleep on the post counter when
-/// there is nothing to claim. Returns (the exit code) when the pool shuts down, when the worker
-/// has run max_tasks_per_child chunks (the parent replaces it), or when the initializer failed.
+/// The shortest spin an adaptive budget shrinks to, and how often a spin tries the full budget
+/// whatever it is. Without both, a worker and a parent can lock each other into the slow mode:
+/// the worker sleeps because the parent slept, so the parent, waiting longer than its own short
+/// spin, sleeps again, and every spin that could end it is too short to see the next post.
+inline constexpr std::int64_t min_spin_ns = 2'000;
+inline constexpr unsigned full_spin_every = 16;
+
+/// Waits, parked (list_idle), until the parent rings the doorbell. First a last look for work
+/// posted before the worker was listed (a post after it rings a parked worker); then, if
+/// `spin`, a spin on the worker's own doorbell for `budget_ns` (a worker that just finished is
+/// the warmest to run the next task, and the parent's turnaround between two submits is a few
+/// microseconds; at most ctl.spin_limit workers spin at once, so that an oversubscribed pool
+/// does not fill the cores with spinners); then FUTEX_WAIT, for a second at most (which only
+/// bounds the cost of a bug). The budget adapts, as glibc's adaptive mutexes do: a spin that
+/// ends rung doubles it (up to ctl.spin_ns), one that runs out halves it (down to min_spin_ns;
+/// one spin in full_spin_every takes ctl.spin_ns, and restores it when it ends rung):
+/// on a busy machine the parent's turnaround is longer than any spin, and a spinner would only
+/// take the CPU the parent needs. Returns false when the sleep's second passed: the worker then
+/// looks for work and parks again without spinning, so that it does not take the next task from
+/// the warm worker the parent rings.
+inline bool wait_for_ring(pool_control& ctl, unsigned worker, bool spin, std::int64_t& budget_ns) {
+    thread_local unsigned waits = 0;
+    worker_slot& me = ctl.workers()[worker];
+    // Against the parent's publish(): it posts, then pops the stack; we are listed, then look.
+    // Every one of these four steps is seq_cst, so one of the two looks sees the other's
+    // change (no fence: ThreadSanitizer does not model them).
+    (void)ctl.posted.load(std::memory_order_seq_cst);  // work_available() reads on from here
+    if (ctl.shutdown.load(std::memory_order_seq_cst) != 0 || work_available(ctl)) {
+        unpark(me);
+        return true;
+    }
+    if (spin && budget_ns > 0) {
+        const bool place = ctl.spinning.fetch_add(1, std::memory_order_relaxed) < ctl.spin_limit;
+        me.spinning.store(1, std::memory_order_relaxed);  // if it dies now, the parent gives the place back
+        if (place) {
+            const bool full = ++waits % full_spin_every == 0;
+            const std::int64_t until = monotonic_ns() + (full ? ctl.spin_ns : budget_ns);
+            bool rung = false;
+            do {
+                for (int i = 0; i < 32 && !rung; ++i) {
+                    cpu_relax();
+                    rung = me.doorbell.load(std::memory_order_acquire) != doorbell_parked;
+                }
+            } while (!rung && monotonic_ns() < until);
+            if (rung) budget_ns = full ? ctl.spin_ns : std::min(ctl.spin_ns, 2 * budget_ns);
+            else budget_ns = std::min(ctl.spin_ns, std::max(min_spin_ns, budget_ns / 2));
+        }
+        me.spinning.store(0, std::memory_order_relaxed);
+        ctl.spinning.fetch_sub(1, std::memory_order_relaxed);
+    }
+    std::uint32_t parked = doorbell_parked;
+    if (!me.doorbell.compare_exchange_strong(parked, doorbell_sleeping, std::memory_order_seq_cst))
+        return true;  // rung (the failed exchange read the ring with acquire)
+    const bool timed_out =
+        futex_wait(me.doorbell, doorbell_sleeping, Deadline::after(std::chrono::seconds(1))) == futex_status::timeout;
+    unpark(me);
+    return !timed_out;
+}
+
+/// The loop of a worker process: claim a chunk, run it, repeat; with nothing to claim, park and
+/// wait to be rung. Returns (the exit code) when the pool shuts down, when the worker has run
+/// max_tasks_per_child chunks (the parent replaces it), or when the initializer failed.
 inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
                        const std::function<void()>& initializer) {
     // Ctrl-C in a terminal reaches the whole process group: the parent decides what it means,
@@ -267,17 +353,22 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     wake_parent(ctl);  // a Pool's constructor may be waiting for every initializer
     if (!ready) return 3;
     std::uint64_t tasks = 0;
+    bool listed = false;  // parked by run_claimed_chunk, before its chunk was seen done
+    bool spin = true;     // not after a sleep that timed out
+    std::int64_t spin_budget_ns = ctl.spin_ns;
     for (;;) {
-        const std::uint32_t seen = ctl.post_seq.load(std::memory_order_acquire);
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
         if (auto claimed = claim_chunk(ctl)) {
-            run_claimed_chunk(arena, ctl, worker, *claimed);
-            if (++tasks == ctl.max_tasks_per_child) return 0;
+            if (listed) unpark(me);  // work after all (another job): busy, not idle
+            const bool last = ++tasks == ctl.max_tasks_per_child;
+            listed = run_claimed_chunk(arena, ctl, worker, *claimed, !last);
+            if (last) return 0;
+            spin = true;
             continue;
         }
-        // The deadline only bounds the cost of a bug; a post always bumps post_seq and wakes.
-        (void)wait_until(ctl.post_seq, ctl.idle_workers, [seen](std::uint32_t v) { return v != seen; },
-                         Deadline::after(std::chrono::seconds(1)));
+        if (!listed) list_idle(ctl, worker);
+        listed = false;
+        spin = wait_for_ring(ctl, worker, spin, spin_budget_ns);
     }
 }
 
