@@ -81,8 +81,16 @@ TEST_CASE("ForkMap.big_input_is_shared_not_copied", "[fork_map]") {
     CHECK(got == expected);
     const long share_kib = static_cast<long>((mib << 10) / workers.size());
     INFO("largest worker private dirty: " << most_kib << " KiB; " << workers.size() << " workers");
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer writes shadow memory for every address a worker reads: private dirty pages
+    // in proportion to the input read, whatever mproc does. The bound is checked in the other
+    // builds (release, ASan, clang).
+    WARN("memory bound not checked under ThreadSanitizer (its shadow memory): " << most_kib << " KiB");
+    (void)share_kib;
+#else
     CHECK(most_kib < 16 * 1024);      // nowhere near a copy of the input (512 MiB)
     CHECK(most_kib < share_kib / 2);  // nor of the part each worker read
+#endif
 }
 
 TEST_CASE("ForkMap.exception_names_the_task", "[fork_map]") {

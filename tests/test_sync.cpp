@@ -658,14 +658,17 @@ namespace {
 // The notifier of the lost-wake test dies between changing the word and its futex wake: its
 // FUTEX_WAKE never happens. FUTEX_WAITs go through, and the last word waited on is remembered
 // so that a failing run can still free its waiter.
+// The seam is installed once, before the waiter starts (swapping it while the waiter reads it
+// would be a data race); `dropping_wakes` turns the notifier's death on.
 std::atomic<int> dropped_wakes{0};
+std::atomic<bool> dropping_wakes{false};
 std::atomic<std::uint32_t*> last_waited_word{nullptr};
 long futex_recording_waits(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) {
     if ((op & FUTEX_CMD_MASK) == FUTEX_WAIT) last_waited_word = word;
     return mproc::detail::raw_futex(word, op, value, timeout);
 }
 long futex_without_wakes(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) {
-    if ((op & FUTEX_CMD_MASK) == FUTEX_WAKE) {
+    if ((op & FUTEX_CMD_MASK) == FUTEX_WAKE && dropping_wakes) {
         dropped_wakes.fetch_add(1);
         return 0;
     }
@@ -685,7 +688,7 @@ long blocked_syscall(pid_t tid) {
 // the flag is set, and the wake that set() owes it is dropped.
 TEST_CASE("Sync.lost_wake.untimed_wait_rechecks_its_word", "[sync][fault]") {
     mproc_test::ScopedSys sys;
-    sys->futex = futex_recording_waits;
+    sys->futex = futex_without_wakes;
     mproc::Event ev;
     std::atomic<pid_t> tid{0};
     std::promise<void> returned;
@@ -699,7 +702,7 @@ TEST_CASE("Sync.lost_wake.untimed_wait_rechecks_its_word", "[sync][fault]") {
     while ((tid == 0 || blocked_syscall(tid) != SYS_futex) && since(t0) < 10s)
         std::this_thread::sleep_for(1ms);
     REQUIRE(blocked_syscall(tid) == SYS_futex);
-    sys->futex = futex_without_wakes;
+    dropping_wakes = true;
     ev.set();
     CHECK(dropped_wakes == 1);  // the wake was due (the waiter was counted) and was lost
     const bool woke = waited.wait_for(10s) == std::future_status::ready;
