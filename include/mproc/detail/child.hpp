@@ -4,6 +4,8 @@
 #include <mproc/detail/fd.hpp>
 
 #include <sched.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/prctl.h>
 
 #include <climits>
@@ -23,17 +25,40 @@ inline void flush_standard_streams() noexcept {
     std::fflush(nullptr);
 }
 
+/// What a forked child does with SIGINT: keep the parent's disposition (a Process, as in
+/// Python), or ignore it from its first instruction on (a Pool worker: Ctrl-C is the parent's to
+/// handle, and a worker must not die of one that lands between fork and its own set-up).
+enum class child_sigint { inherit, ignore };
+
 /// Forks; the child runs `body()` (returning its exit code) and leaves with _exit, so it never
 /// runs the parent's atexit handlers or static destructors. The child is SIGKILLed when the
 /// parent dies (PR_SET_PDEATHSIG); if the parent died between fork and prctl, the child sees a
 /// new parent id and leaves at once. Returns the child's pid in the parent.
+/// With child_sigint::ignore, SIGINT is blocked around the fork and the child ignores it before
+/// unblocking, so a SIGINT pending in the child is discarded instead of killing it.
 template <class Body>
-[[nodiscard]] pid_t fork_child(Body&& body) {
+[[nodiscard]] pid_t fork_child(Body&& body, child_sigint sigint = child_sigint::inherit) {
     flush_standard_streams();
     const pid_t parent = ::getpid();
+    sigset_t interrupt, before;
+    ::sigemptyset(&interrupt);
+    ::sigaddset(&interrupt, SIGINT);
+    const bool block = sigint == child_sigint::ignore;
+    if (block) ::pthread_sigmask(SIG_BLOCK, &interrupt, &before);
     const pid_t pid = sys().fork();
-    if (pid < 0) throw_errno("fork");
-    if (pid > 0) return pid;
+    if (pid != 0) {
+        const int fork_errno = errno;
+        if (block) ::pthread_sigmask(SIG_SETMASK, &before, nullptr);  // a pending SIGINT lands now
+        if (pid < 0) {
+            errno = fork_errno;
+            throw_errno("fork");
+        }
+        return pid;
+    }
+    if (block) {
+        ::signal(SIGINT, SIG_IGN);  // discards a SIGINT already pending in the child
+        ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+    }
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);
     int code = 70;
     try {

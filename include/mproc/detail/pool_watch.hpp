@@ -80,7 +80,7 @@ inline void pool_core::start_worker(unsigned index) {
     else
         workers_[index] = child_handle(fork_child([this, index] {
             return worker_main(arena_, *ctl_, index, options_.initializer);
-        }));
+        }, child_sigint::ignore));
     watch(index);  // every method gives a pidfd (a forkserver's child's comes from the server)
 }
 
