@@ -150,19 +150,8 @@ Value take_value(const wire::chunk_result& r, const wire::engine& eng) {
     return value;
 }
 
-/// Guided chunk bounds, as the local Pool cuts them: each chunk a quarter of the items left per
-/// worker, down to 1/256 of a worker's share.
-[[nodiscard]] inline std::vector<std::uint64_t> guided_bounds(std::uint64_t items,
-                                                              unsigned workers) {
-    const std::uint64_t w = std::max(workers, 1u);
-    const std::uint64_t smallest = std::max<std::uint64_t>(1, items / (256 * w));
-    std::vector<std::uint64_t> bounds{0};
-    for (std::uint64_t at = 0; at < items;) {
-        at = std::min(items, at + std::max(smallest, (items - at) / (4 * w)));
-        bounds.push_back(at);
-    }
-    return bounds;
-}
+/// Guided chunk bounds, cut exactly as the local Pool cuts them.
+using mproc::detail::guided_bounds;
 
 template <class F, class In, bool Star>
 struct result_of {
