@@ -2,6 +2,7 @@
 
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
+#include <mproc/sync.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -632,20 +633,37 @@ TEST_CASE("Queue.dead_holders.one_hundred_trials_each", "[queue][stress]") {
     CHECK(mproc_test::no_children_left());
 }
 
+// The victim's second big put announces that it is half way through its copy and waits there;
+// the SIGKILL comes from outside at that certain moment.
+mproc::Event* big_copy_started = nullptr;
+void announce_second_copy(mproc::detail::queue_point point) {
+    static int copies = 0;
+    if (point != mproc::detail::queue_point::put_copying || ++copies != 2) return;
+    big_copy_started->set();
+    for (;;) ::pause();
+}
+
 TEST_CASE("Queue.dead_producer.kill_during_a_big_copy", "[queue]") {
-    // Not at a hook: a real SIGKILL from outside while a 64 MiB message is being copied in.
     mproc::Queue<std::vector<char>> q(2);
+    mproc::Event copying;
+    big_copy_started = &copying;
     mproc::Process victim([q]() mutable {
+        mproc::detail::queue_fault_hook = announce_second_copy;
         const std::vector<char> big(64 << 20, 'x');
         for (;;) q.put(big);
     });
     victim.start();
-    (void)q.get();  // it is putting
+    REQUIRE(copying.wait_for(30s));  // the first message is in, the second half copied
     victim.kill();
     join_bounded(victim);
-    // Whatever the victim had completed comes out whole; a half-written one is dropped.
-    while (auto v = q.try_get_for(500ms)) CHECK(v->size() == (64u << 20));
-    CHECK(q.dropped() <= 1);
+    // The completed message comes out whole; the half-written one is dropped, exactly once.
+    std::size_t whole = 0;
+    while (auto v = q.try_get_for(500ms)) {
+        CHECK(v->size() == (64u << 20));
+        ++whole;
+    }
+    CHECK(whole == 1);
+    CHECK(q.dropped() == 1);
     q.put(std::vector<char>{'o', 'k'});
     CHECK(q.get(10s).size() == 2);
 }
