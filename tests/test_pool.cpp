@@ -994,3 +994,26 @@ TEST_CASE("Pool.function_identity.library_loaded_after_the_pool_started", "[pool
     }
     ::dlclose(library);
 }
+
+// An ordered imap owes every result before the failed item even when the failure comes first:
+// the item before the failed one is slow, the failed one throws at once, so the job fails while
+// an earlier chunk is still running.
+TEST_CASE("Pool.imap.results_before_a_failure_that_comes_first", "[pool]") {
+    mproc::Pool pool(2);
+    for (int round = 0; round < 5; ++round) {
+        std::vector<int> got;
+        try {
+            for (int x : pool.imap([](int x) {
+                     if (x == 11) throw std::runtime_error("eleven");
+                     if (x == 10) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                     return x;
+                 }, std::views::iota(0, 40), 1))
+                got.push_back(x);
+            FAIL("imap did not throw");
+        } catch (const mproc::RemoteError& e) {
+            CHECK(e.task_index() == 11u);
+        }
+        REQUIRE(got.size() == 11);
+        CHECK(got.back() == 10);
+    }
+}

@@ -152,10 +152,16 @@ private:
         throw StateError("mproc::Pool: an imap batch failed without an error");  // not reached
     }
 
+    // In order, a failed job still owes the reader every result before its failed item: chunks
+    // are claimed in order, so each one before the failed chunk was claimed before the failure
+    // and ends (done, or lost with its worker). Wait for the chunk, or for the failed job to
+    // settle (every claimed chunk ended), not just for the failure.
     std::uint64_t wait_for_chunk(const batch& b) {
         auto& core = *b.ticket.core;
-        (void)core.wait([&] { return b.ticket.chunk_done(b.next_chunk) || core.failed(b.ticket.seq) || !core.running(); },
-                        detail::Deadline::never(), /*every_chunk=*/true);
+        (void)core.wait([&] {
+            return b.ticket.chunk_done(b.next_chunk) || (core.failed(b.ticket.seq) && core.settled(b.ticket.seq)) ||
+                   !core.running();
+        }, detail::Deadline::never(), /*every_chunk=*/true);
         if (!b.ticket.chunk_done(b.next_chunk)) fail();
         return b.next_chunk;
     }
