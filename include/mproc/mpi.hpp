@@ -430,7 +430,7 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
     j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, Star>);
     j->fn = wire::identity_of(fn);
     // Inputs are encoded a chunk at a time as chunks are dealt, never all at once.
-    j->produce = [&inputs, bounds = std::move(bounds), chunk = std::size_t{0},
+    j->produce = [bounds = std::move(bounds), chunk = std::size_t{0},
                   next = std::ranges::begin(inputs), at = std::uint64_t{0}](
                      std::vector<std::byte>& out, std::uint64_t& first) mutable {
         if (chunk + 1 >= bounds.size()) return false;
