@@ -200,11 +200,31 @@ TEST_CASE("StartMethod.process.default_method", "[start_method]") {
     changed_in_parent = 1;
 }
 
+namespace {
+int result_of(mproc::Process<int>& p) { return p.result(); }
+}  // namespace
+
 TEST_CASE("StartMethod.process.stateful_callable_refused", "[start_method]") {
     int captured = 5;
-    mproc::Process p([captured] { return captured; });
-    CHECK_THROWS_WITH(p.start(mproc::spawn), Catch::Contains("must be stateless"));
-    CHECK(p.pid() == 0);
+    // Deduced: the type knows only fork can start it (p.start(mproc::spawn) does not compile,
+    // tests/compile_fail/process_start_spawn_capturing_lambda.cpp), yet it is a Process<int>.
+    mproc::Process deduced([captured] { return captured; });
+    static_assert(std::is_base_of_v<mproc::Process<int>, decltype(deduced)>);
+    static_assert(std::is_same_v<decltype(mproc::Process(square, 2)), mproc::Process<int>>);
+    CHECK_THROWS_WITH(deduced.start(mproc::StartMethod::spawn), Catch::Contains("must be stateless"));
+    CHECK(deduced.pid() == 0);
+    deduced.start();
+    CHECK(result_of(deduced) == 5);
+
+    // Named Process<int>: the callable is erased, so the tagged start checks when called.
+    mproc::Process<int> erased([captured] { return captured; });
+    CHECK_THROWS_WITH(erased.start(mproc::spawn), Catch::Contains("must be stateless"));
+    CHECK(erased.pid() == 0);
+
+    std::vector<mproc::Process<int>> moved;
+    moved.push_back(mproc::Process([captured] { return captured + 1; }));
+    moved.back().start();
+    CHECK(moved.back().result() == 6);
 }
 
 TEST_CASE("StartMethod.process.without_init", "[start_method]") {

@@ -54,6 +54,21 @@ struct bound_process_task final : process_task<R> {
     F fn;
     std::tuple<Args...> args;
 };
+
+/// Process's second template argument: which start methods its callable allows. any_start_method
+/// is the default, and what `mproc::Process p(f, args...)` deduces for a stateless f with encodable
+/// arguments; a Process<R> named with its type alone erases the callable, and start(mproc::spawn)
+/// checks it when called.
+struct any_start_method {};
+/// What `mproc::Process p(f, args...)` deduces when f has captures or an argument the codec cannot
+/// encode: only fork can start it, and start(mproc::spawn) does not compile.
+struct fork_start_only {};
+
+template <class F, class... Args>
+using process_result_t = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
+template <class F, class... Args>
+using process_starts_t =
+    std::conditional_t<exec_sendable_v<std::decay_t<F>, std::decay_t<Args>...>, any_start_method, fork_start_only>;
 }  // namespace detail
 
 /// A callable run in a child process. `R` is its return type, sent back through the codec.
@@ -74,8 +89,14 @@ struct bound_process_task final : process_task<R> {
 /// p.start();
 /// int r = p.result();   // 49
 /// @endcode
-template <class R>
+///
+/// `Starts` is deduced, never written: `mproc::Process p(f, 7)` with a lambda that captures is a
+/// `Process<int, detail::fork_start_only>`, a Process<int> whose start(mproc::spawn) is a compile
+/// error. It converts to, and binds as, Process<int>.
+template <class R, class Starts = detail::any_start_method>
 class Process {
+    static_assert(std::same_as<Starts, detail::any_start_method>,
+                  "mproc::Process: give only the result type, mproc::Process<R>");
     static_assert(std::is_void_v<R> || Encodable<R>,
                   "mproc::Process: the callable's return type must be encodable by mproc::codec "
                   "(give it a member serialize(Ar&) or specialize mproc::codec<T>)");
@@ -210,19 +231,45 @@ private:
     bool method_given_ = false;
 };
 
+/// A Process whose callable only fork can start: a lambda with captures, or an argument the codec
+/// cannot encode. What `mproc::Process p(f, args...)` deduces for those; everything but the
+/// tagged start() is Process<R>'s, and it binds to a `Process<R>&` and moves into a Process<R>.
+template <class R>
+class Process<R, detail::fork_start_only> : public Process<R> {
+public:
+    using Process<R>::Process;
+
+    /// Starts the child by fork, or by the process-wide method (which then checks the callable
+    /// when called, as Process<R>::start does).
+    void start() { Process<R>::start(); }
+    /// Starts the child by `method`: spawn and forkserver throw Error for this callable.
+    void start(StartMethod method) { Process<R>::start(method); }
+    /// Does not compile: see the message.
+    template <class Tag>
+        requires(std::same_as<Tag, spawn_t> || std::same_as<Tag, forkserver_t>)
+    void start(Tag) {
+        static_assert(sizeof(Tag) == 0,
+                      "mproc::Process: start(mproc::spawn) and start(mproc::forkserver) run the "
+                      "function in a new program, so it must be stateless (no lambda captures) and "
+                      "every argument encodable by mproc::codec: pass the captured values as arguments");
+    }
+};
+
 /// Deduces R from what f(args...) returns: `mproc::Process p(f, 7);` is a Process<int> for an
-/// int f(int).
+/// int f(int) (a Process<int, detail::fork_start_only> when f has captures or an argument cannot
+/// be encoded).
 template <class F, class... Args>
-Process(F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
-/// The same deduction for the tagged forms: `mproc::Process p(mproc::spawn, f, 7);`.
+Process(F, Args...) -> Process<detail::process_result_t<F, Args...>, detail::process_starts_t<F, Args...>>;
+/// The same deduction for the tagged forms: `mproc::Process p(mproc::spawn, f, 7);` (the
+/// constructor checks that f can start so).
 template <class F, class... Args>
-Process(spawn_t, F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+Process(spawn_t, F, Args...) -> Process<detail::process_result_t<F, Args...>>;
 /// The same deduction for `mproc::Process p(mproc::forkserver, f, 7);`.
 template <class F, class... Args>
-Process(forkserver_t, F, Args...) -> Process<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>>;
+Process(forkserver_t, F, Args...) -> Process<detail::process_result_t<F, Args...>>;
 
-template <class R>
-void Process<R>::start(StartMethod method) {
+template <class R, class Starts>
+void Process<R, Starts>::start(StartMethod method) {
     if (child_.started()) throw StateError("mproc::Process: start() called twice");
     if (!task_) throw StateError("mproc::Process: start() on a moved-from Process");
     if (method == StartMethod::fork) start_fork();
@@ -232,8 +279,8 @@ void Process<R>::start(StartMethod method) {
     task_.reset();
 }
 
-template <class R>
-void Process<R>::start_exec(StartMethod method) {
+template <class R, class Starts>
+void Process<R, Starts>::start_exec(StartMethod method) {
     std::vector<std::byte> request;
     if (!task_->encode_request(request))
         throw Error(
@@ -255,8 +302,8 @@ void Process<R>::start_exec(StartMethod method) {
     channel_ = std::move(ends.first);
 }
 
-template <class R>
-void Process<R>::start_fork() {
+template <class R, class Starts>
+void Process<R, Starts>::start_fork() {
     // Not a structured binding: clang 14 cannot capture those in a lambda.
     auto ends = detail::make_socketpair();
     detail::unique_fd& parent_end = ends.first;
@@ -279,8 +326,8 @@ void Process<R>::start_fork() {
     channel_ = std::move(parent_end);
 }
 
-template <class R>
-void Process<R>::drain_channel() {
+template <class R, class Starts>
+void Process<R, Starts>::drain_channel() {
     std::byte chunk[64 * 1024];
     for (;;) {
         ssize_t got = detail::read_some(channel_.get(), chunk);
@@ -296,8 +343,8 @@ void Process<R>::drain_channel() {
 /// Reads what the child sent so far, then reaps it if it has ended (reading the rest then).
 /// Every wait goes through here: the child may block writing a large result until we read it,
 /// so a parent that only polls is_alive() or exitcode() must read too.
-template <class R>
-bool Process<R>::poll_exit() {
+template <class R, class Starts>
+bool Process<R, Starts>::poll_exit() {
     if (child_.reaped()) return true;  // settled before a fork: a child's copy may read it too
     if (detail::current_pid() != owner_)
         throw StateError(
@@ -310,8 +357,8 @@ bool Process<R>::poll_exit() {
     return true;
 }
 
-template <class R>
-bool Process<R>::wait_for_exit(const detail::Deadline& deadline) {
+template <class R, class Starts>
+bool Process<R, Starts>::wait_for_exit(const detail::Deadline& deadline) {
     if (!child_.started()) throw StateError("mproc::Process: join() before start()");
     while (!poll_exit()) {
         if (deadline.expired()) return false;
@@ -325,8 +372,8 @@ bool Process<R>::wait_for_exit(const detail::Deadline& deadline) {
     return true;
 }
 
-template <class R>
-std::optional<int> Process<R>::exitcode() {
+template <class R, class Starts>
+std::optional<int> Process<R, Starts>::exitcode() {
     if (!child_.started() || !poll_exit() || child_.exitcode()) return child_.exitcode();
     // Lost status: the child leaves with 0 after sending a value and 1 after an exception.
     auto frame = detail::complete_frame(received_);
@@ -334,8 +381,8 @@ std::optional<int> Process<R>::exitcode() {
     return (*frame)[0] == static_cast<std::byte>(detail::outcome_tag::value) ? 0 : 1;
 }
 
-template <class R>
-R Process<R>::result() {
+template <class R, class Starts>
+R Process<R, Starts>::result() {
     join();
     auto frame = detail::complete_frame(received_);
     if (!frame) throw ProcessCrashed(child_.pid(), child_.exitcode().value_or(ProcessCrashed::lost_status));
