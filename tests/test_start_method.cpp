@@ -293,6 +293,15 @@ bool running(pid_t pid) {
     if (!(stat >> pid_field >> comm >> state)) return false;
     return state != "Z" && state != "X";
 }
+
+/// The parent pid /proc says `pid` has (0 when gone). comm has no spaces in these tests.
+pid_t parent_pid_of(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string pid_field, comm, state;
+    pid_t ppid = 0;
+    if (!(stat >> pid_field >> comm >> state >> ppid)) return 0;
+    return ppid;
+}
 }  // namespace
 
 TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") {
@@ -359,6 +368,25 @@ TEST_CASE("StartMethod.pool.map", "[start_method]") {
         CHECK(pool.apply([](int) { return read_changed_in_parent(); }, 0) == 1);  // a fresh program
         changed_in_parent = 1;
     }
+}
+
+TEST_CASE("StartMethod.pool.forkserver_starts_more_workers_than_its_request_window", "[start_method]") {
+    // A forkserver pool asks for its workers in one stream, 8 requests ahead of the replies:
+    // 13 workers need the window to slide, and every reply must reach the right worker.
+    mproc::Pool pool(pool_options(mproc::StartMethod::forkserver, 13));
+    const pid_t server = mproc::detail::forkserver_connection().server_pid();
+    REQUIRE(server > 0);
+    const auto pids = pool.pids();
+    REQUIRE(pids.size() == 13);
+    CHECK(std::set<pid_t>(pids.begin(), pids.end()).size() == 13);
+    for (pid_t pid : pids) CHECK(parent_pid_of(pid) == server);
+    std::vector<int> numbers(2000);
+    for (int i = 0; i < 2000; ++i) numbers[i] = i;
+    const auto flags = pool.map(is_odd, numbers, 1);
+    for (int i = 0; i < 2000; ++i) CHECK(flags[i] == (i % 2 != 0));
+    pool.close();
+    pool.join();
+    for (pid_t pid : pids) CHECK_FALSE(running(pid));
 }
 
 TEST_CASE("StartMethod.pool.crash_replaces_worker", "[start_method]") {

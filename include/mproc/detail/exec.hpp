@@ -366,27 +366,37 @@ public:
     /// Has the server fork a child that serves one request on `channel`.
     /// @returns the child's handle (its pidfd and a way to learn its exit code).
     [[nodiscard]] child_handle start(int channel) {
+        started one = std::move(start_many(std::span<const int>(&channel, 1)).front());
+        if (one.error != 0) throw SystemError(one.error, "fork (in the forkserver)");
+        return std::move(one.child);
+    }
+
+    /// One child of start_many: its handle, or the errno of the server's failed fork.
+    struct started {
+        child_handle child;
+        int error = 0;
+    };
+
+    /// Has the server fork one child per channel. Requests go out ahead of the replies (up to
+    /// a window that the sockets' buffers hold), so the caller's work overlaps the server's
+    /// forks: a Pool's workers start at the pace of the server's fork alone.
+    /// @throws EndOfStream when the server is gone (children started before stay in the
+    ///         server's care and die with it).
+    [[nodiscard]] std::vector<started> start_many(std::span<const int> channels) {
+        constexpr std::size_t window = 8;
         std::lock_guard guard(lock_);
         ensure_running();
-        const char byte = 0;
-        send_with_fd(requests_.get(), &byte, 1, channel);
-        // While waiting for the reply, read statuses: a server blocked sending statuses nobody
-        // read yet (children started and never waited for) would never read this request.
-        for (;;) {
-            pollfd fds[2] = {{requests_.get(), POLLIN, 0}, {statuses_.get(), POLLIN, 0}};
-            if (sys().poll(fds, 2, -1) < 0) {
-                if (errno == EINTR) continue;
-                throw_errno("poll");
+        std::vector<started> out;
+        out.reserve(channels.size());
+        std::size_t sent = 0;
+        while (out.size() < channels.size()) {
+            for (; sent < channels.size() && sent - out.size() < window; ++sent) {
+                const char byte = 0;
+                send_with_fd(requests_.get(), &byte, 1, channels[sent]);
             }
-            if (fds[0].revents != 0) break;
-            if (fds[1].revents != 0 && !read_status()) throw EndOfStream("mproc: the forkserver is gone");
+            out.push_back(receive_reply());
         }
-        exec_status_message reply{};
-        unique_fd pidfd;
-        if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
-            throw EndOfStream("mproc: the forkserver is gone");
-        if (reply.pid < 0) throw SystemError(-reply.pid, "fork (in the forkserver)");
-        return child_handle(reply.pid, std::move(pidfd), &remote_status);
+        return out;
     }
 
     /// The server's pid, 0 before it started.
@@ -413,6 +423,27 @@ public:
     }
 
 private:
+    /// The server's answer to the oldest request not yet answered.
+    started receive_reply() {
+        // While waiting for it, read statuses: a server blocked sending statuses nobody read yet
+        // (children started and never waited for) would never read the request.
+        for (;;) {
+            pollfd fds[2] = {{requests_.get(), POLLIN, 0}, {statuses_.get(), POLLIN, 0}};
+            if (sys().poll(fds, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                throw_errno("poll");
+            }
+            if (fds[0].revents != 0) break;
+            if (fds[1].revents != 0 && !read_status()) throw EndOfStream("mproc: the forkserver is gone");
+        }
+        exec_status_message reply{};
+        unique_fd pidfd;
+        if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
+            throw EndOfStream("mproc: the forkserver is gone");
+        if (reply.pid < 0) return {child_handle(), -reply.pid};
+        return {child_handle(reply.pid, std::move(pidfd), &remote_status), 0};
+    }
+
     /// Reads one status into seen_ when one is there; false when the server is gone.
     bool read_status() {
         exec_status_message message{};

@@ -115,9 +115,12 @@ public:
     void terminate() noexcept;
 
 private:
-    /// Starts worker `index`: one forked process running worker_main, watched by its pidfd.
-    /// The one place a worker process is started (start methods plug in here).
+    /// Starts worker `index` by the pool's start method, watched by its pidfd: every worker
+    /// process is started here, or (a new forkserver pool's first workers) in
+    /// start_workers_by_forkserver, which asks the server for all of them in one stream.
     void start_worker(unsigned index);
+    void start_workers_by_forkserver();
+    void reset_slot(unsigned index);  // the worker's shared slot as a new worker finds it
     /// Adds / removes worker `index`'s pidfd to / from the epoll set.
     void watch(unsigned index) noexcept;
     void unwatch(unsigned index) noexcept;

@@ -52,11 +52,13 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
     ::_exit(code);
 }
 
-/// Starts worker `index` of a pool by spawn or forkserver.
-/// @throws Error when the initializer is not a plain function (it cannot reach a fresh program);
-///         StateError before mproc::init; SystemError when the start fails.
-[[nodiscard]] inline child_handle start_worker_by_exec(StartMethod method, const shared_arena& arena, int wake_fd,
-                                                        unsigned index, const std::function<void()>& initializer) {
+/// The channel a Pool worker started by spawn or forkserver reads its orders from: everything it
+/// needs (the request, then the arena memfd and the wake-up eventfd) is written into the socket
+/// before the worker exists, so it never waits for the caller, and the caller can ask for the
+/// next worker at once. Returns the worker's end, to pass to spawn_self or the forkserver.
+/// @throws Error when the initializer is not a plain function (it cannot reach a fresh program).
+[[nodiscard]] inline unique_fd exec_worker_channel(const shared_arena& arena, int wake_fd, unsigned index,
+                                                  const std::function<void()>& initializer) {
     pool_exec_request request;
     request.index = index;
     request.window = arena.window();
@@ -75,18 +77,21 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
     Encoder encoder(message);
     encoder(identify(&pool_exec_worker), request);
     auto ends = make_socketpair();
-    child_handle child = method == StartMethod::spawn ? child_handle(spawn_self("spawn", {ends.second.get()}))
-                                                      : forkserver_connection().start(ends.second.get());
-    ends.second.reset();
-    try {
-        send_frame(ends.first.get(), message);
-        const int fds[2] = {arena.fd(), wake_fd};
-        const char byte = 0;
-        send_with_fds(ends.first.get(), &byte, 1, fds);
-    } catch (const EndOfStream&) {
-        // It died before reading: the pool's watch reports and replaces it.
-    }
-    return child;
+    send_frame(ends.first.get(), message);
+    const int fds[2] = {arena.fd(), wake_fd};
+    const char byte = 0;
+    send_with_fds(ends.first.get(), &byte, 1, fds);
+    return std::move(ends.second);  // ours closes here: the worker reads what is queued, then EOF
+}
+
+/// Starts worker `index` of a pool by spawn or forkserver.
+/// @throws Error when the initializer is not a plain function; StateError before mproc::init;
+///         SystemError when the start fails.
+[[nodiscard]] inline child_handle start_worker_by_exec(StartMethod method, const shared_arena& arena, int wake_fd,
+                                                        unsigned index, const std::function<void()>& initializer) {
+    unique_fd channel = exec_worker_channel(arena, wake_fd, index, initializer);
+    return method == StartMethod::spawn ? child_handle(spawn_self("spawn", {channel.get()}))
+                                        : forkserver_connection().start(channel.get());
 }
 
 }  // namespace detail

@@ -22,7 +22,9 @@ namespace detail {
 
 inline void pool_core::start_workers() {
     try {
-        for (unsigned i = 0; i < workers_.size(); ++i) start_worker(i);
+        if (options_.start_method == StartMethod::forkserver) start_workers_by_forkserver();
+        else
+            for (unsigned i = 0; i < workers_.size(); ++i) start_worker(i);
         if (!options_.initializer) return;
         // A worker whose initializer fails (or that dies in it) breaks the pool: on_worker_exit
         // records why, and terminates the rest.
@@ -63,7 +65,31 @@ inline std::vector<pid_t> pool_core::pids() const {
     return out;
 }
 
-inline void pool_core::start_worker(unsigned index) {
+inline void pool_core::start_workers_by_forkserver() {
+    // Every worker's channel is filled first and the server gets the requests in a stream: the
+    // workers start at the pace of its fork() alone.
+    std::vector<unique_fd> channels;
+    std::vector<int> numbers;
+    for (unsigned i = 0; i < workers_.size(); ++i) {
+        reset_slot(i);
+        channels.push_back(exec_worker_channel(arena_, wake_fd_.get(), i, options_.initializer));
+        numbers.push_back(channels.back().get());
+    }
+    auto started = forkserver_connection().start_many(numbers);
+    channels.clear();
+    int error = 0;
+    for (unsigned i = 0; i < workers_.size(); ++i) {
+        if (started[i].error != 0) {
+            error = error != 0 ? error : started[i].error;
+            continue;
+        }
+        workers_[i] = std::move(started[i].child);
+        watch(i);
+    }
+    if (error != 0) throw SystemError(error, "fork (in the forkserver)");
+}
+
+inline void pool_core::reset_slot(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     slot.job.store(0, std::memory_order_relaxed);
     slot.pid.store(0, std::memory_order_relaxed);
@@ -74,6 +100,10 @@ inline void pool_core::start_worker(unsigned index) {
     // second time nor stays off the stack for good.
     slot.listed.store(on_idle_stack(*ctl_, index) ? 1 : 0, std::memory_order_seq_cst);
     timed_out_[index].reset();
+}
+
+inline void pool_core::start_worker(unsigned index) {
+    reset_slot(index);
     const StartMethod method = options_.start_method.value_or(StartMethod::fork);
     if (method != StartMethod::fork)
         workers_[index] = start_worker_by_exec(method, arena_, wake_fd_.get(), index, options_.initializer);
