@@ -2,16 +2,8 @@
 # Builds the consumer program every way a user can take mproc: find_package from an install
 # prefix, add_subdirectory, and pkg-config; and checks that asking for a wrong major version fails.
 #   tests/consumer/run.sh <mproc source dir> <scratch dir> [generator] [c++ compiler]
-# Every nested cmake uses the generator and compiler of the build that runs this test (Ninja and
-# g++ by default): a fresh machine has what setup.sh installs and nothing more (no make, no cc).
-set -euo pipefail
-src=$(cd "$1" && pwd)
-work=$2
-export CMAKE_GENERATOR=${3:-Ninja}
-export CXX=${4:-${CXX:-c++}}
-rm -rf "$work" && mkdir -p "$work"
+source "$(dirname "$0")/../scratch_build.sh"
 here="$src/tests/consumer"
-quiet() { "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log"; return 1; }; }
 
 echo "== install mproc into a prefix"
 quiet cmake -S "$src" -B "$work/mproc" -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF \

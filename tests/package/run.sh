@@ -5,13 +5,7 @@
 # find_package(mproc CONFIG REQUIRED) and through pkg-config. The version it carries is the one in
 # include/mproc/version.hpp, and so are mproc.pc's, the CMake package's and CHANGELOG.md's newest.
 #   tests/package/run.sh <mproc source dir> <scratch dir> [generator] [c++ compiler]
-set -euo pipefail
-src=$(cd "$1" && pwd)
-work=$2
-export CMAKE_GENERATOR=${3:-Ninja}
-export CXX=${4:-${CXX:-c++}}
-rm -rf "$work" && mkdir -p "$work"
-quiet() { "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log"; return 1; }; }
+source "$(dirname "$0")/../scratch_build.sh"
 fail() { echo "package check: $*"; exit 1; }
 
 version=$(awk '/^#define MPROC_VERSION_(MAJOR|MINOR|PATCH) / {v = v (v == "" ? "" : ".") $3} END {print v}' \
