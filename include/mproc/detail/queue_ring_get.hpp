@@ -124,14 +124,12 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
 }
 
 inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos, std::uint32_t in_slot, std::uint64_t span,
-                                    bool putters_sleep) noexcept {
-    // The spill block goes first: once the state says freed, the slot may be claimed again. An
-    // exchange, because a process that found us dead may be freeing the same record.
+                                    bool putters_sleep, bool after_death) noexcept {
+    // The spill block goes first: once the state says freed, the slot may be claimed again.
     if (in_slot) {
         s.word = 0;  // never left holding bytes that could pass for a span (see drop)
     } else if (span_spilled(span)) {
-        if (const std::uint64_t spill = atomic_word(mem().header(pos).spill).exchange(0, std::memory_order_acq_rel))
-            mem().spill_release(spill);
+        mem().spill_release(pos, after_death);
     }
     s.state.store(slot_state(pos, slot_status::freed, in_slot), std::memory_order_release);
     // The reclaim cursor is left to producers, which move it in batches when they run short,
@@ -195,7 +193,7 @@ inline bool queue_ring::discard(std::uint64_t pos, std::uint64_t state, std::uin
         return false;
     if (dropped) c.dropped.fetch_add(1, std::memory_order_acq_rel);
     skip_record(c.head, pos, cells);
-    free_record(s, pos, in_slot, span, true);
+    free_record(s, pos, in_slot, span, true, dropped);
     c.done.fetch_add(1, std::memory_order_seq_cst);  // a discarded item can never be task_done()
     if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
     notify(c.data_event, c.get_waiters);
