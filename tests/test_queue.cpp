@@ -734,6 +734,7 @@ TEST_CASE("Queue.dead_producer.spill_block_not_leaked", "[queue]") {
     REQUIRE(fresh > 2);
     const std::vector<std::pair<queue_point, std::uint64_t>> moments{
         {queue_point::put_claimed, 1},     // claimed, no block taken yet
+        {queue_point::spill_noted, 1},     // the lock's note written, the block not yet taken
         {queue_point::spill_taken, 1},     // block off its list, not yet named (lock held)
         {queue_point::spill_recorded, 1},  // named in the record, the lock's note not yet cleared
         {queue_point::put_spanned, 1},     // named, lock let go, tail not moved
@@ -774,7 +775,8 @@ TEST_CASE("Queue.dead_producer.spill_block_not_held_while_waiting_for_room", "[q
 TEST_CASE("Queue.dead_consumer.spill_block_not_leaked", "[queue]") {
     const int fresh = fresh_spill_capacity();
     for (const queue_point point : {queue_point::get_claimed, queue_point::get_moved, queue_point::get_consumed,
-                                    queue_point::spill_releasing, queue_point::spill_released}) {
+                                    queue_point::spill_noted, queue_point::spill_releasing,
+                                    queue_point::spill_released}) {
         INFO("point " << static_cast<int>(point));
         mproc::Queue<std::string> q(small_spill_window);
         CHECK(spill_capacity(q) == fresh);  // the message's block comes from a free list

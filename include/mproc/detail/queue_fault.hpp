@@ -13,13 +13,15 @@ namespace detail {
 /// the tail not yet moved; put_copying: half the message written. get_claimed: the slot is
 /// ours, the head not yet moved; get_moved: the head moved, nothing read; get_consumed: read,
 /// not yet freed. put_waiting: about to sleep for room (nothing claimed). The spill window's
-/// moments, all with its lock held: spill_taken: a block is off the free lists, not yet named
-/// in its record; spill_recorded: named in its record, the lock's note of it not yet cleared;
-/// spill_releasing: a freed record no longer names its block, which is not yet on a free list;
-/// spill_released: on its list, the note not yet cleared.
+/// moments, all with its lock held: spill_noted: the lock's note of a block about to move is
+/// written, nothing moved yet (in a put: the block still on its list or the window's top; in a
+/// get: still named in its record); spill_taken: the block is off its list, not yet named in
+/// its record; spill_recorded: named in its record, the note not yet cleared; spill_releasing:
+/// a freed record no longer names its block, which is not yet on a free list; spill_released:
+/// on its list, the note not yet cleared.
 enum class queue_point {
     put_claimed, put_copying, get_claimed, get_consumed, put_spanned, get_moved,
-    put_waiting, spill_taken, spill_recorded, spill_releasing, spill_released
+    put_waiting, spill_noted, spill_taken, spill_recorded, spill_releasing, spill_released
 };
 
 /// Called at each queue_point when set (tests only: e.g. raise(SIGKILL) in a child).

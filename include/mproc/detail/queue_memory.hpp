@@ -332,6 +332,7 @@ inline std::uint64_t queue_memory::spill_allocate(std::uint64_t pos, std::uint64
     next_step();
     ctl.spill_moving = offset | c;
     next_step();
+    queue_fault(queue_point::spill_noted);
     if (from_list) ctl.spill_free[c] = *reinterpret_cast<std::uint64_t*>(spill_ + offset);
     else ctl.spill_top += std::uint64_t{1} << c;
     next_step();
@@ -369,6 +370,7 @@ inline void queue_memory::spill_release(std::uint64_t pos, bool after_death) noe
         next_step();
         ctl.spill_moving = block;
         next_step();
+        queue_fault(queue_point::spill_noted);
         named.store(0, std::memory_order_release);
         next_step();
         queue_fault(queue_point::spill_releasing);
