@@ -187,7 +187,7 @@ private:
     void publish(const claimed& record) noexcept;
     /// Takes a spill block for the record at `pos` that this producer claimed (tail not yet
     /// moved) and names it there. Without one, puts the slot's state back to `unclaimed` (what
-    /// it was before the claim) and throws.
+    /// it was before the claim) and returns 0.
     [[nodiscard]] std::uint64_t take_spill_block(std::uint64_t pos, std::uint64_t unclaimed, std::uint64_t length);
     [[noreturn, gnu::cold]] void spill_full(std::uint64_t length) const;
 
@@ -244,8 +244,9 @@ private:
     /// Takes over the record at `pos` (state `state` seen, its span known) and frees it, moving
     /// the cursors past it: false when someone else took it first.
     bool discard(std::uint64_t pos, std::uint64_t state, std::uint64_t span, bool dropped) noexcept;
-    /// Drops every record taken by a consumer that died holding it (join() needs them done).
-    void drop_dead_readers();
+    /// Drops every record taken by a consumer that died holding it (join() needs them done, and
+    /// a put that found the spill window full their blocks). Returns how many it dropped.
+    std::uint64_t drop_dead_readers();
 
     /// Whether position `pos` is at or past `target` (positions wrap at 2^40).
     static bool reached(std::uint64_t pos, std::uint64_t target) noexcept {

@@ -241,7 +241,8 @@ inline bool queue_ring::join(const Deadline& deadline) {
     }
 }
 
-inline void queue_ring::drop_dead_readers() {
+inline std::uint64_t queue_ring::drop_dead_readers() {
+    std::uint64_t dropped = 0;
     queue_control& c = ctl();
     const std::uint64_t head = qpos(c.head.load(std::memory_order_acquire));
     std::uint64_t pos = c.reclaim.load(std::memory_order_acquire);
@@ -251,14 +252,17 @@ inline void queue_ring::drop_dead_readers() {
         const std::uint64_t state = s.state.load(std::memory_order_acquire);
         // The ring moved on under us, or the head's record is still being written (its span
         // may not be known yet).
-        if (qpos(state) != pos || status_of(state) == slot_status::writing) return;
+        if (qpos(state) != pos || status_of(state) == slot_status::writing) return dropped;
         const std::uint64_t cells = record_cells(s, state);
-        if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state)))
+        if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state))) {
             drop(pos, state);
-        if (pos == head) return;
+            ++dropped;
+        }
+        if (pos == head) return dropped;
         pos = qadd(pos, cells);
         walked += cells;
     }
+    return dropped;
 }
 
 }  // namespace detail

@@ -57,6 +57,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
     }
     const std::uint32_t me = holder_id();
     stall_watch watch;
+    bool looked_for_dead_readers = false;
     for (;;) {
         if (c.closed.load(std::memory_order_acquire)) throw EndOfStream("mproc::Queue: put() on a closed queue");
         const std::uint64_t tail = c.tail.load(std::memory_order_acquire);
@@ -86,8 +87,14 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
                 to = m.cell(pos) + queue_header_bytes;
                 if (!spilled) {
                     atomic_word(s.word).store(qpack(pos, cells), std::memory_order_release);
+                } else if (const std::uint64_t block = take_spill_block(pos, state, length)) {
+                    to = m.spill_block(block);  // span stored too
                 } else {
-                    to = m.spill_block(take_spill_block(pos, state, length));  // span stored too
+                    // Unclaimed. Blocks held by consumers that died holding their records come
+                    // back when the ring comes round to them, or now, once, before giving up.
+                    if (std::exchange(looked_for_dead_readers, true) || drop_dead_readers() == 0)
+                        spill_full(length);
+                    continue;
                 }
             }
             queue_fault(queue_point::put_spanned);
@@ -145,7 +152,7 @@ inline std::uint64_t queue_ring::take_spill_block(std::uint64_t pos, std::uint64
     // until a get passed it).
     mem().slot(pos).state.store(unclaimed, std::memory_order_seq_cst);
     if (failure) std::rethrow_exception(failure);
-    spill_full(length);
+    return 0;
 }
 
 inline void queue_ring::spill_full(std::uint64_t length) const {
