@@ -594,7 +594,9 @@ const std::vector<std::pair<queue_point, std::size_t>> put_moments{
     {queue_point::put_copying, 0},         // in-slot message half written
     {queue_point::put_spanned, 3000},      // span written, the tail not yet moved
     {queue_point::put_spanned, 40 << 10},  // spilled: span written, the tail not yet moved
-    {queue_point::put_claimed, 40 << 10}   // spilled: claimed, its block not yet recorded
+    {queue_point::put_claimed, 40 << 10},  // spilled: claimed, its block not yet taken
+    {queue_point::spill_taken, 40 << 10},  // spilled: its block taken, not yet named (lock held)
+    {queue_point::spill_recorded, 40 << 10}  // spilled: named, the lock's note not yet cleared
 };
 const std::vector<std::pair<queue_point, std::size_t>> get_moments{
     {queue_point::get_claimed, 10},        // claimed, the head not yet moved
@@ -603,7 +605,8 @@ const std::vector<std::pair<queue_point, std::size_t>> get_moments{
     {queue_point::get_claimed, 0},         // in-slot message
     {queue_point::get_moved, 0},           // the head moved, nothing read
     {queue_point::get_moved, 3000},
-    {queue_point::get_moved, 12 << 10}};
+    {queue_point::get_moved, 12 << 10},
+    {queue_point::spill_releasing, 12 << 10}};  // spilled: its block let go, not yet on a list
 }  // namespace
 
 TEST_CASE("Queue.dead_producer.sigkill_mid_put", "[queue]") {
@@ -666,6 +669,129 @@ TEST_CASE("Queue.dead_producer.kill_during_a_big_copy", "[queue]") {
     CHECK(q.dropped() == 1);
     q.put(std::vector<char>{'o', 'k'});
     CHECK(q.get(10s).size() == 2);
+}
+
+namespace {
+// A queue whose spill window holds a handful of blocks: a message over half its ring spills and
+// takes a 64 KiB block.
+const mproc::QueueOptions small_spill_window{.ring_bytes = 64 << 10, .spill_bytes = 1 << 20};
+constexpr std::size_t spilled_bytes = 40 << 10;
+
+// How many spilled messages the queue takes before its spill window is full (put throws), then
+// got back and compared: a block handed to two messages at once would corrupt one of them (and
+// count one too many), a block lost would count one too few.
+int spill_capacity(mproc::Queue<std::string>& q) {
+    int held = 0;
+    for (;; ++held) {
+        REQUIRE(held < 1000);
+        try {
+            q.put(std::string(spilled_bytes, static_cast<char>('a' + held % 26)));
+        } catch (const mproc::Error& e) {
+            REQUIRE(std::string(e.what()).find("spill window") != std::string::npos);
+            break;
+        }
+    }
+    for (int i = 0; i < held; ++i) {
+        const auto got = q.try_get_for(10s);
+        REQUIRE(got);
+        CHECK(*got == std::string(spilled_bytes, static_cast<char>('a' + i % 26)));
+    }
+    CHECK(q.empty());
+    return held;
+}
+
+// Runs `body` in a child that dies by SIGKILL at `point`.
+template <class Body>
+void die_in_a_child_at(queue_point point, Body body) {
+    mproc::Process victim([point, body]() mutable {
+        die_at(point);
+        body();
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+}
+
+// Small messages through the ring in this process, a lap and more: a record that a dead process
+// still holds is found (and dropped) when the ring comes round to it.
+void lap_the_ring(mproc::Queue<std::string>& q) {
+    for (int i = 0; i < 1200; ++i) {
+        q.put("lap");
+        REQUIRE(q.try_get_for(10s) == std::optional<std::string>("lap"));
+    }
+}
+
+int fresh_spill_capacity() {
+    mproc::Queue<std::string> fresh(small_spill_window);
+    return spill_capacity(fresh);
+}
+}  // namespace
+
+// A producer of a spilled message killed at each moment around its block: the block is never
+// lost and never given back twice, whether it came fresh from the window or from a free list.
+TEST_CASE("Queue.dead_producer.spill_block_not_leaked", "[queue]") {
+    const int fresh = fresh_spill_capacity();
+    REQUIRE(fresh > 2);
+    const std::vector<queue_point> moments{
+        queue_point::put_claimed,     // claimed, no block taken yet
+        queue_point::spill_noted,     // the lock's note written, the block not yet taken
+        queue_point::spill_taken,     // block off its list, not yet named (lock held)
+        queue_point::spill_recorded,  // named in the record, the lock's note not yet cleared
+        queue_point::put_spanned,     // named, lock let go, tail not moved
+        queue_point::put_copying};    // half copied
+    for (const bool recycled : {false, true}) {
+        for (const queue_point point : moments) {
+            INFO("point " << static_cast<int>(point) << (recycled ? ", blocks from the free lists" : ", fresh window"));
+            mproc::Queue<std::string> q(small_spill_window);
+            if (recycled) CHECK(spill_capacity(q) == fresh);
+            die_in_a_child_at(point, [q]() mutable { q.put(std::string(spilled_bytes, 'v')); });
+            // A get finds the dead producer's record and drops it; nothing else was put.
+            CHECK_FALSE(q.try_get_for(100ms));
+            CHECK(q.dropped() == 1);
+            CHECK(spill_capacity(q) == fresh);
+            CHECK(q.dropped() == 1);
+        }
+    }
+}
+
+// A producer of a spilled message that waits for room in the ring holds no block, so a death
+// there costs nothing.
+TEST_CASE("Queue.dead_producer.spill_block_not_held_while_waiting_for_room", "[queue]") {
+    const int fresh = fresh_spill_capacity();
+    mproc::Queue<std::string> q(small_spill_window);
+    int fillers = 0;
+    for (const std::size_t bytes : {std::size_t{3000}, std::size_t{0}})  // ring messages, then one-cell ones
+        while (q.try_put(std::string(bytes, 'f'))) ++fillers;
+    REQUIRE(q.full());
+    die_in_a_child_at(queue_point::put_waiting, [q]() mutable { q.put(std::string(spilled_bytes, 'v')); });
+    for (int i = 0; i < fillers; ++i) REQUIRE(q.try_get_for(10s));
+    CHECK(q.empty());
+    CHECK(q.dropped() == 0);
+    CHECK(spill_capacity(q) == fresh);
+}
+
+// A consumer of a spilled message killed at each moment of its get, the block's release
+// included: the block comes back, once, when the ring comes round to its record or when a put
+// finds the spill window full.
+TEST_CASE("Queue.dead_consumer.spill_block_not_leaked", "[queue]") {
+    const int fresh = fresh_spill_capacity();
+    for (const bool lap : {false, true}) {
+        for (const queue_point point : {queue_point::get_claimed, queue_point::get_moved, queue_point::get_consumed,
+                                        queue_point::spill_noted, queue_point::spill_releasing,
+                                        queue_point::spill_released}) {
+            INFO("point " << static_cast<int>(point) << (lap ? ", the ring lapped" : ", the window filled"));
+            mproc::Queue<std::string> q(small_spill_window);
+            CHECK(spill_capacity(q) == fresh);  // the message's block comes from a free list
+            q.put(std::string(spilled_bytes, 'v'));
+            die_in_a_child_at(point, [q]() mutable { (void)q.get(); });
+            if (lap) {
+                lap_the_ring(q);
+                CHECK(q.dropped() == 1);
+            }
+            CHECK(spill_capacity(q) == fresh);
+            CHECK(q.dropped() == 1);
+        }
+    }
 }
 
 TEST_CASE("JoinableQueue.join.returns_when_the_last_task_is_done", "[queue]") {

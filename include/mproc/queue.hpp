@@ -42,7 +42,10 @@ struct QueueOptions {
     std::size_t ring_bytes = std::size_t{4} << 20;
     /// Address space for messages larger than half the ring, all such messages queued at once
     /// counted together (each rounded up to a power of two, at least 64 KiB). Only the pages of
-    /// queued messages take memory; a consumed message's pages are returned at once.
+    /// queued messages take memory; a consumed message's pages are returned at once. A put that
+    /// finds no room left there throws Error and queues nothing. A process killed in the middle
+    /// of a put or a get of such a message loses none of this space for good: its share comes
+    /// back when its record is dropped (see Queue), or when a put finds the window full.
     std::size_t spill_bytes = std::size_t{16} << 30;
 };
 

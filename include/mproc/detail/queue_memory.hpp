@@ -7,12 +7,15 @@
 // The ring is mapped twice, back to back, so a record that runs past the ring's end is still
 // one contiguous span: one memcpy to write it, and the reader decodes it in place. The spill
 // window takes messages too large for the ring; its pages are returned to the system when the
-// message is consumed. The memfd is closed as soon as it is mapped: nothing has a name, nothing
+// message is consumed. A spill block is never held by a process alone: it moves between a free
+// list and the record it belongs to under one robust lock, and a note of the move lets whoever
+// takes the lock from a process that died inside finish or undo it (see spill_lock). The memfd is closed as soon as it is mapped: nothing has a name, nothing
 // is left behind, and the memory goes away with the last process that maps it.
 #pragma once
 
 #include <mproc/detail/fd.hpp>
 #include <mproc/detail/futex.hpp>
+#include <mproc/detail/queue_fault.hpp>
 #include <mproc/detail/queue_registry.hpp>
 #include <mproc/detail/robust_mutex.hpp>
 #include <mproc/detail/sys.hpp>
@@ -139,6 +142,11 @@ struct queue_control {
     robust_mutex spill_lock;
     std::uint64_t spill_top = 0;                    // under spill_lock
     std::uint64_t spill_free[spill_classes] = {};  // free block offset + 1, under spill_lock
+    // A block on its way between a free list and a record (under spill_lock, cleared before it
+    // is let go): the block's word (0: none), the record's position, and the way it goes.
+    std::uint64_t spill_moving = 0;
+    std::uint64_t spill_moving_pos = 0;
+    bool spill_moving_out = false;  // true: from the record to a free list
     queue_registry registry{};
 };
 
@@ -170,12 +178,21 @@ public:
     }
     [[nodiscard]] std::uint64_t cells() const noexcept { return cells_; }
 
-    /// Reserves a spill block for `bytes`. Returns its word (offset | size class), 0 when the
-    /// spill window has no block of that size left.
-    [[nodiscard]] std::uint64_t spill_allocate(std::uint64_t bytes);
-    /// Gives a block back; its pages (but the first, which holds the free-list link) return to
-    /// the system at once.
-    void spill_release(std::uint64_t word) noexcept;
+    /// Whether a block for `bytes` can exist in the spill window at all (with the others free).
+    [[nodiscard]] bool spill_fits(std::uint64_t bytes) const noexcept {
+        const unsigned c = spill_class(bytes);
+        return c < queue_control::spill_classes && (std::uint64_t{1} << c) <= control_->spill_bytes;
+    }
+    /// Takes a spill block for the `bytes` of the record at `pos`, which the caller claimed, and
+    /// names it in the record before the lock is let go: its cell header's spill word, then the
+    /// span word (pos, one cell, spilled). Returns the block's word (offset | size class), 0 when
+    /// no block of that size is free.
+    [[nodiscard]] std::uint64_t spill_allocate(std::uint64_t pos, std::uint64_t bytes);
+    /// Gives back the block that the record at `pos` (spilled, held by the caller) names, if it
+    /// still names one; its pages (but the first, which holds the free-list link) return to the
+    /// system at once. `after_death`: the caller took the record over from a holder that died,
+    /// which may have died in here (see the definition).
+    void spill_release(std::uint64_t pos, bool after_death) noexcept;
     /// The size class of a block for `bytes`.
     [[nodiscard]] static unsigned spill_class(std::uint64_t bytes) noexcept {
         const unsigned c = static_cast<unsigned>(std::bit_width(bytes - 1));
@@ -183,6 +200,29 @@ public:
     }
 
 private:
+    /// Takes spill_lock; when its owner died, finishes or undoes the move it was making.
+    /// @throws nothing a consistent robust mutex can produce (the caller decides what then).
+    void spill_lock();
+    /// Between two steps of a move under spill_lock. A SIGKILL may land between any two
+    /// stores, and the next owner of the lock reads the steps in the order they are written
+    /// here: the compiler must not swap them. (The processor's order needs nothing more: the
+    /// kernel lets the next owner in only after the dead thread's exit, which fences.)
+    static void next_step() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
+    void spill_push(std::uint64_t word) noexcept {
+        queue_control& ctl = control();
+        const unsigned c = static_cast<unsigned>(word & 63);
+        const std::uint64_t offset = word & ~std::uint64_t{63};
+        *reinterpret_cast<std::uint64_t*>(spill_ + offset) = ctl.spill_free[c];
+        next_step();  // the link before the head that leads to it
+        ctl.spill_free[c] = offset + 1;
+    }
+    void spill_punch(std::uint64_t word) const noexcept {
+        static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        // MADV_REMOVE punches the pages out of the memfd: a 64 MiB message does not keep 64 MiB.
+        (void)::madvise(spill_ + (word & ~std::uint64_t{63}) + page, (std::uint64_t{1} << (word & 63)) - page,
+                        MADV_REMOVE);
+    }
+
     std::byte* base_ = nullptr;
     std::size_t reserved_ = 0;
     queue_control* control_ = nullptr;
@@ -238,39 +278,111 @@ inline queue_memory::queue_memory(std::size_t ring_bytes, std::size_t spill_byte
     }
 }
 
-inline std::uint64_t queue_memory::spill_allocate(std::uint64_t bytes) {
+inline void queue_memory::spill_lock() {
+    queue_control& ctl = control();
+    if (ctl.spill_lock.lock() != acquire_result::owner_died || ctl.spill_moving == 0) return;
+    // The dead owner was moving this block. Every step below looks before it acts, so a
+    // recovery cut short by another death is simply done again by the next owner.
+    const std::uint64_t block = ctl.spill_moving;
+    const std::uint64_t pos = ctl.spill_moving_pos;
+    const unsigned c = static_cast<unsigned>(block & 63);
+    const std::uint64_t offset = block & ~std::uint64_t{63};
+    // On its free list means at the list's head: nothing else was pushed since (lock held).
+    const bool listed = ctl.spill_free[c] == offset + 1;
+    if (ctl.spill_moving_out) {
+        // The record lets go of its block first, then the block goes on its list. The record is
+        // still there: it is spilled, and a spilled record is freed only after a pass through
+        // this lock (spill_release), so its cell header is not yet someone else's bytes.
+        std::atomic_ref<std::uint64_t> named = atomic_word(header(pos).spill);
+        if (named.load(std::memory_order_acquire) == block) named.store(0, std::memory_order_release);
+        next_step();
+        if (!listed) spill_push(block);
+    } else {
+        // Taken: off its list (or from the top). Named: the record's span and header say so; a
+        // record that names its block gives it back only under this lock, so it is still there.
+        // (Not named, the record may have been dropped and its slot reused meanwhile: taking
+        // bytes there for a name would need 16 bytes to match, and would leak, never corrupt.)
+        const bool taken = !listed && ctl.spill_top != offset;
+        const std::uint64_t span = atomic_word(slot(pos).word).load(std::memory_order_acquire);
+        const bool named = qpos(span) == pos && span_spilled(span) &&
+                           atomic_word(header(pos).spill).load(std::memory_order_acquire) == block;
+        if (taken && !named) spill_push(block);
+    }
+    next_step();
+    ctl.spill_moving = 0;
+}
+
+inline std::uint64_t queue_memory::spill_allocate(std::uint64_t pos, std::uint64_t bytes) {
     const unsigned c = spill_class(bytes);
     queue_control& ctl = control();
+    spill_lock();
     std::uint64_t offset = 0;
-    (void)ctl.spill_lock.lock();  // a dead holder can only have leaked a block, never broken the lists
-    if (c < queue_control::spill_classes && ctl.spill_free[c] != 0) {
+    const bool from_list = c < queue_control::spill_classes && ctl.spill_free[c] != 0;
+    if (from_list) {
         offset = ctl.spill_free[c] - 1;
-        ctl.spill_free[c] = *reinterpret_cast<std::uint64_t*>(spill_ + offset);
     } else if (c < queue_control::spill_classes && ctl.spill_top + (std::uint64_t{1} << c) <= ctl.spill_bytes) {
         offset = ctl.spill_top;
-        ctl.spill_top += std::uint64_t{1} << c;
     } else {
         ctl.spill_lock.unlock();
         return 0;
     }
+    // The note first: from here a death of ours leaves the block to the next owner of the lock.
+    ctl.spill_moving_pos = pos;
+    ctl.spill_moving_out = false;
+    next_step();
+    ctl.spill_moving = offset | c;
+    next_step();
+    queue_fault(queue_point::spill_noted);
+    if (from_list) ctl.spill_free[c] = *reinterpret_cast<std::uint64_t*>(spill_ + offset);
+    else ctl.spill_top += std::uint64_t{1} << c;
+    next_step();
+    queue_fault(queue_point::spill_taken);
+    // The block's word before the span that says it is there: whoever frees the record (maybe a
+    // process that finds us dead) gives the block back.
+    atomic_word(header(pos).spill).store(offset | c, std::memory_order_relaxed);
+    atomic_word(slot(pos).word).store(qpack(pos, 1 | queue_spilled), std::memory_order_release);
+    queue_fault(queue_point::spill_recorded);
+    next_step();
+    ctl.spill_moving = 0;
     ctl.spill_lock.unlock();
     return offset | c;
 }
 
-inline void queue_memory::spill_release(std::uint64_t word) noexcept {
-    const unsigned c = static_cast<unsigned>(word & 63);
-    const std::uint64_t offset = word & ~std::uint64_t{63};
-    static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    // MADV_REMOVE punches the pages out of the memfd: a 64 MiB message does not keep 64 MiB.
-    (void)::madvise(spill_ + offset + page, (std::uint64_t{1} << c) - page, MADV_REMOVE);
+inline void queue_memory::spill_release(std::uint64_t pos, bool after_death) noexcept {
     queue_control& ctl = control();
+    std::atomic_ref<std::uint64_t> named = atomic_word(header(pos).spill);
+    // The pages go before the lock is taken, so that others do not wait for them: the block is
+    // this record's, which no one else frees. After a death, a holder before us may have died
+    // in here, having let go of the block: then only the lock is sure to tell (the next owner
+    // puts it on its list, and another put may fill it), and the record is freed only after
+    // that pass through the lock, so that its header is still its own when the lock is sorted.
+    if (!after_death)
+        if (const std::uint64_t block = named.load(std::memory_order_acquire)) spill_punch(block);
     try {
-        (void)ctl.spill_lock.lock();
-        *reinterpret_cast<std::uint64_t*>(spill_ + offset) = ctl.spill_free[c];
-        ctl.spill_free[c] = offset + 1;
+        spill_lock();
+    } catch (...) {
+        return;  // cannot happen on a consistent robust mutex; the block stays with the record
+    }
+    if (const std::uint64_t block = named.load(std::memory_order_acquire)) {
+        if (after_death) spill_punch(block);
+        ctl.spill_moving_pos = pos;
+        ctl.spill_moving_out = true;
+        next_step();
+        ctl.spill_moving = block;
+        next_step();
+        queue_fault(queue_point::spill_noted);
+        named.store(0, std::memory_order_release);
+        next_step();
+        queue_fault(queue_point::spill_releasing);
+        spill_push(block);
+        next_step();
+        queue_fault(queue_point::spill_released);
+        ctl.spill_moving = 0;
+    }
+    try {
         ctl.spill_lock.unlock();
     } catch (...) {
-        // A lock failure cannot happen on a consistent robust mutex; the block stays leaked.
+        // Cannot happen: this thread holds it.
     }
 }
 

@@ -33,7 +33,13 @@
 // Sizes: a message of up to 8 bytes lives in its slot; up to half the ring (and 2^23 cells), in
 // the ring's cells (contiguous thanks to the mirror mapping, decoded in place); larger, in a
 // spill block named in its cell header, so one message larger than the ring never waits for a
-// consumer.
+// consumer. Its producer takes the block only once its record is claimed, and names it there
+// (header, then span) before letting go of the spill lock; a consumer takes it out of the record
+// and back to a free list under the same lock. The lock is robust and notes the block it moves,
+// so a process killed at any moment of a spilled put or get loses no block: one killed inside
+// the lock leaves the note to the next owner, which finishes or undoes the move; one killed
+// outside holds a record, which whoever drops it frees with its block (queue_memory.hpp).
+// Without a free block, the claim is undone and the put throws.
 //
 // Waiting: spin a few microseconds, then sched_yield, then sleep on a futex event word (data for
 // consumers, space for producers) counted in a waiter word, so that a waker makes a syscall only
@@ -179,6 +185,11 @@ private:
     /// the long way, which waits, helps and reports.
     [[nodiscard]] std::optional<claimed> claim_in_slot(std::uint64_t length) noexcept;
     void publish(const claimed& record) noexcept;
+    /// Takes a spill block for the record at `pos` that this producer claimed (tail not yet
+    /// moved) and names it there. Without one, puts the slot's state back to `unclaimed` (what
+    /// it was before the claim) and returns 0.
+    [[nodiscard]] std::uint64_t take_spill_block(std::uint64_t pos, std::uint64_t unclaimed, std::uint64_t length);
+    [[noreturn, gnu::cold]] void spill_full(std::uint64_t length) const;
 
     [[nodiscard]] queue_memory& mem() const noexcept { return shared_->memory; }
     [[nodiscard]] queue_control& ctl() const noexcept { return shared_->memory.control(); }
@@ -200,8 +211,9 @@ private:
         if (qpos(at) == pos)
             cursor.compare_exchange_strong(at, qpack(qadd(pos, cells), qlow(at) + 1), std::memory_order_acq_rel);
     }
+    /// Frees a record this process holds. `after_death`: taken over from a holder that died.
     void free_record(queue_slot& s, std::uint64_t pos, std::uint32_t in_slot, std::uint64_t span,
-                     bool putters_sleep) noexcept;
+                     bool putters_sleep, bool after_death = false) noexcept;
     /// Cells of the record at `pos` whose state `state` this caller saw (so it is not freed
     /// under the caller's feet before it looks: claimed by it, or freed and not yet reclaimed).
     [[nodiscard]] std::uint64_t record_cells(const queue_slot& s, std::uint64_t state) const noexcept {
@@ -232,8 +244,9 @@ private:
     /// Takes over the record at `pos` (state `state` seen, its span known) and frees it, moving
     /// the cursors past it: false when someone else took it first.
     bool discard(std::uint64_t pos, std::uint64_t state, std::uint64_t span, bool dropped) noexcept;
-    /// Drops every record taken by a consumer that died holding it (join() needs them done).
-    void drop_dead_readers();
+    /// Drops every record taken by a consumer that died holding it (join() needs them done, and
+    /// a put that found the spill window full their blocks). Returns how many it dropped.
+    std::uint64_t drop_dead_readers();
 
     /// Whether position `pos` is at or past `target` (positions wrap at 2^40).
     static bool reached(std::uint64_t pos, std::uint64_t target) noexcept {

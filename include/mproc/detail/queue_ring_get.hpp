@@ -124,14 +124,12 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
 }
 
 inline void queue_ring::free_record(queue_slot& s, std::uint64_t pos, std::uint32_t in_slot, std::uint64_t span,
-                                    bool putters_sleep) noexcept {
-    // The spill block goes first: once the state says freed, the slot may be claimed again. An
-    // exchange, because a process that found us dead may be freeing the same record.
+                                    bool putters_sleep, bool after_death) noexcept {
+    // The spill block goes first: once the state says freed, the slot may be claimed again.
     if (in_slot) {
         s.word = 0;  // never left holding bytes that could pass for a span (see drop)
     } else if (span_spilled(span)) {
-        if (const std::uint64_t spill = atomic_word(mem().header(pos).spill).exchange(0, std::memory_order_acq_rel))
-            mem().spill_release(spill);
+        mem().spill_release(pos, after_death);
     }
     s.state.store(slot_state(pos, slot_status::freed, in_slot), std::memory_order_release);
     // The reclaim cursor is left to producers, which move it in batches when they run short,
@@ -195,7 +193,7 @@ inline bool queue_ring::discard(std::uint64_t pos, std::uint64_t state, std::uin
         return false;
     if (dropped) c.dropped.fetch_add(1, std::memory_order_acq_rel);
     skip_record(c.head, pos, cells);
-    free_record(s, pos, in_slot, span, true);
+    free_record(s, pos, in_slot, span, true, dropped);
     c.done.fetch_add(1, std::memory_order_seq_cst);  // a discarded item can never be task_done()
     if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
     notify(c.data_event, c.get_waiters);
@@ -243,7 +241,8 @@ inline bool queue_ring::join(const Deadline& deadline) {
     }
 }
 
-inline void queue_ring::drop_dead_readers() {
+inline std::uint64_t queue_ring::drop_dead_readers() {
+    std::uint64_t dropped = 0;
     queue_control& c = ctl();
     const std::uint64_t head = qpos(c.head.load(std::memory_order_acquire));
     std::uint64_t pos = c.reclaim.load(std::memory_order_acquire);
@@ -253,14 +252,17 @@ inline void queue_ring::drop_dead_readers() {
         const std::uint64_t state = s.state.load(std::memory_order_acquire);
         // The ring moved on under us, or the head's record is still being written (its span
         // may not be known yet).
-        if (qpos(state) != pos || status_of(state) == slot_status::writing) return;
+        if (qpos(state) != pos || status_of(state) == slot_status::writing) return dropped;
         const std::uint64_t cells = record_cells(s, state);
-        if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state)))
+        if (status_of(state) == slot_status::reading && c.registry.holder_dead(holder_of(state))) {
             drop(pos, state);
-        if (pos == head) return;
+            ++dropped;
+        }
+        if (pos == head) return dropped;
         pos = qadd(pos, cells);
         walked += cells;
     }
+    return dropped;
 }
 
 }  // namespace detail

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <string>
 #include <utility>
@@ -47,24 +48,16 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
     queue_control& c = ctl();
     const bool in_slot = length <= queue_slot::inline_bytes;
     std::uint64_t cells = in_slot ? 1 : (length + queue_header_bytes + queue_memory::cell_bytes - 1) / queue_memory::cell_bytes;
-    // Taken before the claim, so that running out of spill space fails the put cleanly.
-    struct spill_block {
-        queue_memory& m;
-        std::uint64_t word = 0;
-        ~spill_block() {
-            if (word) m.spill_release(word);
-        }
-    } spill{m};
-    if (cells > m.cells() / 2 || cells > queue_max_cells) {
+    // A spilled record takes one cell, and its block only once the record is claimed: a block
+    // is never held by a process alone, where a death would lose it (see queue_memory.hpp).
+    const bool spilled = cells > m.cells() / 2 || cells > queue_max_cells;
+    if (spilled) {
         cells = 1;
-        spill.word = m.spill_allocate(length);
-        if (!spill.word)
-            throw Error("mproc::Queue: a message of " + std::to_string(length) +
-                        " bytes does not fit the spill window (QueueOptions::spill_bytes = " +
-                        std::to_string(c.spill_bytes) + ")");
+        if (!m.spill_fits(length)) spill_full(length);
     }
     const std::uint32_t me = holder_id();
     stall_watch watch;
+    bool looked_for_dead_readers = false;
     for (;;) {
         if (c.closed.load(std::memory_order_acquire)) throw EndOfStream("mproc::Queue: put() on a closed queue");
         const std::uint64_t tail = c.tail.load(std::memory_order_acquire);
@@ -90,18 +83,19 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
             queue_fault(queue_point::put_claimed);
             std::byte* to = reinterpret_cast<std::byte*>(&s.word);
             if (!in_slot) {
-                queue_cell_header& h = m.header(pos);
-                h.length = length;
-                std::uint64_t span = cells;
+                m.header(pos).length = length;
                 to = m.cell(pos) + queue_header_bytes;
-                if (spill.word) {
-                    // The block's word before the span that says it is there: whoever frees the
-                    // record (maybe a process that finds us dead) gives the block back.
-                    to = m.spill_block(spill.word);
-                    atomic_word(h.spill).store(std::exchange(spill.word, 0), std::memory_order_relaxed);
-                    span |= queue_spilled;
+                if (!spilled) {
+                    atomic_word(s.word).store(qpack(pos, cells), std::memory_order_release);
+                } else if (const std::uint64_t block = take_spill_block(pos, state, length)) {
+                    to = m.spill_block(block);  // span stored too
+                } else {
+                    // Unclaimed. Blocks held by consumers that died holding their records come
+                    // back when the ring comes round to them, or now, once, before giving up.
+                    if (std::exchange(looked_for_dead_readers, true) || drop_dead_readers() == 0)
+                        spill_full(length);
+                    continue;
                 }
-                atomic_word(s.word).store(qpack(pos, span), std::memory_order_release);
             }
             queue_fault(queue_point::put_spanned);
             c.tail.store(qpack(qadd(pos, cells), qlow(tail) + 1), std::memory_order_release);
@@ -124,6 +118,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
         // Ring full: wait until a sixteenth of the ring is free beyond what this record needs.
         const std::uint64_t target = qadd(qpos(tail), cells + m.cells() / 16 - m.cells());
         if (why == room_status::ring_full) lower_space_target(target);
+        queue_fault(queue_point::put_waiting);
         // Short slices: a free stored just as we counted ourselves in may go unseen by its
         // consumer (see the top of this file).
         const bool slept = sleep(c.space_event, c.put_waiters, deadline, std::chrono::milliseconds(5), [&] {
@@ -140,6 +135,30 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
         });
         if (!slept) return std::nullopt;
     }
+}
+
+inline std::uint64_t queue_ring::take_spill_block(std::uint64_t pos, std::uint64_t unclaimed, std::uint64_t length) {
+    std::exception_ptr failure;
+    try {
+        if (const std::uint64_t block = mem().spill_allocate(pos, length)) [[likely]]
+            return block;
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    // No block: the claim is undone, as if it had never been made. Nothing has moved past it
+    // (the tail is still here), and while its holder lives no one else changes a claimed slot:
+    // others only wait for the tail to move, and now find the slot free again. So the put fails
+    // as it did before the claim, counting nothing (a record given up would count in qsize()
+    // until a get passed it).
+    mem().slot(pos).state.store(unclaimed, std::memory_order_seq_cst);
+    if (failure) std::rethrow_exception(failure);
+    return 0;
+}
+
+inline void queue_ring::spill_full(std::uint64_t length) const {
+    throw Error("mproc::Queue: a message of " + std::to_string(length) +
+                " bytes does not fit the spill window (QueueOptions::spill_bytes = " +
+                std::to_string(ctl().spill_bytes) + ")");
 }
 
 inline void queue_ring::publish(const claimed& record) noexcept {

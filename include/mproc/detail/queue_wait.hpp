@@ -1,8 +1,9 @@
-// Waiting in the queue: the test hook, the copy that a test can interrupt, and the watch that
+// Waiting in the queue: the copy that a test can interrupt, and the watch that
 // decides when a stuck record's holder is worth a look in /proc.
 #pragma once
 
 #include <mproc/detail/deadline.hpp>
+#include <mproc/detail/queue_fault.hpp>
 #include <mproc/detail/queue_memory.hpp>
 
 #include <sched.h>
@@ -16,22 +17,6 @@
 
 MPROC_NAMESPACE_BEGIN
 namespace detail {
-
-/// Moments at which a test may stop a process in the middle of a put or a get.
-/// put_claimed: the slot is ours, span and tail not yet stored; put_spanned: the span stored,
-/// the tail not yet moved; put_copying: half the message written. get_claimed: the slot is
-/// ours, the head not yet moved; get_moved: the head moved, nothing read; get_consumed: read,
-/// not yet freed.
-enum class queue_point { put_claimed, put_copying, get_claimed, get_consumed, put_spanned, get_moved };
-
-/// Called at each queue_point when set (tests only: e.g. raise(SIGKILL) in a child).
-using queue_fault_fn = void (*)(queue_point);
-inline constinit queue_fault_fn queue_fault_hook = nullptr;
-
-inline void queue_fault(queue_point point) {
-    if (auto* hook = queue_fault_hook) [[unlikely]]
-        hook(point);
-}
 
 /// Copies a message's bytes into a claimed record in two halves, so that a test can kill the
 /// producer with the message half written.
