@@ -521,7 +521,7 @@ TEST_CASE("StartMethod.shared.queue_round_trip", "[start_method]") {
         for (int i = 0; i < 100; ++i) {
             to_child.put(i * 3);
             expected += i * 3;
-            CHECK(from_child.get(30s) == std::to_string(i * 3));
+            REQUIRE(from_child.get(30s) == std::to_string(i * 3));
         }
         CHECK(from_child.get(30s) == std::string(200 << 10, 'q'));
         REQUIRE(p.join(30s));

@@ -90,8 +90,8 @@ struct queue_direct<std::basic_string<C>> : queue_direct_counted<std::basic_stri
 /// messages of any size, in shared memory.
 ///
 /// Make the queue before starting the processes that use it: a copy of the handle (a capture,
-/// an argument to Process) refers to the same queue, in this process and in forked children
-/// (the fork start method: a child that exec's a new program does not inherit the mapping).
+/// an argument to Process) refers to the same queue, in this process and in forked children;
+/// a Process started by spawn or forkserver gets it as an argument (its memfd is passed).
 /// Order is kept per producer. Blocking calls have timed and non-blocking forms; every wait
 /// resumes after signals (EINTR) and never outlasts its timeout.
 ///
