@@ -704,3 +704,43 @@ TEST_CASE("StartMethod.shared.handle_outside_its_memory", "[start_method]") {
     CHECK_THROWS_AS(read({0}), mproc::DecodeError);        // truncated
     CHECK_THROWS_AS(read({0, 0, 0}), mproc::DecodeError);  // words left over
 }
+
+namespace {
+// Set in each worker by the pool's initializer (Python's initializer + initargs).
+std::optional<mproc::Queue<int>> worker_results;
+void keep_results(mproc::Queue<int> results, mproc::SharedValue<int> started, int offset) {
+    worker_results = results;
+    started.fetch_add(offset);
+}
+int put_in_worker_results(int n) {
+    worker_results->put(n * 10);
+    return n;
+}
+}  // namespace
+
+TEST_CASE("StartMethod.pool.initializer_with_shared_objects", "[start_method]") {
+    const mproc::StartMethod methods[] = {mproc::StartMethod::fork, mproc::StartMethod::spawn,
+                                          mproc::StartMethod::forkserver};
+    for (auto method : methods) {
+        INFO(name_of(method));
+        mproc::Queue<int> results;
+        mproc::SharedValue<int> started(0);
+        auto opts = pool_options(method, 2);
+        opts.set_initializer(keep_results, results, started, 1);
+        {
+            mproc::Pool pool(opts);
+            CHECK(pool.map(put_in_worker_results, std::vector<int>{1, 2, 3, 4, 5}, 1) == std::vector<int>{1, 2, 3, 4, 5});
+            int sum = 0;
+            for (int i = 0; i < 5; ++i) sum += results.get(30s);
+            CHECK(sum == 150);
+            CHECK(started.load() == 2);  // once in each worker
+        }
+        // A function with state cannot reach a fresh program: refused at the Pool's start.
+        if (method != mproc::StartMethod::fork) {
+            auto stateful = pool_options(method, 1);
+            int captured = 3;
+            stateful.set_initializer([captured](int n) { (void)(captured + n); }, 1);
+            CHECK_THROWS_WITH(mproc::Pool(stateful), Catch::Contains("each of its arguments encodable or a shared object"));
+        }
+    }
+}

@@ -290,38 +290,60 @@ struct exec_arguments<std::tuple<Args...>> {
     }
 };
 
-/// The receiving end of a request for F(Args...), named to the other process by its function_id.
-/// The request holds the function, the number of descriptors sent after it, the arguments.
+/// Runs f(args...) from a request: the function, the number of descriptors sent after the
+/// request (received here, from `channel`), the arguments. Exceptions go to the caller.
 template <class R, class F, class ArgsTuple>
-bool exec_entry(int channel, Decoder& request, std::vector<std::byte>& outcome) {
-    return run_and_encode_outcome<R>(outcome, [&]() -> R {
-        function_id fn_id;
-        std::uint32_t fd_count = 0;
-        request(fn_id, fd_count);
-        received_descriptors fds(fd_count != 0 ? receive_descriptors(channel, fd_count) : std::vector<unique_fd>());
-        F fn = [&] {
-            if constexpr (std::is_pointer_v<F>) return resolve<F>(fn_id);
-            else return F{};
-        }();
-        auto args = exec_arguments<ArgsTuple>::decode(request, fds);
-        return std::apply(fn, std::move(args));
-    });
+R exec_call(int channel, Decoder& request) {
+    function_id fn_id;
+    std::uint32_t fd_count = 0;
+    request(fn_id, fd_count);
+    received_descriptors fds(fd_count != 0 ? receive_descriptors(channel, fd_count) : std::vector<unique_fd>());
+    F fn = [&] {
+        if constexpr (std::is_pointer_v<F>) return resolve<F>(fn_id);
+        else return F{};
+    }();
+    auto args = exec_arguments<ArgsTuple>::decode(request, fds);
+    if constexpr (std::is_void_v<R>) (void)std::apply(fn, std::move(args));  // an initializer's value is dropped
+    else return std::apply(fn, std::move(args));
 }
 
-/// Appends the request for f(args...): the runner, the function, the arguments; the
-/// descriptors of shared objects among them go to `fds`, to be sent after the request
-/// (send_descriptors).
-template <class R, class F, class... Args>
-void encode_exec_request(std::vector<std::byte>& out, std::vector<int>& fds, const F& f,
-                         const std::tuple<Args...>& args) {
+/// What runs a request whose function's outcome nobody sends back (a Pool's initializer).
+using exec_caller = void (*)(int channel, Decoder& request);
+
+/// The receiving end of a request for F(Args...), named to the other process by its function_id.
+template <class R, class F, class ArgsTuple>
+bool exec_entry(int channel, Decoder& request, std::vector<std::byte>& outcome) {
+    return run_and_encode_outcome<R>(outcome, [&]() -> R { return exec_call<R, F, ArgsTuple>(channel, request); });
+}
+
+/// Appends a request for f(args...) that `runner` serves: the runner, the function, the number
+/// of descriptors, the arguments; the descriptors of shared objects among them go to `fds`, to
+/// be sent after the request (send_descriptors).
+template <class F, class... Args>
+void encode_exec_request_for(function_id runner, std::vector<std::byte>& out, std::vector<int>& fds, const F& f,
+                             const std::tuple<Args...>& args) {
     function_id fn_id{};
     if constexpr (std::is_pointer_v<F>) fn_id = identify(f);
     std::vector<std::byte> encoded_args;
     Encoder arguments(encoded_args);
     std::apply([&](const Args&... each) { (encode_exec_argument(arguments, each, fds), ...); }, args);
     Encoder encoder(out);
-    encoder(identify(&exec_entry<R, F, std::tuple<Args...>>), fn_id, static_cast<std::uint32_t>(fds.size()));
+    encoder(runner, fn_id, static_cast<std::uint32_t>(fds.size()));
     encoder.write_bytes(encoded_args.data(), encoded_args.size());
+}
+
+/// The request for f(args...) in a Process started by exec (exec_entry serves it).
+template <class R, class F, class... Args>
+void encode_exec_request(std::vector<std::byte>& out, std::vector<int>& fds, const F& f,
+                         const std::tuple<Args...>& args) {
+    encode_exec_request_for(identify(&exec_entry<R, F, std::tuple<Args...>>), out, fds, f, args);
+}
+
+/// The request for f(args...) run as a Pool's initializer (exec_call<void> serves it).
+template <class F, class... Args>
+void encode_exec_call(std::vector<std::byte>& out, std::vector<int>& fds, const F& f, const std::tuple<Args...>& args) {
+    exec_caller caller = &exec_call<void, F, std::tuple<Args...>>;
+    encode_exec_request_for(identify(caller), out, fds, f, args);
 }
 
 /// Reads one request from `fd`, runs it, sends the outcome back on `fd`, and ends the process:
