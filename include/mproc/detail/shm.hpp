@@ -1,5 +1,6 @@
-// Shared memory mappings: anonymous MAP_SHARED memory that forked children inherit, named POSIX
-// shared memory (shm_open) for unrelated processes, and refcounted state placed in a mapping.
+// Shared memory mappings: MAP_SHARED memory that forked children inherit (anonymous, or a memfd
+// kept open so that a program started by exec can map it too), named POSIX shared memory
+// (shm_open) for unrelated processes, and refcounted state placed in a mapping.
 #pragma once
 
 #include <mproc/detail/fd.hpp>
