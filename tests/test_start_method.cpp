@@ -4,11 +4,16 @@
 
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/shared.hpp>
 #include <mproc/start_method.hpp>
+#include <mproc/sync.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -474,4 +480,315 @@ TEST_CASE("StartMethod.process.many_never_waited", "[start_method]") {
         children.back().start(mproc::forkserver);
     }
     for (int i = 0; i < 3000; ++i) CHECK(children[i].result() == i * i);
+}
+
+// ---- shared objects passed as arguments across exec ----
+
+// The ordinary codec (Pipe, Queue messages) still refuses shared objects; the exec path takes them.
+static_assert(!mproc::Encodable<mproc::Lock> && !mproc::Encodable<mproc::Queue<int>> &&
+              !mproc::Encodable<mproc::SharedValue<int>>);
+static_assert(mproc::detail::exec_sendable_v<void (*)(mproc::Queue<int>, mproc::Lock, mproc::RLock, mproc::Condition,
+                                                      mproc::Semaphore, mproc::BoundedSemaphore, mproc::Event,
+                                                      mproc::Barrier, mproc::SharedValue<long>, mproc::SharedArray<int>,
+                                                      mproc::JoinableQueue<std::string>, int),
+                                             mproc::Queue<int>, mproc::Lock, mproc::RLock, mproc::Condition,
+                                             mproc::Semaphore, mproc::BoundedSemaphore, mproc::Event, mproc::Barrier,
+                                             mproc::SharedValue<long>, mproc::SharedArray<int>,
+                                             mproc::JoinableQueue<std::string>, int>);
+
+namespace {
+// Reads `count` numbers, answers each with its text and one large message (through the spill
+// window of a small ring), returns their sum.
+int echo_queue(mproc::Queue<int> in, mproc::Queue<std::string> out, int count) {
+    int sum = 0;
+    for (int i = 0; i < count; ++i) {
+        const int v = in.get(30s);
+        sum += v;
+        out.put(std::to_string(v));
+    }
+    out.put(std::string(200 << 10, 'q'));
+    return sum;
+}
+
+int hold_lock(mproc::Lock lock, mproc::Event held, mproc::Event release) {
+    lock.acquire();
+    held.set();
+    const bool told = release.wait_for(30s);
+    lock.release();
+    return told ? 1 : 0;
+}
+
+[[noreturn]] void lock_and_die(mproc::Lock lock, mproc::Event held) {
+    lock.acquire();
+    held.set();
+    ::raise(SIGKILL);
+    for (;;) ::pause();
+}
+
+// SharedValue through its atomics and through its lock (passed again on its own: the same file,
+// the same lock), SharedArray through its elements.
+long count_up(mproc::SharedValue<long> counter, mproc::Lock counter_lock, mproc::SharedArray<int> squares) {
+    for (int i = 0; i < 1000; ++i) counter.fetch_add(1);
+    for (int i = 0; i < 1000; ++i) {
+        std::lock_guard guard(counter_lock);
+        counter.value() += 2;
+    }
+    for (std::size_t i = 0; i < squares.size(); ++i) squares[i] = static_cast<int>(i * i);
+    return counter.load();
+}
+
+// The synchronization types a child may use with its parent.
+int sync_partner(mproc::Barrier barrier, mproc::Semaphore units, mproc::BoundedSemaphore bounded, mproc::RLock rlock,
+                 mproc::Condition cv, mproc::SharedValue<int> ready, mproc::JoinableQueue<std::string> jobs) {
+    (void)barrier.wait_for(30s);  // both arrived
+    units.release(3);
+    bounded.release();
+    {
+        std::lock_guard outer(rlock);
+        std::lock_guard inner(rlock);  // reentrant in the child too
+    }
+    {
+        std::lock_guard guard(cv);
+        ready.value() = 1;
+        cv.notify_all();
+    }
+    std::string job = jobs.get(30s);
+    jobs.task_done();
+    return static_cast<int>(job.size());
+}
+}  // namespace
+
+TEST_CASE("StartMethod.shared.queue_round_trip", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Queue<int> to_child;
+        mproc::Queue<std::string> from_child(mproc::QueueOptions{.ring_bytes = 64 << 10});
+        mproc::Process p(mproc::spawn, echo_queue, to_child, from_child, 100);
+        p.start(method);
+        int expected = 0;
+        for (int i = 0; i < 100; ++i) {
+            to_child.put(i * 3);
+            expected += i * 3;
+            REQUIRE(from_child.get(30s) == std::to_string(i * 3));
+        }
+        CHECK(from_child.get(30s) == std::string(200 << 10, 'q'));
+        REQUIRE(p.join(30s));
+        CHECK(p.result() == expected);
+        CHECK(to_child.empty());
+        CHECK(from_child.dropped() == 0);
+    }
+}
+
+TEST_CASE("StartMethod.shared.lock_held_by_child_excludes_parent", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Lock lock;
+        mproc::Event held, release;
+        mproc::Process p(hold_lock, lock, held, release);
+        p.start(method);
+        REQUIRE(held.wait_for(30s));
+        CHECK_FALSE(lock.try_acquire());
+        CHECK_FALSE(lock.try_acquire_for(50ms));
+        release.set();
+        REQUIRE(p.join(30s));
+        CHECK(p.result() == 1);
+        REQUIRE(lock.try_acquire_for(5s));
+        CHECK_FALSE(lock.owner_died());
+        lock.release();
+    }
+}
+
+TEST_CASE("StartMethod.shared.child_killed_holding_lock", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Lock lock;
+        mproc::Event held;
+        mproc::Process p(lock_and_die, lock, held);
+        p.start(method);
+        REQUIRE(held.wait_for(30s));
+        REQUIRE(p.join(30s));
+        CHECK(p.exitcode() == -SIGKILL);
+        // The robust mutex reports the dead owner, as for a forked child, and stays usable.
+        REQUIRE(lock.try_acquire_for(5s));
+        CHECK(lock.owner_died());
+        lock.release();
+        REQUIRE(lock.try_acquire_for(5s));
+        CHECK_FALSE(lock.owner_died());
+        lock.release();
+    }
+}
+
+TEST_CASE("StartMethod.shared.value_and_array", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::SharedValue<long> counter(10);
+        mproc::SharedArray<int> squares(50, -1);
+        mproc::Process p(count_up, counter, counter.get_lock(), squares);
+        p.start(method);
+        REQUIRE(p.join(30s));
+        CHECK(p.result() == 3010);
+        CHECK(counter.get() == 3010);
+        for (std::size_t i = 0; i < squares.size(); ++i) CHECK(squares[i] == static_cast<int>(i * i));
+    }
+}
+
+TEST_CASE("StartMethod.shared.sync_types", "[start_method]") {
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Barrier barrier(2);
+        mproc::Semaphore units(0);
+        mproc::BoundedSemaphore bounded(1);
+        bounded.acquire();
+        mproc::RLock rlock;
+        mproc::Condition cv;
+        mproc::SharedValue<int> ready(0);
+        mproc::JoinableQueue<std::string> jobs;
+        mproc::Process p(sync_partner, barrier, units, bounded, rlock, cv, ready, jobs);
+        p.start(method);
+        REQUIRE(barrier.wait_for(30s).has_value());
+        for (int i = 0; i < 3; ++i) CHECK(units.try_acquire_for(30s));
+        CHECK(bounded.try_acquire_for(30s));
+        {
+            std::unique_lock lk(cv);
+            CHECK(cv.wait_for(30s, [&] { return ready.value() == 1; }));
+        }
+        jobs.put("seven!!");
+        CHECK(jobs.join_for(30s));
+        REQUIRE(p.join(30s));
+        CHECK(p.result() == 7);
+        CHECK(rlock.try_acquire());  // free again: the child released both levels
+        rlock.release();
+    }
+}
+
+TEST_CASE("StartMethod.shared.hygiene", "[start_method]") {
+    {  // the forkserver's own connection is opened once, at first use: not a leak
+        mproc::Process warm(square, 1);
+        warm.start(mproc::forkserver);
+        CHECK(warm.result() == 1);
+    }
+    const auto names_before = mproc_test::our_shm_names();
+    const int fds_before = mproc_test::open_fd_count();
+    for (auto method : exec_methods) {
+        INFO(name_of(method));
+        mproc::Queue<int> q;
+        mproc::Lock lock;
+        mproc::SharedValue<long> counter;
+        mproc::SharedArray<int> squares(4);
+        // One descriptor each (a SharedValue's lock lives in its file), kept while they live.
+        CHECK(mproc_test::open_fd_count() == fds_before + 4);
+        {
+            mproc::Process p(count_up, counter, lock, squares);
+            p.start(method);
+            REQUIRE(p.join(30s));
+            CHECK(p.result() == 3000);
+        }
+        CHECK(mproc_test::open_fd_count() == fds_before + 4);  // nothing left from the passing
+    }
+    CHECK(mproc_test::open_fd_count() == fds_before);
+    CHECK(mproc_test::our_shm_names() == names_before);
+}
+
+TEST_CASE("StartMethod.shared.made_without_a_descriptor", "[start_method]") {
+    // Out of descriptors, a Lock is still made (in anonymous memory) and works across fork, but
+    // cannot reach a process started by exec: a clear error, before any process starts.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    rlimit tight = saved;
+    int highest = 0;
+    for (int fd = 0; fd < 4096; ++fd)
+        if (::fcntl(fd, F_GETFD) != -1) highest = fd;
+    std::vector<int> fillers;  // no gap below the limit either
+    for (;;) {
+        const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        if (fd > highest) {
+            ::close(fd);
+            break;
+        }
+        fillers.push_back(fd);
+    }
+    tight.rlim_cur = static_cast<rlim_t>(highest + 1);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+    std::optional<mproc::Lock> lock;
+    std::exception_ptr error;
+    try {
+        lock.emplace();
+    } catch (...) {
+        error = std::current_exception();
+    }
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    for (int fd : fillers) ::close(fd);
+    REQUIRE_FALSE(error);
+    mproc::Event held, release;
+    mproc::Process p(hold_lock, *lock, held, release);
+    CHECK_THROWS_WITH(p.start(mproc::spawn), Catch::Contains("no file descriptor left"));
+    CHECK(p.pid() == 0);
+    mproc::Process forked([&] { return hold_lock(*lock, held, release); });
+    forked.start();
+    REQUIRE(held.wait_for(30s));
+    CHECK_FALSE(lock->try_acquire());
+    release.set();
+    CHECK(forked.result() == 1);
+}
+
+TEST_CASE("StartMethod.shared.handle_outside_its_memory", "[start_method]") {
+    // A handle is checked against the file it names, never trusted.
+    std::vector<mproc::detail::unique_fd> fds;
+    fds.emplace_back(::memfd_create("mproc-test", MFD_CLOEXEC));
+    REQUIRE(fds.back());
+    REQUIRE(::ftruncate(fds.back().get(), 4096) == 0);
+    mproc::detail::received_descriptors received(std::move(fds));
+    const auto read = [&](std::vector<std::uint64_t> words) {
+        mproc::detail::handle_reader r(received, words);
+        auto lock = mproc::detail::shared_handle<mproc::Lock>::load(r);
+        r.finish();
+        return lock;
+    };
+    CHECK_NOTHROW(read({0, 0}));
+    CHECK_THROWS_AS(read({0, 4096}), mproc::DecodeError);  // past the end
+    CHECK_THROWS_AS(read({0, 3}), mproc::DecodeError);     // misaligned
+    CHECK_THROWS_AS(read({1, 0}), mproc::DecodeError);     // no such descriptor
+    CHECK_THROWS_AS(read({0}), mproc::DecodeError);        // truncated
+    CHECK_THROWS_AS(read({0, 0, 0}), mproc::DecodeError);  // words left over
+}
+
+namespace {
+// Set in each worker by the pool's initializer (Python's initializer + initargs).
+std::optional<mproc::Queue<int>> worker_results;
+void keep_results(mproc::Queue<int> results, mproc::SharedValue<int> started, int offset) {
+    worker_results = results;
+    started.fetch_add(offset);
+}
+int put_in_worker_results(int n) {
+    worker_results->put(n * 10);
+    return n;
+}
+}  // namespace
+
+TEST_CASE("StartMethod.pool.initializer_with_shared_objects", "[start_method]") {
+    const mproc::StartMethod methods[] = {mproc::StartMethod::fork, mproc::StartMethod::spawn,
+                                          mproc::StartMethod::forkserver};
+    for (auto method : methods) {
+        INFO(name_of(method));
+        mproc::Queue<int> results;
+        mproc::SharedValue<int> started(0);
+        auto opts = pool_options(method, 2);
+        opts.set_initializer(keep_results, results, started, 1);
+        {
+            mproc::Pool pool(opts);
+            CHECK(pool.map(put_in_worker_results, std::vector<int>{1, 2, 3, 4, 5}, 1) == std::vector<int>{1, 2, 3, 4, 5});
+            int sum = 0;
+            for (int i = 0; i < 5; ++i) sum += results.get(30s);
+            CHECK(sum == 150);
+            CHECK(started.load() == 2);  // once in each worker
+        }
+        // A function with state cannot reach a fresh program: refused at the Pool's start.
+        if (method != mproc::StartMethod::fork) {
+            auto stateful = pool_options(method, 1);
+            int captured = 3;
+            stateful.set_initializer([captured](int n) { (void)(captured + n); }, 1);
+            CHECK_THROWS_WITH(mproc::Pool(stateful), Catch::Contains("each of its arguments encodable or a shared object"));
+        }
+    }
 }

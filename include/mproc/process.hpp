@@ -31,8 +31,9 @@ struct process_task {
     virtual ~process_task() = default;
     virtual R run() = 0;
     /// Appends the request that runs this task in a process started by exec (spawn,
-    /// forkserver); false when the callable has state or an argument cannot be encoded.
-    virtual bool encode_request(std::vector<std::byte>& out) = 0;
+    /// forkserver), and to `fds` the descriptors of the shared objects among the arguments
+    /// (sent after it); false when the callable has state or an argument cannot be encoded.
+    virtual bool encode_request(std::vector<std::byte>& out, std::vector<int>& fds) = 0;
 };
 
 template <class R, class F, class... Args>
@@ -41,12 +42,13 @@ struct bound_process_task final : process_task<R> {
     explicit bound_process_task(G&& g, A&&... a)
         : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
     R run() override { return std::apply(std::move(fn), std::move(args)); }
-    bool encode_request(std::vector<std::byte>& out) override {
+    bool encode_request(std::vector<std::byte>& out, std::vector<int>& fds) override {
         if constexpr (exec_sendable_v<F, Args...>) {
-            encode_exec_request<R>(out, fn, args);
+            encode_exec_request<R>(out, fds, fn, args);
             return true;
         } else {
             (void)out;
+            (void)fds;
             return false;
         }
     }
@@ -127,10 +129,10 @@ public:
                       "mproc::Process: with mproc::spawn or mproc::forkserver the function must be "
                       "stateless (a function, or a lambda without captures): the new program cannot "
                       "see the caller's variables. Pass them as arguments");
-        static_assert((Encodable<std::decay_t<Args>> && ...),
+        static_assert((detail::exec_argument_v<std::decay_t<Args>> && ...),
                       "mproc::Process: with mproc::spawn or mproc::forkserver every argument must be "
                       "encodable by mproc::codec (give it a member serialize(Ar&) or specialize "
-                      "mproc::codec<T>)");
+                      "mproc::codec<T>) or a shared object (Queue, Lock, SharedValue...)");
         method_ = Tag::method;
         method_given_ = true;
     }
@@ -282,7 +284,8 @@ void Process<R, Starts>::start(StartMethod method) {
 template <class R, class Starts>
 void Process<R, Starts>::start_exec(StartMethod method) {
     std::vector<std::byte> request;
-    if (!task_->encode_request(request))
+    std::vector<int> fds;  // of shared objects among the arguments, which task_ keeps open
+    if (!task_->encode_request(request, fds))
         throw Error(
             "mproc::Process: with mproc::spawn or mproc::forkserver the function must be stateless "
             "(a function, or a lambda without captures) and every argument encodable: the new "
@@ -295,6 +298,7 @@ void Process<R, Starts>::start_exec(StartMethod method) {
     ends.second.reset();
     try {
         detail::send_frame(ends.first.get(), request);
+        detail::send_descriptors(ends.first.get(), fds);
     } catch (const EndOfStream&) {
         // The child ended before reading its task: result() reports how it ended.
     }

@@ -12,6 +12,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/queue_ring.hpp>
+#include <mproc/detail/shared_handle.hpp>
 #include <mproc/error.hpp>
 #include <mproc/version.hpp>
 
@@ -92,8 +93,8 @@ struct queue_direct<std::basic_string<C>> : queue_direct_counted<std::basic_stri
 /// messages of any size, in shared memory.
 ///
 /// Make the queue before starting the processes that use it: a copy of the handle (a capture,
-/// an argument to Process) refers to the same queue, in this process and in forked children
-/// (the fork start method: a child that exec's a new program does not inherit the mapping).
+/// an argument to Process) refers to the same queue, in this process and in forked children;
+/// a Process started by spawn or forkserver gets it as an argument (its memfd is passed).
 /// Order is kept per producer. Blocking calls have timed and non-blocking forms; every wait
 /// resumes after signals (EINTR) and never outlasts its timeout.
 ///
@@ -215,10 +216,15 @@ public:
 
     /// @cond
 protected:
+    explicit Queue(detail::queue_ring ring) noexcept : ring_(std::move(ring)) {}
+
     detail::queue_ring ring_;
     /// @endcond
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+
     bool put_until(const T& value, const detail::Deadline& deadline) {
         using direct = detail::queue_direct<T>;
         if constexpr (direct::value) {
@@ -278,6 +284,40 @@ public:
     [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> timeout) {
         return this->ring_.join(detail::Deadline::after(timeout));
     }
+
+private:
+    template <class>
+    friend struct detail::shared_handle;
+    explicit JoinableQueue(detail::queue_ring ring) noexcept : Queue<T>(std::move(ring)) {}
 };
+
+/// @cond
+namespace detail {
+/// A queue travels as its memfd and the sizes it was made with.
+template <class T>
+struct shared_handle<Queue<T>> : std::true_type {
+    static void save(const Queue<T>& q, handle_writer& w) {
+        w.fd(q.ring_.memory_fd());
+        w.word(q.ring_.ring_bytes());
+        w.word(q.ring_.spill_bytes());
+    }
+    static queue_ring load_ring(handle_reader& r) {
+        unique_fd fd(::fcntl(r.fd(), F_DUPFD_CLOEXEC, 3));
+        if (!fd) throw_errno("fcntl");
+        const std::uint64_t ring_bytes = r.word();
+        const std::uint64_t spill_bytes = r.word();
+        return queue_ring(std::move(fd), ring_bytes, spill_bytes);
+    }
+    static Queue<T> load(handle_reader& r) { return Queue<T>(load_ring(r)); }
+};
+template <class T>
+struct shared_handle<JoinableQueue<T>> : std::true_type {
+    static void save(const JoinableQueue<T>& q, handle_writer& w) { shared_handle<Queue<T>>::save(q, w); }
+    static JoinableQueue<T> load(handle_reader& r) {
+        return JoinableQueue<T>(shared_handle<Queue<T>>::load_ring(r));
+    }
+};
+}  // namespace detail
+/// @endcond
 
 MPROC_NAMESPACE_END

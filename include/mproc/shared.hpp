@@ -4,6 +4,7 @@
 #pragma once
 
 #include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/shared_handle.hpp>
 #include <mproc/detail/shm.hpp>
 #include <mproc/error.hpp>
 #include <mproc/sync.hpp>
@@ -144,6 +145,11 @@ public:
     }
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+    explicit SharedValue(std::shared_ptr<detail::value_block<T>> block)
+        : block_(std::move(block)), lock_(std::shared_ptr<detail::robust_mutex>(block_, &block_->mutex)) {}
+
     std::shared_ptr<detail::value_block<T>> block_;
     Lock lock_;
 };
@@ -235,9 +241,36 @@ private:
         return std::max(block::offset + n * sizeof(T), sizeof(block)) - sizeof(block);
     }
 
+    template <class>
+    friend struct detail::shared_handle;
+    explicit SharedArray(std::shared_ptr<detail::array_block<T>> block)
+        : block_(std::move(block)), lock_(std::shared_ptr<detail::robust_mutex>(block_, &block_->mutex)) {}
+
     std::shared_ptr<detail::array_block<T>> block_;
     Lock lock_;
 };
+
+/// @cond
+namespace detail {
+template <class T>
+struct shared_handle<SharedValue<T>> : std::true_type {
+    static void save(const SharedValue<T>& v, handle_writer& w) { w.state(v.block_); }
+    static SharedValue<T> load(handle_reader& r) { return SharedValue<T>(r.state<value_block<T>>()); }
+};
+template <class T>
+struct shared_handle<SharedArray<T>> : std::true_type {
+    static void save(const SharedArray<T>& a, handle_writer& w) { w.state(a.block_); }
+    static SharedArray<T> load(handle_reader& r) {
+        auto block = r.state<array_block<T>>();
+        // The elements follow the header: the file must hold as many as the header says.
+        const std::size_t room = handle_reader::room(block);
+        if (room < array_block<T>::offset || (room - array_block<T>::offset) / sizeof(T) < block->size)
+            throw DecodeError("mproc::SharedArray: the handle's memory does not hold its elements");
+        return SharedArray<T>(std::move(block));
+    }
+};
+}  // namespace detail
+/// @endcond
 
 MPROC_NAMESPACE_END
 

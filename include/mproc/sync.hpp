@@ -2,15 +2,18 @@
 // Event in detail/sync_semaphore.hpp; Barrier in detail/sync_barrier.hpp. Python's
 // multiprocessing.Lock and friends, with timeouts everywhere and locks that survive their owner.
 //
-// Every object lives in an anonymous MAP_SHARED mapping made by its constructor. Handles are
+// Every object lives in a MAP_SHARED mapping of a memfd made by its constructor. Handles are
 // cheap to copy and every copy refers to the same object; an object made before
 // Process::start() is shared with the child, whether the child's callable captures it by
-// reference or by copy. A moved-from handle may only be assigned to or destroyed.
+// reference or by copy, and one passed as an argument to a process started by spawn or
+// forkserver travels as its memfd (detail/shared_handle.hpp). A moved-from handle may only be
+// assigned to or destroyed.
 #pragma once
 
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/futex.hpp>
 #include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/shared_handle.hpp>
 #include <mproc/detail/shm.hpp>
 #include <mproc/error.hpp>
 
@@ -128,6 +131,9 @@ public:
     }
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+
     bool take(detail::acquire_result r) {
         if (r == detail::acquire_result::acquired) [[likely]] {
             mutex_->owner_died.store(false, std::memory_order_relaxed);
@@ -186,6 +192,10 @@ public:
     }
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+    explicit RLock(std::shared_ptr<detail::rlock_state> state) noexcept : state_(std::move(state)) {}
+
     bool take(detail::acquire_result r);
 
     std::shared_ptr<detail::rlock_state> state_;
@@ -313,6 +323,11 @@ public:
     void notify_all() noexcept { notify(INT_MAX); }
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+    Condition(Lock lock, std::shared_ptr<detail::condition_state> state) noexcept
+        : lock_(std::move(lock)), state_(std::move(state)) {}
+
     template <class L>
     bool wait_until_deadline(L& lock, const detail::Deadline& deadline);
 
@@ -338,6 +353,32 @@ bool Condition::wait_until_deadline(L& lock, const detail::Deadline& deadline) {
     lock.lock();
     return woke.has_value();
 }
+
+/// @cond
+namespace detail {
+template <>
+struct shared_handle<Lock> : std::true_type {
+    static void save(const Lock& lock, handle_writer& w) { w.state(lock.mutex_); }
+    static Lock load(handle_reader& r) { return Lock(r.state<robust_mutex>()); }
+};
+template <>
+struct shared_handle<RLock> : std::true_type {
+    static void save(const RLock& lock, handle_writer& w) { w.state(lock.state_); }
+    static RLock load(handle_reader& r) { return RLock(r.state<rlock_state>()); }
+};
+template <>
+struct shared_handle<Condition> : std::true_type {
+    static void save(const Condition& c, handle_writer& w) {
+        shared_handle<Lock>::save(c.lock_, w);
+        w.state(c.state_);
+    }
+    static Condition load(handle_reader& r) {
+        Lock lock = shared_handle<Lock>::load(r);
+        return Condition(std::move(lock), r.state<condition_state>());
+    }
+};
+}  // namespace detail
+/// @endcond
 
 MPROC_NAMESPACE_END
 

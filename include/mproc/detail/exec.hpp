@@ -8,6 +8,7 @@
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/function_id.hpp>
 #include <mproc/detail/outcome.hpp>
+#include <mproc/detail/shared_handle.hpp>
 #include <mproc/error.hpp>
 
 #include <spawn.h>
@@ -153,69 +154,6 @@ inline constexpr bool exec_callable_v =
     (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
     (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>);
 
-template <class F, class... Args>
-inline constexpr bool exec_sendable_v = exec_callable_v<F> && (Encodable<Args> && ...);
-
-/// The receiving end of a request for F(Args...), named to the other process by its function_id.
-template <class R, class F, class ArgsTuple>
-bool exec_entry(int, Decoder& request, std::vector<std::byte>& outcome) {
-    return run_and_encode_outcome<R>(outcome, [&]() -> R {
-        function_id fn_id;
-        request(fn_id);
-        F fn = [&] {
-            if constexpr (std::is_pointer_v<F>) return resolve<F>(fn_id);
-            else return F{};
-        }();
-        auto args = decode<ArgsTuple>(request);
-        return std::apply(fn, std::move(args));
-    });
-}
-
-/// Appends the request for f(args...): the runner, the function, the arguments.
-template <class R, class F, class... Args>
-void encode_exec_request(std::vector<std::byte>& out, const F& f, const std::tuple<Args...>& args) {
-    function_id fn_id{};
-    if constexpr (std::is_pointer_v<F>) fn_id = identify(f);
-    Encoder encoder(out);
-    encoder(identify(&exec_entry<R, F, std::tuple<Args...>>), fn_id, args);
-}
-
-/// Reads one request from `fd`, runs it, sends the outcome back on `fd`, and ends the process:
-/// exit code 0 (returned), 1 (threw), 70 (no request came), 71 (the outcome could not be sent),
-/// the codes a forked Process child leaves with.
-[[noreturn]] inline void serve_request(int fd) noexcept {
-    int code = 70;
-    try {
-        std::vector<std::byte> request, outcome;
-        if (recv_frame(fd, request)) {
-            Decoder decoder(request);
-            function_id runner;
-            decoder(runner);
-            const bool ok = resolve<exec_runner>(runner)(fd, decoder, outcome);
-            code = 71;
-            send_frame(fd, outcome);
-            code = ok ? 0 : 1;
-        }
-    } catch (...) {
-        // code says how far it got
-    }
-    flush_standard_streams();
-    ::_exit(code);
-}
-
-// ---- the forkserver ----
-//
-// Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
-// one byte with a connected socket (SCM_RIGHTS); the server forks a child that serves one
-// request on that socket (serve_request), and answers with the child's pid and a pidfd for it.
-// Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
-// cannot wait for a child it did not fork; this is how it learns the exit code.
-
-struct exec_status_message {
-    std::int32_t pid;
-    std::int32_t code;
-};
-
 inline constexpr std::size_t max_passed_fds = 4;
 
 /// Sends `bytes` and the descriptors `fds` with them (SCM_RIGHTS).
@@ -281,6 +219,169 @@ inline std::size_t recv_with_fds(int sock, void* bytes, std::size_t size, std::s
 inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_fd& fd, int flags = 0) {
     return recv_with_fds(sock, bytes, size, std::span<unique_fd>(&fd, 1), flags);
 }
+
+/// What can be an argument of a function run in a process started by exec: a value the codec
+/// encodes, or a shared object (Queue, Lock, SharedValue...), which travels as its memfd.
+template <class T>
+inline constexpr bool exec_argument_v = Encodable<T> || shared_handle_v<T>;
+
+template <class F, class... Args>
+inline constexpr bool exec_sendable_v = exec_callable_v<F> && (exec_argument_v<Args> && ...);
+
+/// At most this many descriptors come with one request (a sanity bound on the count read).
+inline constexpr std::uint32_t max_exec_descriptors = 4096;
+
+/// Sends `fds` after a request frame on `sock`, max_passed_fds at a time, one byte each.
+inline void send_descriptors(int sock, std::span<const int> fds) {
+    const char byte = 0;
+    for (std::size_t at = 0; at < fds.size(); at += max_passed_fds)
+        send_with_fds(sock, &byte, 1, fds.subspan(at, std::min(max_passed_fds, fds.size() - at)));
+}
+
+/// Receives the `count` descriptors send_descriptors sent.
+/// @throws DecodeError when some did not come (the peer left, or this process had no room).
+[[nodiscard]] inline std::vector<unique_fd> receive_descriptors(int sock, std::uint32_t count) {
+    if (count > max_exec_descriptors) throw DecodeError("mproc: a request announces too many descriptors");
+    std::vector<unique_fd> fds(count);
+    for (std::size_t at = 0; at < fds.size(); at += max_passed_fds) {
+        const std::size_t batch = std::min(max_passed_fds, fds.size() - at);
+        char byte = 0;
+        auto part = std::span<unique_fd>(fds).subspan(at, batch);
+        if (recv_with_fds(sock, &byte, 1, part) != 1 ||
+            !std::all_of(part.begin(), part.end(), [](const unique_fd& fd) { return fd.valid(); }))
+            throw DecodeError("mproc: the descriptors of the request's shared objects did not all come");
+    }
+    return fds;
+}
+
+/// Encodes one argument of a request: a value through the codec, a shared object as its handle
+/// (numbers; its descriptors are appended to `fds`).
+template <class T>
+void encode_exec_argument(Encoder& e, const T& value, std::vector<int>& fds) {
+    if constexpr (shared_handle_v<T>) {
+        handle_writer w(fds);
+        shared_handle<T>::save(value, w);
+        e(w.words());
+    } else {
+        e(value);
+    }
+}
+
+template <class T>
+[[nodiscard]] T decode_exec_argument(Decoder& d, received_descriptors& fds) {
+    if constexpr (shared_handle_v<T>) {
+        const auto words = decode<std::vector<std::uint64_t>>(d);
+        handle_reader r(fds, words);
+        T value = shared_handle<T>::load(r);
+        r.finish();
+        return value;
+    } else {
+        return decode<T>(d);
+    }
+}
+
+template <class ArgsTuple>
+struct exec_arguments;
+template <class... Args>
+struct exec_arguments<std::tuple<Args...>> {
+    /// The arguments in order (a braced list evaluates left to right).
+    static std::tuple<Args...> decode(Decoder& d, received_descriptors& fds) {
+        return std::tuple<Args...>{decode_exec_argument<Args>(d, fds)...};
+    }
+};
+
+/// Runs f(args...) from a request: the function, the number of descriptors sent after the
+/// request (received here, from `channel`), the arguments. Exceptions go to the caller.
+template <class R, class F, class ArgsTuple>
+R exec_call(int channel, Decoder& request) {
+    function_id fn_id;
+    std::uint32_t fd_count = 0;
+    request(fn_id, fd_count);
+    received_descriptors fds(fd_count != 0 ? receive_descriptors(channel, fd_count) : std::vector<unique_fd>());
+    F fn = [&] {
+        if constexpr (std::is_pointer_v<F>) return resolve<F>(fn_id);
+        else return F{};
+    }();
+    auto args = exec_arguments<ArgsTuple>::decode(request, fds);
+    if constexpr (std::is_void_v<R>) (void)std::apply(fn, std::move(args));  // an initializer's value is dropped
+    else return std::apply(fn, std::move(args));
+}
+
+/// What runs a request whose function's outcome nobody sends back (a Pool's initializer).
+using exec_caller = void (*)(int channel, Decoder& request);
+
+/// The receiving end of a request for F(Args...), named to the other process by its function_id.
+template <class R, class F, class ArgsTuple>
+bool exec_entry(int channel, Decoder& request, std::vector<std::byte>& outcome) {
+    return run_and_encode_outcome<R>(outcome, [&]() -> R { return exec_call<R, F, ArgsTuple>(channel, request); });
+}
+
+/// Appends a request for f(args...) that `runner` serves: the runner, the function, the number
+/// of descriptors, the arguments; the descriptors of shared objects among them go to `fds`, to
+/// be sent after the request (send_descriptors).
+template <class F, class... Args>
+void encode_exec_request_for(function_id runner, std::vector<std::byte>& out, std::vector<int>& fds, const F& f,
+                             const std::tuple<Args...>& args) {
+    function_id fn_id{};
+    if constexpr (std::is_pointer_v<F>) fn_id = identify(f);
+    std::vector<std::byte> encoded_args;
+    Encoder arguments(encoded_args);
+    std::apply([&](const Args&... each) { (encode_exec_argument(arguments, each, fds), ...); }, args);
+    Encoder encoder(out);
+    encoder(runner, fn_id, static_cast<std::uint32_t>(fds.size()));
+    encoder.write_bytes(encoded_args.data(), encoded_args.size());
+}
+
+/// The request for f(args...) in a Process started by exec (exec_entry serves it).
+template <class R, class F, class... Args>
+void encode_exec_request(std::vector<std::byte>& out, std::vector<int>& fds, const F& f,
+                         const std::tuple<Args...>& args) {
+    encode_exec_request_for(identify(&exec_entry<R, F, std::tuple<Args...>>), out, fds, f, args);
+}
+
+/// The request for f(args...) run as a Pool's initializer (exec_call<void> serves it).
+template <class F, class... Args>
+void encode_exec_call(std::vector<std::byte>& out, std::vector<int>& fds, const F& f, const std::tuple<Args...>& args) {
+    exec_caller caller = &exec_call<void, F, std::tuple<Args...>>;
+    encode_exec_request_for(identify(caller), out, fds, f, args);
+}
+
+/// Reads one request from `fd`, runs it, sends the outcome back on `fd`, and ends the process:
+/// exit code 0 (returned), 1 (threw), 70 (no request came), 71 (the outcome could not be sent),
+/// the codes a forked Process child leaves with.
+[[noreturn]] inline void serve_request(int fd) noexcept {
+    int code = 70;
+    try {
+        std::vector<std::byte> request, outcome;
+        if (recv_frame(fd, request)) {
+            Decoder decoder(request);
+            function_id runner;
+            decoder(runner);
+            const bool ok = resolve<exec_runner>(runner)(fd, decoder, outcome);
+            code = 71;
+            send_frame(fd, outcome);
+            code = ok ? 0 : 1;
+        }
+    } catch (...) {
+        // code says how far it got
+    }
+    flush_standard_streams();
+    ::_exit(code);
+}
+
+// ---- the forkserver ----
+//
+// Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
+// one byte with a connected socket (SCM_RIGHTS); the server forks a child that serves one
+// request on that socket (serve_request), and answers with the child's pid and a pidfd for it.
+// Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
+// cannot wait for a child it did not fork; this is how it learns the exit code.
+
+struct exec_status_message {
+    std::int32_t pid;
+    std::int32_t code;
+};
+
 
 /// The forkserver's loop (the process mproc::init becomes with role "forkserver"). Single
 /// threaded; ends when the caller closes its end of the requests (the caller died or exited),

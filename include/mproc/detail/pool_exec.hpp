@@ -5,6 +5,7 @@
 
 #include <mproc/detail/arena.hpp>
 #include <mproc/detail/exec.hpp>
+#include <mproc/detail/pool_options.hpp>
 #include <mproc/detail/pool_worker.hpp>
 #include <mproc/start_method.hpp>
 
@@ -20,9 +21,12 @@ struct pool_exec_request {
     std::int32_t wake_fd = -1;  // the eventfd's number in the parent, as pool_control names it
     bool has_initializer = false;
     function_id initializer{};
+    // An initializer with arguments (set_initializer): its request, served by an exec_caller;
+    // the descriptors of its shared objects follow the pool's two.
+    std::vector<std::byte> initializer_call;
     template <class Ar>
     void serialize(Ar& ar) {
-        ar(index, window, wake_fd, has_initializer, initializer);
+        ar(index, window, wake_fd, has_initializer, initializer, initializer_call);
     }
 };
 
@@ -35,6 +39,13 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
         unique_fd fds[2];
         char byte = 0;
         if (recv_with_fds(channel, &byte, 1, fds) != 1 || !fds[0] || !fds[1]) ::_exit(70);
+        // The initializer's descriptors are still to come on the channel, which may sit where
+        // the eventfd goes: keep a copy out of the way until the initializer has run.
+        unique_fd initializer_channel;
+        if (!request.initializer_call.empty()) {
+            initializer_channel = unique_fd(::fcntl(channel, F_DUPFD_CLOEXEC, request.wake_fd + 1));
+            if (!initializer_channel) ::_exit(70);
+        }
         // pool_control holds the eventfd's number in the parent, which every worker writes to:
         // put it at that number here too (the socket may sit there; it is not needed any more).
         if (fds[0].get() == request.wake_fd) fds[0] = unique_fd(::fcntl(fds[0].get(), F_DUPFD_CLOEXEC, request.wake_fd + 1));
@@ -43,7 +54,17 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
         }
         shared_arena arena = shared_arena::attach(std::move(fds[0]), request.window);
         std::function<void()> initializer;
-        if (request.has_initializer) initializer = resolve<void (*)()>(request.initializer);
+        if (!request.initializer_call.empty()) {
+            initializer = [&request, &initializer_channel] {
+                Decoder call(request.initializer_call);
+                function_id caller;
+                call(caller);
+                resolve<exec_caller>(caller)(initializer_channel.get(), call);
+                initializer_channel.reset();
+            };
+        } else if (request.has_initializer) {
+            initializer = resolve<void (*)()>(request.initializer);
+        }
         auto& ctl = *reinterpret_cast<pool_control*>(arena.fixed());
         code = worker_main(arena, ctl, request.index, initializer);
     } catch (...) {
@@ -53,17 +74,27 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
 }
 
 /// The channel a Pool worker started by spawn or forkserver reads its orders from: everything it
-/// needs (the request, then the arena memfd and the wake-up eventfd) is written into the socket
-/// before the worker exists, so it never waits for the caller, and the caller can ask for the
-/// next worker at once. Returns the worker's end, to pass to spawn_self or the forkserver.
-/// @throws Error when the initializer is not a plain function (it cannot reach a fresh program).
+/// needs (the request, then the arena memfd, the wake-up eventfd and the descriptors of the
+/// initializer's shared objects) is written into the socket before the worker exists, so it never
+/// waits for the caller, and the caller can ask for the next worker at once. Returns the worker's end, to pass to spawn_self or the forkserver.
+/// @throws Error when the initializer cannot reach a fresh program (state, or an argument that is
+///         neither encodable nor a shared object).
 [[nodiscard]] inline unique_fd exec_worker_channel(const shared_arena& arena, int wake_fd, unsigned index,
                                                   const std::function<void()>& initializer) {
     pool_exec_request request;
     request.index = index;
     request.window = arena.window();
     request.wake_fd = wake_fd;
-    if (initializer) {
+    const std::vector<int>* initializer_fds = nullptr;
+    if (const auto* bound = initializer ? initializer.target<pool_initializer>() : nullptr) {
+        if (bound->call->request.empty())
+            throw Error(
+                "mproc::Pool: with the spawn or forkserver start method the initializer must be stateless (a "
+                "function, or a lambda without captures) and each of its arguments encodable or a shared "
+                "object (Queue, Lock, SharedValue...): a fresh program cannot see the caller's variables");
+        request.initializer_call = bound->call->request;
+        initializer_fds = &bound->call->fds;
+    } else if (initializer) {
         auto* fn = initializer.target<void (*)()>();
         if (!fn)
             throw Error(
@@ -81,6 +112,7 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
     const int fds[2] = {arena.fd(), wake_fd};
     const char byte = 0;
     send_with_fds(ends.first.get(), &byte, 1, fds);
+    if (initializer_fds) send_descriptors(ends.first.get(), *initializer_fds);
     return std::move(ends.second);  // ours closes here: the worker reads what is queued, then EOF
 }
 

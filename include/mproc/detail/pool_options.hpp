@@ -7,9 +7,39 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
+#include <tuple>
+#include <vector>
 #include <optional>
 
 MPROC_NAMESPACE_BEGIN
+
+namespace detail {
+/// An initializer with arguments (PoolOptions::set_initializer): run() calls it in a forked
+/// worker; `request` (empty when the function has state or an argument cannot travel) is how a
+/// worker started by exec gets it, with the descriptors `fds` of the shared objects among the
+/// arguments, which this object keeps alive.
+struct initializer_call {
+    virtual ~initializer_call() = default;
+    virtual void run() const = 0;
+    std::vector<std::byte> request;
+    std::vector<int> fds;
+};
+
+template <class F, class... Args>
+struct bound_initializer final : initializer_call {
+    bound_initializer(F f_, Args... args_) : f(std::move(f_)), args(std::move(args_)...) {}
+    void run() const override { (void)std::apply(f, args); }
+    F f;
+    std::tuple<Args...> args;
+};
+
+/// What set_initializer stores in PoolOptions::initializer: a type the Pool can recognize.
+struct pool_initializer {
+    std::shared_ptr<const initializer_call> call;
+    void operator()() const { call->run(); }
+};
+}  // namespace detail
 
 /// Options of a Pool, and of fork_map where they apply.
 /// @code
@@ -27,6 +57,22 @@ struct PoolOptions {
     /// forked worker, so it may capture anything. If it throws, the Pool's constructor throws
     /// RemoteError; in a replacement worker, the pool's later calls do.
     std::function<void()> initializer;
+    /// Sets `initializer` to f(args...), Python's initializer and initargs. The arguments are
+    /// stored by value. With spawn and forkserver, f must be stateless (a function, or a lambda
+    /// without captures) and each argument encodable or a shared object (Queue, Lock,
+    /// SharedValue...), which each worker then shares with the caller: the way to hand shared
+    /// objects to workers that are fresh programs.
+    /// @code
+    /// mproc::Queue<Result> results;
+    /// opts.set_initializer(keep_queue, results);   // void keep_queue(mproc::Queue<Result> q);
+    /// @endcode
+    template <class F, class... Args>
+    void set_initializer(F f, Args... args) {
+        auto call = std::make_shared<detail::bound_initializer<F, Args...>>(std::move(f), std::move(args)...);
+        if constexpr (detail::exec_sendable_v<F, Args...>)
+            detail::encode_exec_call(call->request, call->fds, call->f, call->args);
+        initializer = detail::pool_initializer{std::move(call)};
+    }
     /// A worker exits and is replaced after this many tasks (chunks); 0 means never.
     std::size_t max_tasks_per_child = 0;
     /// A task running longer is stopped by killing its worker: the task fails with TimeoutError
@@ -45,7 +91,8 @@ struct PoolOptions {
     std::function<void()> on_interrupt;
     /// How the workers start: fork, spawn or forkserver (see mproc::StartMethod); unset means
     /// mproc::get_start_method() when the Pool is made. With spawn and forkserver the
-    /// initializer must be a plain function (void(*)()). fork_map always forks.
+    /// initializer must be a plain function (void(*)()) or set by set_initializer. fork_map
+    /// always forks.
     std::optional<StartMethod> start_method;
 };
 

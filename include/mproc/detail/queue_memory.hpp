@@ -9,8 +9,10 @@
 // window takes messages too large for the ring; its pages are returned to the system when the
 // message is consumed. A spill block is never held by a process alone: it moves between a free
 // list and the record it belongs to under one robust lock, and a note of the move lets whoever
-// takes the lock from a process that died inside finish or undo it (see spill_lock). The memfd is closed as soon as it is mapped: nothing has a name, nothing
-// is left behind, and the memory goes away with the last process that maps it.
+// takes the lock from a process that died inside finish or undo it (see spill_lock). Nothing has a
+// name, nothing is left behind, and the memory goes away with the last process that maps it. The
+// memfd stays open (close-on-exec) while the queue does, so that the queue can be handed to a
+// program started by exec, which maps the same file.
 #pragma once
 
 #include <mproc/detail/fd.hpp>
@@ -18,6 +20,7 @@
 #include <mproc/detail/queue_fault.hpp>
 #include <mproc/detail/queue_registry.hpp>
 #include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/shm.hpp>
 #include <mproc/detail/sys.hpp>
 #include <mproc/error.hpp>
 
@@ -159,6 +162,10 @@ public:
 
     /// `ring_bytes`: power of two, at least 16 cells and a page. `spill_bytes`: window size.
     queue_memory(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize);
+    /// Maps the queue another process made, from its memfd (received with SCM_RIGHTS by a
+    /// program started by exec) and the sizes it was made with.
+    /// @throws DecodeError when the sizes do not describe that file's queue.
+    queue_memory(unique_fd fd, std::size_t ring_bytes, std::size_t spill_bytes);
     ~queue_memory() {
         if (base_) ::munmap(base_, reserved_);
     }
@@ -177,6 +184,10 @@ public:
         return spill_ + (word & ~std::uint64_t{63});
     }
     [[nodiscard]] std::uint64_t cells() const noexcept { return cells_; }
+    /// The memfd behind the mapping.
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+    /// The spill window's size in bytes (page-rounded).
+    [[nodiscard]] std::size_t spill_bytes() const noexcept { return spill_bytes_; }
 
     /// Whether a block for `bytes` can exist in the spill window at all (with the others free).
     [[nodiscard]] bool spill_fits(std::uint64_t bytes) const noexcept {
@@ -223,6 +234,13 @@ private:
                         MADV_REMOVE);
     }
 
+    /// Checks the sizes and returns the bytes before the ring (control and slots, page-rounded).
+    std::size_t layout(std::size_t ring_bytes, std::size_t spill_bytes);
+    /// Maps fd_ as the layout says ([front + ring][ring again][spill window]).
+    void map(std::size_t front, std::size_t ring_bytes);
+
+    unique_fd fd_;
+    std::size_t spill_bytes_ = 0;
     std::byte* base_ = nullptr;
     std::size_t reserved_ = 0;
     queue_control* control_ = nullptr;
@@ -232,44 +250,69 @@ private:
     std::uint64_t cells_ = 0;
 };
 
-inline queue_memory::queue_memory(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize) {
+inline std::size_t queue_memory::layout(std::size_t ring_bytes, std::size_t spill_bytes) {
     const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     if (!std::has_single_bit(ring_bytes) || ring_bytes < 16 * cell_bytes || ring_bytes < page ||
         ring_bytes > (std::size_t{1} << 40))
         throw Error("mproc::QueueOptions: ring_bytes must be a power of two from " +
                     std::to_string(std::max(16 * cell_bytes, page)) + " to 2^40");
     cells_ = ring_bytes / cell_bytes;
-    spill_bytes = (spill_bytes + page - 1) / page * page;
+    spill_bytes_ = (spill_bytes + page - 1) / page * page;
     const std::size_t head_bytes =
         (sizeof(queue_control) + 63) / 64 * 64 + cells_ * sizeof(queue_slot);
     const std::size_t front = (head_bytes + page - 1) / page * page;
-    reserved_ = front + 2 * ring_bytes + spill_bytes;
+    reserved_ = front + 2 * ring_bytes + spill_bytes_;
+    return front;
+}
 
-    unique_fd fd(::memfd_create("mproc-queue", MFD_CLOEXEC));
-    if (!fd) throw_errno("memfd_create");
-    // memfd files are sized without reserving memory: pages are charged as they are touched.
-    if (sys().ftruncate(fd.get(), static_cast<off_t>(front + ring_bytes + spill_bytes)) != 0)
-        throw_errno("ftruncate");
+inline void queue_memory::map(std::size_t front, std::size_t ring_bytes) {
     void* area = sys().mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (area == MAP_FAILED) throw_errno("mmap");
     base_ = static_cast<std::byte*>(area);
     const auto map_at = [&](std::size_t at, std::size_t bytes, std::size_t offset) {
         if (bytes == 0) return;
         if (sys().mmap(base_ + at, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
-                       fd.get(), static_cast<off_t>(offset)) == MAP_FAILED) {
+                       fd_.get(), static_cast<off_t>(offset)) == MAP_FAILED) {
             const int err = errno;
             ::munmap(std::exchange(base_, nullptr), reserved_);
             throw_errno(err, "mmap");
         }
     };
     map_at(0, front + ring_bytes, 0);
-    map_at(front + ring_bytes, ring_bytes, front);                  // the ring's mirror
-    map_at(front + 2 * ring_bytes, spill_bytes, front + ring_bytes);  // the spill window
-
-    control_ = ::new (base_) queue_control(cells_, maxsize, spill_bytes);
+    map_at(front + ring_bytes, ring_bytes, front);                     // the ring's mirror
+    map_at(front + 2 * ring_bytes, spill_bytes_, front + ring_bytes);  // the spill window
     slots_ = reinterpret_cast<queue_slot*>(base_ + (sizeof(queue_control) + 63) / 64 * 64);
     ring_ = base_ + front;
     spill_ = base_ + front + 2 * ring_bytes;
+}
+
+inline queue_memory::queue_memory(unique_fd fd, std::size_t ring_bytes, std::size_t spill_bytes) : fd_(std::move(fd)) {
+    std::size_t front = 0;
+    if (spill_bytes > (std::size_t{1} << 50)) throw DecodeError("mproc::Queue: not a queue's sizes");
+    try {
+        front = layout(ring_bytes, spill_bytes);
+    } catch (const Error& e) {
+        throw DecodeError(std::string("mproc::Queue: not a queue's sizes (") + e.what() + ")");
+    }
+    if (spill_bytes != spill_bytes_ || fd_size(fd_.get()) != front + ring_bytes + spill_bytes_)
+        throw DecodeError("mproc::Queue: the sizes do not match the queue's memory");
+    map(front, ring_bytes);
+    control_ = std::launder(reinterpret_cast<queue_control*>(base_));
+    if (control_->cells != cells_ || control_->spill_bytes != spill_bytes_) {
+        ::munmap(std::exchange(base_, nullptr), reserved_);
+        throw DecodeError("mproc::Queue: the sizes do not match the queue's memory");
+    }
+}
+
+inline queue_memory::queue_memory(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize) {
+    const std::size_t front = layout(ring_bytes, spill_bytes);
+    fd_ = unique_fd(::memfd_create("mproc-queue", MFD_CLOEXEC));
+    if (!fd_) throw_errno("memfd_create");
+    // memfd files are sized without reserving memory: pages are charged as they are touched.
+    if (sys().ftruncate(fd_.get(), static_cast<off_t>(front + ring_bytes + spill_bytes_)) != 0)
+        throw_errno("ftruncate");
+    map(front, ring_bytes);
+    control_ = ::new (base_) queue_control(cells_, maxsize, spill_bytes_);
     for (std::uint64_t i = 0; i < cells_; ++i) {
         // Positions one lap back: no slot looks claimed for the first lap.
         const std::uint64_t before = (i - cells_) & queue_pos_mask;

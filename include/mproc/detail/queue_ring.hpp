@@ -81,6 +81,8 @@ namespace detail {
 struct queue_shared {
     queue_shared(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
         : memory(ring_bytes, spill_bytes, maxsize) {}
+    queue_shared(unique_fd fd, std::size_t ring_bytes, std::size_t spill_bytes)
+        : memory(std::move(fd), ring_bytes, spill_bytes) {}
     queue_memory memory;
     std::atomic<std::uint64_t> me{0};            // pid << 32 | registry id, of this process
     std::atomic<std::uint64_t> reclaim_seen{0};  // a recent reclaim cursor (never ahead of it)
@@ -92,6 +94,13 @@ class queue_ring {
 public:
     queue_ring(std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
         : shared_(std::make_shared<queue_shared>(ring_bytes, spill_bytes, maxsize)) {}
+    /// The queue another process made, from its memfd (see queue_memory).
+    queue_ring(unique_fd fd, std::size_t ring_bytes, std::size_t spill_bytes)
+        : shared_(std::make_shared<queue_shared>(std::move(fd), ring_bytes, spill_bytes)) {}
+
+    /// What another process needs to map this queue: the memfd and the sizes.
+    [[nodiscard]] int memory_fd() const noexcept { return mem().fd(); }
+    [[nodiscard]] std::size_t spill_bytes() const noexcept { return mem().spill_bytes(); }
 
     /// Puts one message of `length` bytes, which write(std::byte* to) fills in place. False when
     /// the deadline passed first. @throws EndOfStream once closed; Error when the message fits

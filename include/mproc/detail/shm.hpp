@@ -1,5 +1,6 @@
-// Shared memory mappings: anonymous MAP_SHARED memory that forked children inherit, named POSIX
-// shared memory (shm_open) for unrelated processes, and refcounted state placed in a mapping.
+// Shared memory mappings: MAP_SHARED memory that forked children inherit (anonymous, or a memfd
+// kept open so that a program started by exec can map it too), named POSIX shared memory
+// (shm_open) for unrelated processes, and refcounted state placed in a mapping.
 #pragma once
 
 #include <mproc/detail/fd.hpp>
@@ -77,10 +78,41 @@ private:
     std::size_t size_ = 0;
 };
 
-/// Places a `State` (constructed from `args`) at the start of a fresh anonymous shared mapping of
-/// sizeof(State) + `trailing_bytes`, and returns a pointer that keeps the mapping alive: copies
-/// share it in this process, and forked children inherit it. Sub-objects can be handed out with
-/// shared_ptr's aliasing constructor, `std::shared_ptr<Sub>(state, &state->sub)`.
+/// The owner of a shared state's mapping, and the deleter of the pointers make_shared_state
+/// returns: the mapping, and the memfd behind it. The descriptor is kept (close-on-exec) so that
+/// the state can be handed to a program started by exec (spawn, forkserver), which maps the same
+/// file; detail/shared_handle.hpp finds it with std::get_deleter, also through aliasing
+/// pointers to a sub-object. `fd` is empty when the state is in anonymous memory: the process
+/// had no descriptor left when it was made (it then works as before, but only across fork).
+struct shared_state_owner {
+    shared_mapping mapping;
+    unique_fd fd;
+    void operator()(const void*) noexcept {
+        mapping.reset();
+        fd.reset();
+    }
+};
+
+/// `bytes` of zero-filled shared memory in a memfd of its own, or in an anonymous mapping when
+/// no memfd can be made (EMFILE, ENFILE): a program with more shared objects than descriptors
+/// keeps working, and only the exec start methods refuse those objects (with a clear error).
+[[nodiscard]] inline shared_state_owner make_state_memory(std::size_t bytes) {
+    shared_state_owner owner;
+    owner.fd = unique_fd(::memfd_create("mproc-shared", MFD_CLOEXEC));
+    if (owner.fd && sys().ftruncate(owner.fd.get(), static_cast<off_t>(bytes == 0 ? 1 : bytes)) == 0) {
+        owner.mapping = shared_mapping(owner.fd.get(), bytes, true);
+        return owner;
+    }
+    owner.fd.reset();
+    owner.mapping = shared_mapping(bytes);
+    return owner;
+}
+
+/// Places a `State` (constructed from `args`) at the start of a fresh shared mapping of
+/// sizeof(State) + `trailing_bytes` (see make_state_memory), and returns a pointer that keeps the
+/// mapping alive: copies share it in this process, and forked children inherit it. Sub-objects
+/// can be handed out with shared_ptr's aliasing constructor,
+/// `std::shared_ptr<Sub>(state, &state->sub)`.
 ///
 /// The State's destructor never runs: other processes may still use it. States are therefore
 /// trivially destructible (process-shared robust mutexes and atomics need no destruction).
@@ -93,9 +125,9 @@ template <class State, class... Args>
     static_assert(std::is_trivially_destructible_v<State>,
                   "state in shared memory is never destroyed: make it trivially destructible");
     static_assert(alignof(State) <= 4096, "a mapping is only page-aligned");
-    auto mapping = std::make_shared<shared_mapping>(sizeof(State) + trailing_bytes);
-    State* state = ::new (mapping->data()) State(std::forward<Args>(args)...);
-    return std::shared_ptr<State>(std::move(mapping), state);
+    shared_state_owner owner = make_state_memory(sizeof(State) + trailing_bytes);
+    State* state = ::new (owner.mapping.data()) State(std::forward<Args>(args)...);
+    return std::shared_ptr<State>(state, std::move(owner));
 }
 
 template <class State>

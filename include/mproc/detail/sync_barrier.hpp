@@ -5,6 +5,7 @@
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/futex.hpp>
 #include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/shared_handle.hpp>
 #include <mproc/detail/shm.hpp>
 #include <mproc/error.hpp>
 
@@ -170,8 +171,29 @@ private:
                                  "out, or a member died while waiting)");
     }
 
+    template <class>
+    friend struct detail::shared_handle;
+    explicit Barrier(std::shared_ptr<detail::barrier_state> state) noexcept : state_(std::move(state)) {}
+
     std::shared_ptr<detail::barrier_state> state_;
 };
+
+/// @cond
+namespace detail {
+template <>
+struct shared_handle<Barrier> : std::true_type {
+    static void save(const Barrier& b, handle_writer& w) { w.state(b.state_); }
+    static Barrier load(handle_reader& r) {
+        auto state = r.state<barrier_state>();
+        // The member slots follow the state: the file must hold as many as it says.
+        if (state->parties == 0 ||
+            (handle_reader::room(state) - sizeof(barrier_state)) / sizeof(robust_mutex) < state->parties)
+            throw DecodeError("mproc::Barrier: the handle's memory does not hold its members' slots");
+        return Barrier(std::move(state));
+    }
+};
+}  // namespace detail
+/// @endcond
 
 // Called and returns with the state mutex held; sleeps without it until the phase may have
 // changed, at most 10 ms at a time, checking the members' slots after each quiet slice.

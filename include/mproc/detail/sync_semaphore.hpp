@@ -4,6 +4,7 @@
 
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/futex.hpp>
+#include <mproc/detail/shared_handle.hpp>
 #include <mproc/detail/shm.hpp>
 #include <mproc/error.hpp>
 
@@ -80,9 +81,13 @@ protected:
         state_->count.store(value, std::memory_order_relaxed);
         state_->max = max;
     }
+    explicit Semaphore(std::shared_ptr<detail::semaphore_state> state) noexcept : state_(std::move(state)) {}
     /// @endcond
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+
     bool take_one() noexcept {
         auto& count = state_->count;
         std::uint32_t c = count.load(std::memory_order_relaxed);
@@ -132,6 +137,11 @@ class BoundedSemaphore : public Semaphore {
 public:
     /// A semaphore holding `value` units, at most `value` ever.
     explicit BoundedSemaphore(std::uint32_t value = 1) : Semaphore(value, value) {}
+
+private:
+    template <class>
+    friend struct detail::shared_handle;
+    explicit BoundedSemaphore(std::shared_ptr<detail::semaphore_state> state) noexcept : Semaphore(std::move(state)) {}
 };
 
 namespace detail {
@@ -182,7 +192,31 @@ public:
     /// @endcond
 
 private:
+    template <class>
+    friend struct detail::shared_handle;
+    explicit Event(std::shared_ptr<detail::event_state> state) noexcept : state_(std::move(state)) {}
+
     std::shared_ptr<detail::event_state> state_;
 };
+
+/// @cond
+namespace detail {
+template <>
+struct shared_handle<Semaphore> : std::true_type {
+    static void save(const Semaphore& s, handle_writer& w) { w.state(s.state_); }
+    static Semaphore load(handle_reader& r) { return Semaphore(r.state<semaphore_state>()); }
+};
+template <>
+struct shared_handle<BoundedSemaphore> : std::true_type {
+    static void save(const BoundedSemaphore& s, handle_writer& w) { w.state(s.state_); }
+    static BoundedSemaphore load(handle_reader& r) { return BoundedSemaphore(r.state<semaphore_state>()); }
+};
+template <>
+struct shared_handle<Event> : std::true_type {
+    static void save(const Event& e, handle_writer& w) { w.state(e.state_); }
+    static Event load(handle_reader& r) { return Event(r.state<event_state>()); }
+};
+}  // namespace detail
+/// @endcond
 
 MPROC_NAMESPACE_END
