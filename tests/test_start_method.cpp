@@ -85,10 +85,6 @@ struct ImageRestorer {
 
 const mproc::StartMethod exec_methods[] = {mproc::StartMethod::spawn, mproc::StartMethod::forkserver};
 
-const char* name_of(mproc::StartMethod m) {
-    return m == mproc::StartMethod::spawn ? "spawn" : m == mproc::StartMethod::forkserver ? "forkserver" : "fork";
-}
-
 }  // namespace
 
 TEST_CASE("StartMethod.process.result", "[start_method]") {
@@ -109,7 +105,7 @@ TEST_CASE("StartMethod.process.result", "[start_method]") {
 TEST_CASE("StartMethod.process.fresh_program", "[start_method]") {
     changed_in_parent = 2;
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Process p(read_changed_in_parent);
         p.start(method);
         CHECK(p.result() == 1);  // not the caller's 2
@@ -133,7 +129,7 @@ TEST_CASE("StartMethod.process.parent", "[start_method]") {
 
 TEST_CASE("StartMethod.process.exception", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Process p(throw_range_error, std::string("far away"));
         p.start(method);
         try {
@@ -149,7 +145,7 @@ TEST_CASE("StartMethod.process.exception", "[start_method]") {
 
 TEST_CASE("StartMethod.process.crash_reports_signal", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Process p(kill_self);
         p.start(method);
         CHECK_THROWS_AS(p.result(), mproc::ProcessCrashed);
@@ -159,7 +155,7 @@ TEST_CASE("StartMethod.process.crash_reports_signal", "[start_method]") {
 
 TEST_CASE("StartMethod.process.kill_and_timeout", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Process p(sleep_forever);
         p.start(method);
         CHECK_FALSE(p.join(100ms));
@@ -172,7 +168,7 @@ TEST_CASE("StartMethod.process.kill_and_timeout", "[start_method]") {
 
 TEST_CASE("StartMethod.process.destructor_stops_child", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         pid_t pid = 0;
         {
             mproc::Process p(sleep_forever);
@@ -211,7 +207,7 @@ TEST_CASE("StartMethod.process.without_init", "[start_method]") {
     ImageRestorer restore;
     mproc::detail::image().initialized = false;
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Process p(square, 2);
         if (method == mproc::StartMethod::forkserver && mproc::detail::forkserver_connection().server_pid() != 0)
             continue;  // a running server needs no new exec
@@ -254,7 +250,7 @@ TEST_CASE("StartMethod.process.threads_holding_a_lock", "[start_method]") {
     }
     SECTION("spawn and forkserver: a fresh program, no lock held") {
         for (auto method : exec_methods) {
-            INFO(name_of(method));
+            CAPTURE(method);
             for (int i = 0; i < 20; ++i) {
                 mproc::Process p(lock_the_held_mutex, i);
                 p.start(method);
@@ -265,19 +261,9 @@ TEST_CASE("StartMethod.process.threads_holding_a_lock", "[start_method]") {
     }
 }
 
-namespace {
-/// Alive and not a zombie.
-bool running(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string pid_field, comm, state;
-    if (!(stat >> pid_field >> comm >> state)) return false;
-    return state != "Z" && state != "X";
-}
-}  // namespace
-
 TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         int fds[2];
         REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
         // A middle process (forked) starts a child by `method`, says who it and the server are,
@@ -295,43 +281,29 @@ TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") 
         pid_t pids[2] = {0, 0};
         REQUIRE(::read(fds[0], pids, sizeof pids) == sizeof pids);
         ::close(fds[0]);
-        REQUIRE(running(pids[0]));
-        if (method == mproc::StartMethod::forkserver) REQUIRE(running(pids[1]));
+        REQUIRE(mproc_test::running(pids[0]));
+        if (method == mproc::StartMethod::forkserver) REQUIRE(mproc_test::running(pids[1]));
         middle.kill();
         REQUIRE(middle.join(10s));
         const auto until = std::chrono::steady_clock::now() + 2s;
-        while ((running(pids[0]) || (pids[1] > 0 && running(pids[1]))) && std::chrono::steady_clock::now() < until)
+        while ((mproc_test::running(pids[0]) || (pids[1] > 0 && mproc_test::running(pids[1]))) && std::chrono::steady_clock::now() < until)
             std::this_thread::sleep_for(1ms);
-        CHECK_FALSE(running(pids[0]));
-        if (pids[1] > 0) CHECK_FALSE(running(pids[1]));
+        CHECK_FALSE(mproc_test::running(pids[0]));
+        if (pids[1] > 0) CHECK_FALSE(mproc_test::running(pids[1]));
     }
 }
 
 namespace {
 bool is_odd(int n) { return n % 2 != 0; }
-int crash_on_seven(int n) {
-    if (n == 7) ::raise(SIGKILL);
-    return n;
-}
-int initialized_value = 0;
-void set_initialized_value() { initialized_value = 42; }
-int read_initialized_value(int) { return initialized_value; }
-
-mproc::PoolOptions pool_options(mproc::StartMethod method, unsigned processes = 2) {
-    mproc::PoolOptions opts;
-    opts.processes = processes;
-    opts.start_method = method;
-    return opts;
-}
 }  // namespace
 
 TEST_CASE("StartMethod.pool.map", "[start_method]") {
     std::vector<int> numbers(1000);
     for (int i = 0; i < 1000; ++i) numbers[i] = i;
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         changed_in_parent = 2;  // before the workers start: forked ones would see it
-        mproc::Pool pool(pool_options(method));
+        mproc::Pool pool(mproc_test::pool_options(method));
         const auto flags = pool.map(is_odd, numbers);
         REQUIRE(flags.size() == numbers.size());
         for (int i = 0; i < 1000; ++i) CHECK(flags[i] == (i % 2 != 0));
@@ -341,79 +313,25 @@ TEST_CASE("StartMethod.pool.map", "[start_method]") {
     }
 }
 
-TEST_CASE("StartMethod.pool.crash_replaces_worker", "[start_method]") {
-    std::vector<int> numbers{1, 2, 3, 4, 5, 6, 7, 8};
-    for (auto method : exec_methods) {
-        INFO(name_of(method));
-        mproc::Pool pool(pool_options(method));
-        try {
-            (void)pool.map(crash_on_seven, numbers, 1);
-            FAIL("no crash reported");
-        } catch (const mproc::ProcessCrashed& e) {
-            CHECK(e.task_index() == 6u);
-            CHECK(e.signal() == SIGKILL);
-        }
-        const auto again = pool.map(is_odd, numbers);
-        CHECK(again.size() == numbers.size());
-    }
-}
-
-TEST_CASE("StartMethod.pool.initializer", "[start_method]") {
-    for (auto method : exec_methods) {
-        INFO(name_of(method));
-        auto opts = pool_options(method);
-        opts.initializer = set_initialized_value;
-        mproc::Pool pool(opts);
-        CHECK(pool.map(read_initialized_value, std::vector<int>{1, 2, 3}) == std::vector<int>{42, 42, 42});
-        auto capturing = pool_options(method);
-        int state = 1;
-        capturing.initializer = [&state] { state = 2; };
-        CHECK_THROWS_WITH(mproc::Pool(capturing), Catch::Contains("the initializer must be a plain function"));
-    }
-}
-
 TEST_CASE("StartMethod.pool.threads_holding_a_lock", "[start_method]") {
     BusyThreads busy;
     const std::vector<int> numbers{1, 2, 3, 4};
     SECTION("fork: the task hangs on the inherited lock and task_timeout reports it") {
-        auto opts = pool_options(mproc::StartMethod::fork);
+        auto opts = mproc_test::pool_options(mproc::StartMethod::fork);
         opts.task_timeout = 500ms;
         mproc::Pool pool(opts);
         CHECK_THROWS_AS(pool.map(lock_the_held_mutex, numbers), mproc::TimeoutError);
     }
     SECTION("spawn and forkserver: 100 of 100 maps succeed") {
         for (auto method : exec_methods) {
-            INFO(name_of(method));
-            auto opts = pool_options(method);
+            CAPTURE(method);
+            auto opts = mproc_test::pool_options(method);
             opts.task_timeout = 30s;
             mproc::Pool pool(opts);
             int ok = 0;
             for (int i = 0; i < 100; ++i) ok += pool.map(lock_the_held_mutex, numbers) == std::vector<int>{2, 3, 4, 5};
             CHECK(ok == 100);
         }
-    }
-}
-
-namespace {
-int sleep_for_ms(int ms) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-    return ms;
-}
-}  // namespace
-
-TEST_CASE("StartMethod.pool.task_timeout", "[start_method]") {
-    for (auto method : exec_methods) {
-        INFO(name_of(method));
-        auto opts = pool_options(method);
-        opts.task_timeout = 300ms;
-        mproc::Pool pool(opts);
-        try {
-            (void)pool.map(sleep_for_ms, std::vector<int>{1, 60000, 1}, 1);
-            FAIL("no timeout reported");
-        } catch (const mproc::TimeoutError& e) {
-            CHECK(e.task_index() == 1u);
-        }
-        CHECK(pool.map(sleep_for_ms, std::vector<int>{1, 2}) == std::vector<int>{1, 2});
     }
 }
 
