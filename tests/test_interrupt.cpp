@@ -282,3 +282,28 @@ TEST_CASE("Interrupt.sigint_between_a_workers_fork_and_its_first_line", "[pool][
     REQUIRE(child.join(30s));
     CHECK(child.result() == "");
 }
+
+// The same window for workers started by exec: a SIGINT raised in the new program before
+// mproc::init (spawn's worker, the forkserver itself) and in a forkserver's child as it reads its
+// request (the hook in tests/test_main.cpp, switched on by the environment) must kill neither.
+// Without SIGINT blocked from the exec on (and kept ignored in the server's children), every
+// spawned worker dies at birth and the forkserver dies before it serves anyone.
+TEST_CASE("Interrupt.sigint_between_a_workers_exec_and_its_first_line", "[pool][interrupt]") {
+    const auto method = GENERATE(mproc::StartMethod::spawn, mproc::StartMethod::forkserver);
+    CAPTURE(method);
+    mproc::Process child([method]() -> std::string {
+        // In a forked child: the environment, and the forkserver it starts, are its own.
+        if (::setenv("MPROC_TEST_SIGINT_AT_START", "1", 1) != 0) return "setenv failed";
+        mproc::Pool pool(mproc_test::pool_options(method));
+        const auto workers = pool.pids();
+        std::vector<mproc::Future<int>> tasks;
+        for (int i = 0; i < 4; ++i) tasks.push_back(pool.submit(pid_after_sleep, 1));
+        for (auto& task : tasks)
+            if (!task.wait_for(10s)) return "no worker lived to run a task";
+        if (pool.pids() != workers) return "a worker died of the SIGINT raised at its start";
+        return "";
+    });
+    child.start();
+    REQUIRE(child.join(60s));
+    CHECK(child.result() == "");
+}

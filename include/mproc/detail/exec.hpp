@@ -101,8 +101,12 @@ inline void check_image() {
 /// is back at its default and unblocked: it inherits no state of the caller that mproc does
 /// not pass. posix_spawn (a vfork-style clone) costs the same however large the caller is, and
 /// is safe in a caller that runs threads.
+/// With child_sigint::ignore (a Pool worker, the forkserver) SIGINT starts blocked instead: a
+/// blocked signal survives exec, so a Ctrl-C that lands before the program reaches mproc::init
+/// stays pending, and run_exec_role ignores SIGINT (which discards it) before unblocking.
 /// @throws StateError before mproc::init; Error when the executable changed on disk.
-[[nodiscard]] inline pid_t spawn_self(const char* role, std::initializer_list<int> fds) {
+[[nodiscard]] inline pid_t spawn_self(const char* role, std::initializer_list<int> fds,
+                                      child_sigint sigint = child_sigint::inherit) {
     check_image();
     const exec_image& img = image();
     std::string parent = std::to_string(::getpid());
@@ -125,10 +129,11 @@ inline void check_image() {
     for (std::size_t i = 0; i < moved.size() && rc == 0; ++i)
         rc = ::posix_spawn_file_actions_adddup2(&actions, moved[i].get(), exec_first_fd + static_cast<int>(i));
     if (rc == 0) rc = ::posix_spawn_file_actions_addclosefrom_np(&actions, exec_first_fd + static_cast<int>(moved.size()));
-    sigset_t none, all;
-    sigemptyset(&none);
+    sigset_t blocked, all;
+    sigemptyset(&blocked);
+    if (sigint == child_sigint::ignore) sigaddset(&blocked, SIGINT);
     sigfillset(&all);
-    if (rc == 0) rc = ::posix_spawnattr_setsigmask(&attr, &none);
+    if (rc == 0) rc = ::posix_spawnattr_setsigmask(&attr, &blocked);
     if (rc == 0) rc = ::posix_spawnattr_setsigdefault(&attr, &all);
     if (rc == 0) rc = ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid = 0;
@@ -208,8 +213,13 @@ void encode_exec_request(std::vector<std::byte>& out, const F& f, const std::tup
 // Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
 // one byte with a connected socket (SCM_RIGHTS); the server forks a child that serves one
 // request on that socket (serve_request), and answers with the child's pid and a pidfd for it.
+// The byte says what the child does with SIGINT: fork_child_keeps_sigint_ignored (a Pool
+// worker: the server ignores SIGINT, and the child keeps that from its first instruction), or
+// anything else (a Process: SIGINT's default action, as a spawned process has).
 // Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
 // cannot wait for a child it did not fork; this is how it learns the exit code.
+
+inline constexpr char fork_child_keeps_sigint_ignored = 1;
 
 struct exec_status_message {
     std::int32_t pid;
@@ -286,9 +296,9 @@ inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_
 /// threaded; ends when the caller closes its end of the requests (the caller died or exited),
 /// and its children then die with it (PR_SET_PDEATHSIG).
 [[noreturn]] inline void forkserver_main(int requests, int statuses) noexcept {
-    // Ctrl-C reaches the whole process group: the caller decides what it means. Children get
-    // the default back.
-    std::signal(SIGINT, SIG_IGN);
+    // Ctrl-C reaches the whole process group: the caller decides what it means. The server
+    // ignores SIGINT from its exec on (started with it blocked, then ignored in run_exec_role);
+    // its children get the default back unless they are Pool workers.
     struct child {
         pid_t pid;
         int pidfd;
@@ -316,7 +326,7 @@ inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_
                     ::close(statuses);
                     for (const child& c : children)
                         if (c.pidfd >= 0) ::close(c.pidfd);
-                    std::signal(SIGINT, SIG_DFL);
+                    if (byte != fork_child_keeps_sigint_ignored) std::signal(SIGINT, SIG_DFL);
                     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self) ::_exit(70);
                     serve_request(channel.get());
                 }
@@ -363,12 +373,14 @@ public:
         server_.stop_and_reap(std::chrono::milliseconds(500));
     }
 
-    /// Has the server fork a child that serves one request on `channel`.
+    /// Has the server fork a child that serves one request on `channel`. With
+    /// child_sigint::ignore (a Pool worker) the child ignores SIGINT from its first instruction,
+    /// as the server does; otherwise SIGINT has its default action in it.
     /// @returns the child's handle (its pidfd and a way to learn its exit code).
-    [[nodiscard]] child_handle start(int channel) {
+    [[nodiscard]] child_handle start(int channel, child_sigint sigint = child_sigint::inherit) {
         std::lock_guard guard(lock_);
         ensure_running();
-        const char byte = 0;
+        const char byte = sigint == child_sigint::ignore ? fork_child_keeps_sigint_ignored : 0;
         send_with_fd(requests_.get(), &byte, 1, channel);
         // While waiting for the reply, read statuses: a server blocked sending statuses nobody
         // read yet (children started and never waited for) would never read this request.
@@ -440,7 +452,9 @@ private:
         seen_.clear();
         auto requests = seqpacket_pair();
         auto statuses = seqpacket_pair();
-        server_ = child_handle(spawn_self("forkserver", {requests.second.get(), statuses.second.get()}));
+        // SIGINT blocked from the exec on: a Ctrl-C before the server ignores it must not end it.
+        server_ = child_handle(
+            spawn_self("forkserver", {requests.second.get(), statuses.second.get()}, child_sigint::ignore));
         owner_ = current_pid();
         requests_ = std::move(requests.first);
         statuses_ = std::move(statuses.first);
@@ -478,6 +492,16 @@ inline int forkserver_client::remote_status(pid_t pid, bool wait) {
     const std::string_view role = argv[2];
     const pid_t parent = static_cast<pid_t>(std::atol(argv[3]));
     (void)argc;
+    // Started with SIGINT blocked (spawn_self with child_sigint::ignore: a Pool worker, the
+    // forkserver): ignoring it discards a SIGINT that arrived since the exec; then unblock.
+    sigset_t mask;
+    if (::pthread_sigmask(SIG_SETMASK, nullptr, &mask) == 0 && ::sigismember(&mask, SIGINT) == 1) {
+        std::signal(SIGINT, SIG_IGN);
+        sigset_t interrupt;
+        ::sigemptyset(&interrupt);
+        ::sigaddset(&interrupt, SIGINT);
+        ::pthread_sigmask(SIG_UNBLOCK, &interrupt, nullptr);
+    }
     if (role == "spawn") {
         // Dies with the process that started it, like a forked child.
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);
