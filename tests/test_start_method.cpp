@@ -183,6 +183,25 @@ TEST_CASE("StartMethod.process.destructor_stops_child", "[start_method]") {
     }
 }
 
+namespace {
+bool sigint_has_its_default_action() {
+    struct sigaction now {};
+    return ::sigaction(SIGINT, nullptr, &now) == 0 && now.sa_handler == SIG_DFL;
+}
+}  // namespace
+
+// An exec'd process starts with SIGINT blocked, then ignored (a Pool worker must not die of a
+// Ctrl-C before its first line); a Process's callable gets the default action back, as a
+// program started afresh has it.
+TEST_CASE("StartMethod.process.sigint_has_its_default_action", "[start_method]") {
+    for (auto method : exec_methods) {
+        CAPTURE(method);
+        mproc::Process p(sigint_has_its_default_action);
+        p.start(method);
+        CHECK(p.result());
+    }
+}
+
 TEST_CASE("StartMethod.process.default_method", "[start_method]") {
     changed_in_parent = 2;
     mproc::set_start_method(mproc::StartMethod::spawn);

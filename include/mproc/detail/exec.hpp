@@ -101,12 +101,12 @@ inline void check_image() {
 /// is back at its default and unblocked: it inherits no state of the caller that mproc does
 /// not pass. posix_spawn (a vfork-style clone) costs the same however large the caller is, and
 /// is safe in a caller that runs threads.
-/// With child_sigint::ignore (a Pool worker, the forkserver) SIGINT starts blocked instead: a
-/// blocked signal survives exec, so a Ctrl-C that lands before the program reaches mproc::init
-/// stays pending, and run_exec_role ignores SIGINT (which discards it) before unblocking.
+/// But SIGINT, which starts blocked: a blocked signal survives exec, so a Ctrl-C that lands
+/// before the program reaches mproc::init stays pending, and run_exec_role ignores SIGINT (which
+/// discards it) before unblocking it. A Pool worker must not die of one (the parent decides);
+/// a Process's callable gets SIGINT's default action back before it runs (exec_entry).
 /// @throws StateError before mproc::init; Error when the executable changed on disk.
-[[nodiscard]] inline pid_t spawn_self(const char* role, std::initializer_list<int> fds,
-                                      child_sigint sigint = child_sigint::inherit) {
+[[nodiscard]] inline pid_t spawn_self(const char* role, std::initializer_list<int> fds) {
     check_image();
     const exec_image& img = image();
     std::string parent = std::to_string(::getpid());
@@ -131,7 +131,7 @@ inline void check_image() {
     if (rc == 0) rc = ::posix_spawn_file_actions_addclosefrom_np(&actions, exec_first_fd + static_cast<int>(moved.size()));
     sigset_t blocked, all;
     sigemptyset(&blocked);
-    if (sigint == child_sigint::ignore) sigaddset(&blocked, SIGINT);
+    sigaddset(&blocked, SIGINT);
     sigfillset(&all);
     if (rc == 0) rc = ::posix_spawnattr_setsigmask(&attr, &blocked);
     if (rc == 0) rc = ::posix_spawnattr_setsigdefault(&attr, &all);
@@ -162,8 +162,11 @@ template <class F, class... Args>
 inline constexpr bool exec_sendable_v = exec_callable_v<F> && (Encodable<Args> && ...);
 
 /// The receiving end of a request for F(Args...), named to the other process by its function_id.
+/// SIGINT has its default action again when the callable runs: until here it was ignored (see
+/// spawn_self, forkserver_main), as a Pool worker needs it, but a Process is no Pool worker.
 template <class R, class F, class ArgsTuple>
 bool exec_entry(int, Decoder& request, std::vector<std::byte>& outcome) {
+    std::signal(SIGINT, SIG_DFL);
     return run_and_encode_outcome<R>(outcome, [&]() -> R {
         function_id fn_id;
         request(fn_id);
@@ -213,13 +216,8 @@ void encode_exec_request(std::vector<std::byte>& out, const F& f, const std::tup
 // Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
 // one byte with a connected socket (SCM_RIGHTS); the server forks a child that serves one
 // request on that socket (serve_request), and answers with the child's pid and a pidfd for it.
-// The byte says what the child does with SIGINT: fork_child_keeps_sigint_ignored (a Pool
-// worker: the server ignores SIGINT, and the child keeps that from its first instruction), or
-// anything else (a Process: SIGINT's default action, as a spawned process has).
 // Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
 // cannot wait for a child it did not fork; this is how it learns the exit code.
-
-inline constexpr char fork_child_keeps_sigint_ignored = 1;
 
 struct exec_status_message {
     std::int32_t pid;
@@ -297,8 +295,9 @@ inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_
 /// and its children then die with it (PR_SET_PDEATHSIG).
 [[noreturn]] inline void forkserver_main(int requests, int statuses) noexcept {
     // Ctrl-C reaches the whole process group: the caller decides what it means. The server
-    // ignores SIGINT from its exec on (started with it blocked, then ignored in run_exec_role);
-    // its children get the default back unless they are Pool workers.
+    // ignores SIGINT from its exec on (started with it blocked, then ignored in run_exec_role),
+    // and so do its children from their first instruction: a Pool worker must not die of one,
+    // and a Process's callable gets the default back before it runs (exec_entry).
     struct child {
         pid_t pid;
         int pidfd;
@@ -326,7 +325,6 @@ inline std::size_t recv_with_fd(int sock, void* bytes, std::size_t size, unique_
                     ::close(statuses);
                     for (const child& c : children)
                         if (c.pidfd >= 0) ::close(c.pidfd);
-                    if (byte != fork_child_keeps_sigint_ignored) std::signal(SIGINT, SIG_DFL);
                     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self) ::_exit(70);
                     serve_request(channel.get());
                 }
@@ -373,14 +371,12 @@ public:
         server_.stop_and_reap(std::chrono::milliseconds(500));
     }
 
-    /// Has the server fork a child that serves one request on `channel`. With
-    /// child_sigint::ignore (a Pool worker) the child ignores SIGINT from its first instruction,
-    /// as the server does; otherwise SIGINT has its default action in it.
+    /// Has the server fork a child that serves one request on `channel`.
     /// @returns the child's handle (its pidfd and a way to learn its exit code).
-    [[nodiscard]] child_handle start(int channel, child_sigint sigint = child_sigint::inherit) {
+    [[nodiscard]] child_handle start(int channel) {
         std::lock_guard guard(lock_);
         ensure_running();
-        const char byte = sigint == child_sigint::ignore ? fork_child_keeps_sigint_ignored : 0;
+        const char byte = 0;
         send_with_fd(requests_.get(), &byte, 1, channel);
         // While waiting for the reply, read statuses: a server blocked sending statuses nobody
         // read yet (children started and never waited for) would never read this request.
@@ -452,9 +448,7 @@ private:
         seen_.clear();
         auto requests = seqpacket_pair();
         auto statuses = seqpacket_pair();
-        // SIGINT blocked from the exec on: a Ctrl-C before the server ignores it must not end it.
-        server_ = child_handle(
-            spawn_self("forkserver", {requests.second.get(), statuses.second.get()}, child_sigint::ignore));
+        server_ = child_handle(spawn_self("forkserver", {requests.second.get(), statuses.second.get()}));
         owner_ = current_pid();
         requests_ = std::move(requests.first);
         statuses_ = std::move(statuses.first);
@@ -492,16 +486,13 @@ inline int forkserver_client::remote_status(pid_t pid, bool wait) {
     const std::string_view role = argv[2];
     const pid_t parent = static_cast<pid_t>(std::atol(argv[3]));
     (void)argc;
-    // Started with SIGINT blocked (spawn_self with child_sigint::ignore: a Pool worker, the
-    // forkserver): ignoring it discards a SIGINT that arrived since the exec; then unblock.
-    sigset_t mask;
-    if (::pthread_sigmask(SIG_SETMASK, nullptr, &mask) == 0 && ::sigismember(&mask, SIGINT) == 1) {
-        std::signal(SIGINT, SIG_IGN);
-        sigset_t interrupt;
-        ::sigemptyset(&interrupt);
-        ::sigaddset(&interrupt, SIGINT);
-        ::pthread_sigmask(SIG_UNBLOCK, &interrupt, nullptr);
-    }
+    // Started with SIGINT blocked (spawn_self): ignoring it discards a SIGINT that arrived
+    // since the exec, then it is unblocked. A Pool worker and the forkserver keep ignoring it.
+    std::signal(SIGINT, SIG_IGN);
+    sigset_t interrupt;
+    ::sigemptyset(&interrupt);
+    ::sigaddset(&interrupt, SIGINT);
+    ::pthread_sigmask(SIG_UNBLOCK, &interrupt, nullptr);
     if (role == "spawn") {
         // Dies with the process that started it, like a forked child.
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);

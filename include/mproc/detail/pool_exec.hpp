@@ -75,11 +75,8 @@ inline bool pool_exec_worker(int channel, Decoder& decoder, std::vector<std::byt
     Encoder encoder(message);
     encoder(identify(&pool_exec_worker), request);
     auto ends = make_socketpair();
-    // SIGINT ignored from the worker's first instruction, as a forked worker has it (see
-    // fork_child): Ctrl-C is the parent's to handle, even before worker_main ignores it.
-    child_handle child = method == StartMethod::spawn
-                             ? child_handle(spawn_self("spawn", {ends.second.get()}, child_sigint::ignore))
-                             : forkserver_connection().start(ends.second.get(), child_sigint::ignore);
+    child_handle child = method == StartMethod::spawn ? child_handle(spawn_self("spawn", {ends.second.get()}))
+                                                      : forkserver_connection().start(ends.second.get());
     ends.second.reset();
     try {
         send_frame(ends.first.get(), message);
