@@ -23,6 +23,8 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using mproc_test::pool_options;
+using mproc_test::running;
 
 namespace {
 
@@ -300,15 +302,15 @@ TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") 
         pid_t pids[2] = {0, 0};
         REQUIRE(::read(fds[0], pids, sizeof pids) == sizeof pids);
         ::close(fds[0]);
-        REQUIRE(mproc_test::running(pids[0]));
-        if (method == mproc::StartMethod::forkserver) REQUIRE(mproc_test::running(pids[1]));
+        REQUIRE(running(pids[0]));
+        if (method == mproc::StartMethod::forkserver) REQUIRE(running(pids[1]));
         middle.kill();
         REQUIRE(middle.join(10s));
         const auto until = std::chrono::steady_clock::now() + 2s;
-        while ((mproc_test::running(pids[0]) || (pids[1] > 0 && mproc_test::running(pids[1]))) && std::chrono::steady_clock::now() < until)
+        while ((running(pids[0]) || (pids[1] > 0 && running(pids[1]))) && std::chrono::steady_clock::now() < until)
             std::this_thread::sleep_for(1ms);
-        CHECK_FALSE(mproc_test::running(pids[0]));
-        if (pids[1] > 0) CHECK_FALSE(mproc_test::running(pids[1]));
+        CHECK_FALSE(running(pids[0]));
+        if (pids[1] > 0) CHECK_FALSE(running(pids[1]));
     }
 }
 
@@ -322,7 +324,7 @@ TEST_CASE("StartMethod.pool.map", "[start_method]") {
     for (auto method : exec_methods) {
         CAPTURE(method);
         changed_in_parent = 2;  // before the workers start: forked ones would see it
-        mproc::Pool pool(mproc_test::pool_options(method));
+        mproc::Pool pool(pool_options(method));
         const auto flags = pool.map(is_odd, numbers);
         REQUIRE(flags.size() == numbers.size());
         for (int i = 0; i < 1000; ++i) CHECK(flags[i] == (i % 2 != 0));
@@ -336,7 +338,7 @@ TEST_CASE("StartMethod.pool.threads_holding_a_lock", "[start_method]") {
     BusyThreads busy;
     const std::vector<int> numbers{1, 2, 3, 4};
     SECTION("fork: the task hangs on the inherited lock and task_timeout reports it") {
-        auto opts = mproc_test::pool_options(mproc::StartMethod::fork);
+        auto opts = pool_options(mproc::StartMethod::fork);
         opts.task_timeout = 500ms;
         mproc::Pool pool(opts);
         CHECK_THROWS_AS(pool.map(lock_the_held_mutex, numbers), mproc::TimeoutError);
@@ -344,7 +346,7 @@ TEST_CASE("StartMethod.pool.threads_holding_a_lock", "[start_method]") {
     SECTION("spawn and forkserver: 100 of 100 maps succeed") {
         for (auto method : exec_methods) {
             CAPTURE(method);
-            auto opts = mproc_test::pool_options(method);
+            auto opts = pool_options(method);
             opts.task_timeout = 30s;
             mproc::Pool pool(opts);
             int ok = 0;
