@@ -1,8 +1,11 @@
 // Helpers shared by the tests: resource counts and failure injection through detail::sys().
 #pragma once
 
+#include <mproc/detail/exec.hpp>
 #include <mproc/detail/sys.hpp>
+#include <mproc/detail/pool_options.hpp>
 #include <mproc/process.hpp>
+#include <mproc/start_method.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -13,6 +16,7 @@
 #include <chrono>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -92,10 +96,62 @@ void run_children(int n, Body body) {
     }
 }
 
-/// True when this process has no child left to reap (no zombie of ours).
+/// The pids of this process's children now (from /proc: every process whose parent it is).
+inline std::vector<pid_t> child_pids() {
+    std::vector<pid_t> children;
+    const std::string self = std::to_string(::getpid());
+    if (DIR* dir = ::opendir("/proc")) {
+        while (dirent* entry = ::readdir(dir)) {
+            if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+            std::ifstream stat(std::string("/proc/") + entry->d_name + "/stat");
+            std::string line;
+            if (!std::getline(stat, line)) continue;  // gone meanwhile
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so from the last ')'.
+            const auto close = line.rfind(')');
+            if (close == std::string::npos) continue;
+            std::string state, ppid;
+            std::istringstream rest(line.substr(close + 1));
+            if (rest >> state >> ppid && ppid == self) children.push_back(static_cast<pid_t>(std::stoi(entry->d_name)));
+        }
+        ::closedir(dir);
+    }
+    return children;
+}
+
+/// True while `pid` runs: it exists and is not a zombie (for any process, not only our children).
+inline bool running(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return false;
+    const auto close = line.rfind(')');  // the name in parentheses may hold spaces
+    if (close == std::string::npos || close + 2 >= line.size()) return false;
+    const char state = line[close + 2];
+    return state != 'Z' && state != 'X';
+}
+
+/// True when this process has no child left: no zombie of ours to reap, and none running but
+/// the forkserver, which serves the program for its whole life once started.
 inline bool no_children_left() {
-    int status;
-    return ::waitpid(-1, &status, WNOHANG) < 0 && errno == ECHILD;
+    siginfo_t info{};
+    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0) return false;  // a zombie
+    const pid_t server = mproc::detail::forkserver_connection().server_pid();
+    for (pid_t child : child_pids())
+        if (child != server) return false;
+    return true;
+}
+
+/// Every start method, for GENERATE: `const auto method = GENERATE(mproc_test::every_start_method());`
+/// then `CAPTURE(method);`, so a failure says which one.
+inline Catch::Generators::GeneratorWrapper<mproc::StartMethod> every_start_method() {
+    return Catch::Generators::values({mproc::StartMethod::fork, mproc::StartMethod::spawn, mproc::StartMethod::forkserver});
+}
+
+/// Options for a pool of `processes` workers started by `method`.
+inline mproc::PoolOptions pool_options(mproc::StartMethod method, unsigned processes = 2) {
+    mproc::PoolOptions options;
+    options.processes = processes;
+    options.start_method = method;
+    return options;
 }
 
 /// Replaces the sys() table for one scope, then restores it.
@@ -112,3 +168,16 @@ private:
 };
 
 }  // namespace mproc_test
+
+/// A start method's name in Catch's output (CAPTURE, INFO, GENERATE's values).
+template <>
+struct Catch::StringMaker<mproc::StartMethod> {
+    static std::string convert(mproc::StartMethod method) {
+        switch (method) {
+            case mproc::StartMethod::fork: return "fork";
+            case mproc::StartMethod::spawn: return "spawn";
+            case mproc::StartMethod::forkserver: return "forkserver";
+        }
+        return "start method " + std::to_string(static_cast<int>(method));
+    }
+};

@@ -42,12 +42,9 @@ using clock_type = std::chrono::steady_clock;
 }  // namespace
 
 TEST_CASE("Interrupt.ctrl_c_ends_a_map_and_the_pool_goes_on", "[pool][interrupt]") {
-    const auto method = GENERATE(mproc::StartMethod::fork, mproc::StartMethod::forkserver, mproc::StartMethod::spawn);
-    INFO("start method " << static_cast<int>(method));
-    mproc::PoolOptions opts;
-    opts.processes = 2;
-    opts.start_method = method;
-    mproc::Pool pool(opts);
+    const auto method = GENERATE(mproc_test::every_start_method());
+    CAPTURE(method);
+    mproc::Pool pool(mproc_test::pool_options(method));
     const auto pids_before = pool.pids();
     {
         mproc::InterruptScope ctrl_c;
@@ -227,12 +224,15 @@ int pid_after_sleep(int ms) {
 // Ctrl-C in a terminal signals the whole foreground process group, the workers included. They
 // ignore it: the parent decides (here, inside an InterruptScope, it goes on).
 TEST_CASE("Interrupt.workers_ignore_sigint_sent_to_the_process_group", "[pool][interrupt]") {
-    // A child that leads its own group, so that the signal reaches nothing but it and its workers.
-    mproc::Process group([]() -> std::string {
+    const auto method = GENERATE(mproc_test::every_start_method());
+    CAPTURE(method);
+    // A child that leads its own group, so that the signal reaches nothing but it and its workers
+    // (and its own forkserver: a forked child starts its own).
+    mproc::Process group([method]() -> std::string {
         if (::setpgid(0, 0) != 0) return "setpgid failed";
         // The pool first: its workers are forked with SIGINT's default action (they would
         // inherit the scope's handler otherwise), which would kill them if they did not ignore it.
-        mproc::Pool pool(2);
+        mproc::Pool pool(mproc_test::pool_options(method));
         mproc::InterruptScope ctrl_c;
         const auto workers = pool.pids();
         // Every worker runs a task first, so that each is past its start (the window between a
@@ -249,11 +249,8 @@ TEST_CASE("Interrupt.workers_ignore_sigint_sent_to_the_process_group", "[pool][i
             if (std::find(workers.begin(), workers.end(), pid) == workers.end())
                 return "a task ran on a new worker " + std::to_string(pid);
         std::this_thread::sleep_for(100ms);
-        for (pid_t p : workers) {
-            siginfo_t info{};
-            if (::waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == p)
-                return "worker " + std::to_string(p) + " died";
-        }
+        for (pid_t p : workers)
+            if (!mproc_test::running(p)) return "worker " + std::to_string(p) + " died";
         if (pool.pids() != workers) return "a worker was replaced";
         return "";
     });
@@ -283,5 +280,30 @@ TEST_CASE("Interrupt.sigint_between_a_workers_fork_and_its_first_line", "[pool][
     });
     child.start();
     REQUIRE(child.join(30s));
+    CHECK(child.result() == "");
+}
+
+// The same window for workers started by exec: a SIGINT raised in the new program before
+// mproc::init (spawn's worker, the forkserver itself) and in a forkserver's child as it reads its
+// request (the hook in tests/test_main.cpp, switched on by the environment) must kill neither.
+// Without SIGINT blocked from the exec on (and kept ignored in the server's children), every
+// spawned worker dies at birth and the forkserver dies before it serves anyone.
+TEST_CASE("Interrupt.sigint_between_a_workers_exec_and_its_first_line", "[pool][interrupt]") {
+    const auto method = GENERATE(mproc::StartMethod::spawn, mproc::StartMethod::forkserver);
+    CAPTURE(method);
+    mproc::Process child([method]() -> std::string {
+        // In a forked child: the environment, and the forkserver it starts, are its own.
+        if (::setenv("MPROC_TEST_SIGINT_AT_START", "1", 1) != 0) return "setenv failed";
+        mproc::Pool pool(mproc_test::pool_options(method));
+        const auto workers = pool.pids();
+        std::vector<mproc::Future<int>> tasks;
+        for (int i = 0; i < 4; ++i) tasks.push_back(pool.submit(pid_after_sleep, 1));
+        for (auto& task : tasks)
+            if (!task.wait_for(10s)) return "no worker lived to run a task";
+        if (pool.pids() != workers) return "a worker died of the SIGINT raised at its start";
+        return "";
+    });
+    child.start();
+    REQUIRE(child.join(60s));
     CHECK(child.result() == "");
 }

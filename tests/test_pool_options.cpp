@@ -14,25 +14,62 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
 
+namespace {
+// What the initializer did in the worker that runs a task: how many times it ran there, and
+// when it last did (CLOCK_MONOTONIC, one clock for every process).
+int initializer_runs = 0;
+std::int64_t initialized_at_ns = 0;
+void count_initializer_run() {
+    ++initializer_runs;
+    initialized_at_ns = mproc::detail::monotonic_ns();
+}
+std::pair<int, std::int64_t> initializer_seen_by_a_task(int) {
+    std::this_thread::sleep_for(2ms);  // so that every worker takes some tasks
+    return {initializer_runs, initialized_at_ns};
+}
+}  // namespace
+
 TEST_CASE("PoolOptions.initializer_runs_once_per_worker", "[pool][options]") {
+    const auto method = GENERATE(mproc_test::every_start_method());
+    CAPTURE(method);
+    auto opts = mproc_test::pool_options(method, 3);
+    opts.initializer = count_initializer_run;
+    std::int64_t constructed_at_ns = 0;
+    {
+        mproc::Pool pool(opts);
+        constructed_at_ns = mproc::detail::monotonic_ns();
+        for (const auto& [runs, at_ns] : pool.map(initializer_seen_by_a_task, std::vector<int>(30, 0), 1)) {
+            CHECK(runs == 1);
+            CHECK(at_ns <= constructed_at_ns);  // the constructor waits for every initializer
+        }
+        CHECK(initializer_runs == 0);  // it ran in the workers, not here
+    }
     mproc::SharedValue<long> runs(0);
-    mproc::PoolOptions opts;
-    opts.processes = 3;
-    opts.initializer = [runs]() mutable { runs.fetch_add(1); };
-    mproc::Pool pool(opts);
-    CHECK(runs.load() == 3);  // the constructor waits for every initializer
-    CHECK(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2, 3}) == std::vector<int>{2, 3, 4});
-    CHECK(runs.load() == 3);
+    auto capturing = mproc_test::pool_options(method, 3);
+    capturing.initializer = [runs]() mutable { runs.fetch_add(1); };
+    if (method == mproc::StartMethod::fork) {
+        // A forked worker runs the parent's own std::function: it may capture anything.
+        mproc::Pool pool(capturing);
+        CHECK(runs.load() == 3);
+        CHECK(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2, 3}) == std::vector<int>{2, 3, 4});
+        CHECK(runs.load() == 3);
+    } else {
+        // A fresh program cannot see the caller's variables: refused, before any worker starts.
+        CHECK_THROWS_WITH(mproc::Pool(capturing), Catch::Contains("the initializer must be a plain function"));
+        CHECK(runs.load() == 0);
+    }
 }
 
 TEST_CASE("PoolOptions.initializer_that_throws_fails_the_constructor", "[pool][options]") {
-    mproc::PoolOptions opts;
-    opts.processes = 2;
-    opts.initializer = [] { throw std::runtime_error("no database"); };
+    const auto method = GENERATE(mproc_test::every_start_method());
+    CAPTURE(method);
+    auto opts = mproc_test::pool_options(method);
+    opts.initializer = +[] { throw std::runtime_error("no database"); };
     try {
         mproc::Pool pool(opts);
         FAIL("the constructor did not throw");
@@ -44,8 +81,9 @@ TEST_CASE("PoolOptions.initializer_that_throws_fails_the_constructor", "[pool][o
 }
 
 TEST_CASE("PoolOptions.max_tasks_per_child_replaces_workers", "[pool][options]") {
-    mproc::PoolOptions opts;
-    opts.processes = 2;
+    const auto method = GENERATE(mproc_test::every_start_method());
+    CAPTURE(method);
+    auto opts = mproc_test::pool_options(method);
     opts.max_tasks_per_child = 1;
     mproc::Pool pool(opts);
     const auto pids = pool.map([](int) { return static_cast<int>(::getpid()); }, std::vector<int>(10, 0), 1);
@@ -54,8 +92,9 @@ TEST_CASE("PoolOptions.max_tasks_per_child_replaces_workers", "[pool][options]")
 }
 
 TEST_CASE("PoolOptions.task_timeout_kills_only_the_slow_task", "[pool][options]") {
-    mproc::PoolOptions opts;
-    opts.processes = 2;
+    const auto method = GENERATE(mproc_test::every_start_method());
+    CAPTURE(method);
+    auto opts = mproc_test::pool_options(method);
     opts.task_timeout = 200ms;
     mproc::Pool pool(opts);
     const auto before = pool.pids();

@@ -102,6 +102,10 @@ inline void check_image() {
 /// is back at its default and unblocked: it inherits no state of the caller that mproc does
 /// not pass. posix_spawn (a vfork-style clone) costs the same however large the caller is, and
 /// is safe in a caller that runs threads.
+/// But SIGINT, which starts blocked: a blocked signal survives exec, so a Ctrl-C that lands
+/// before the program reaches mproc::init stays pending, and run_exec_role ignores SIGINT (which
+/// discards it) before unblocking it. A Pool worker must not die of one (the parent decides);
+/// a Process's callable gets SIGINT's default action back before it runs (exec_entry).
 /// @throws StateError before mproc::init; Error when the executable changed on disk.
 [[nodiscard]] inline pid_t spawn_self(const char* role, std::initializer_list<int> fds) {
     check_image();
@@ -126,10 +130,11 @@ inline void check_image() {
     for (std::size_t i = 0; i < moved.size() && rc == 0; ++i)
         rc = ::posix_spawn_file_actions_adddup2(&actions, moved[i].get(), exec_first_fd + static_cast<int>(i));
     if (rc == 0) rc = ::posix_spawn_file_actions_addclosefrom_np(&actions, exec_first_fd + static_cast<int>(moved.size()));
-    sigset_t none, all;
-    sigemptyset(&none);
+    sigset_t blocked, all;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGINT);
     sigfillset(&all);
-    if (rc == 0) rc = ::posix_spawnattr_setsigmask(&attr, &none);
+    if (rc == 0) rc = ::posix_spawnattr_setsigmask(&attr, &blocked);
     if (rc == 0) rc = ::posix_spawnattr_setsigdefault(&attr, &all);
     if (rc == 0) rc = ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid = 0;
@@ -311,8 +316,11 @@ R exec_call(int channel, Decoder& request) {
 using exec_caller = void (*)(int channel, Decoder& request);
 
 /// The receiving end of a request for F(Args...), named to the other process by its function_id.
+/// SIGINT has its default action again when the callable runs: until here it was ignored (see
+/// spawn_self, forkserver_main), as a Pool worker needs it, but a Process is no Pool worker.
 template <class R, class F, class ArgsTuple>
 bool exec_entry(int channel, Decoder& request, std::vector<std::byte>& outcome) {
+    std::signal(SIGINT, SIG_DFL);
     return run_and_encode_outcome<R>(outcome, [&]() -> R { return exec_call<R, F, ArgsTuple>(channel, request); });
 }
 
@@ -387,9 +395,10 @@ struct exec_status_message {
 /// threaded; ends when the caller closes its end of the requests (the caller died or exited),
 /// and its children then die with it (PR_SET_PDEATHSIG).
 [[noreturn]] inline void forkserver_main(int requests, int statuses) noexcept {
-    // Ctrl-C reaches the whole process group: the caller decides what it means. Children get
-    // the default back.
-    std::signal(SIGINT, SIG_IGN);
+    // Ctrl-C reaches the whole process group: the caller decides what it means. The server
+    // ignores SIGINT from its exec on (started with it blocked, then ignored in run_exec_role),
+    // and so do its children from their first instruction: a Pool worker must not die of one,
+    // and a Process's callable gets the default back before it runs (exec_entry).
     struct child {
         pid_t pid;
         int pidfd;
@@ -417,7 +426,6 @@ struct exec_status_message {
                     ::close(statuses);
                     for (const child& c : children)
                         if (c.pidfd >= 0) ::close(c.pidfd);
-                    std::signal(SIGINT, SIG_DFL);
                     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self) ::_exit(70);
                     serve_request(channel.get());
                 }
@@ -610,6 +618,13 @@ inline int forkserver_client::remote_status(pid_t pid, bool wait) {
     const std::string_view role = argv[2];
     const pid_t parent = static_cast<pid_t>(std::atol(argv[3]));
     (void)argc;
+    // Started with SIGINT blocked (spawn_self): ignoring it discards a SIGINT that arrived
+    // since the exec, then it is unblocked. A Pool worker and the forkserver keep ignoring it.
+    std::signal(SIGINT, SIG_IGN);
+    sigset_t interrupt;
+    ::sigemptyset(&interrupt);
+    ::sigaddset(&interrupt, SIGINT);
+    ::pthread_sigmask(SIG_UNBLOCK, &interrupt, nullptr);
     if (role == "spawn") {
         // Dies with the process that started it, like a forked child.
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);
