@@ -7,6 +7,7 @@
 #include <functional>
 #include <iterator>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 MPROC_NAMESPACE_BEGIN
@@ -30,6 +31,9 @@ namespace detail {
 template <class R, bool Unordered = false>
 class ImapRange {
 public:
+    /// What the iteration yields: a const reference into the buffered results, or a bool by
+    /// value (the buffer is a std::vector<bool>, whose bits cannot be referred to).
+    using reference = std::conditional_t<std::is_same_v<R, bool>, bool, const R&>;
     /// @cond
     /// Posts the batch whose first item has index `base`, or says the input is exhausted.
     using Feeder = std::function<std::optional<detail::job_ticket<R>>(std::uint64_t base)>;
@@ -60,9 +64,10 @@ public:
     public:
         using value_type = R;
         using difference_type = std::ptrdiff_t;
+        using reference = ImapRange::reference;
         iterator() = default;
         explicit iterator(ImapRange* owner) : owner_(owner) { owner_->load_next(); }
-        const R& operator*() const { return owner_->buffer_[owner_->at_]; }
+        reference operator*() const { return owner_->buffer_[owner_->at_]; }
         iterator& operator++() {
             if (++owner_->at_ == owner_->buffer_.size()) owner_->load_next();
             return *this;
@@ -77,7 +82,8 @@ public:
     };
     /// @endcond
 
-    /// Waits for the first result; the iteration yields each result as a const R&. Single pass:
+    /// Waits for the first result; the iteration yields each result as a const R& (a bool by
+    /// value when R is bool). Single pass:
     /// call it once.
     /// @throws RemoteError, ProcessCrashed or TimeoutError, like Pool::map, when iteration reaches
     ///         a failed task (so does advancing the iterator).
