@@ -292,6 +292,61 @@ TEST_CASE("Pool.imap.error_after_later_results_are_done", "[pool]") {
     ::munmap(page, 4096);
 }
 
+TEST_CASE("Pool.imap.a_failed_batch_is_kept_until_read", "[pool]") {
+    // The first batch (items 0..63) fails at item 10 and settles before the second batch is
+    // posted: reading the input's item 64 waits for the failure (task 10 raises a shared flag
+    // just before it throws), then 200 ms for the job to settle. Posting the second batch must
+    // not free the failed batch the reader has yet to read: it used to, the arena was reset and
+    // the second batch's results (64..73) were read in place of 0..9.
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+    tasks_finished = ::new (page) std::atomic<int>(0);  // here: 1 once task 10 is failing
+    mproc::Pool pool(2);
+    for (bool unordered : {false, true}) {
+        tasks_finished->store(0);
+        auto after_the_failure = std::views::iota(0) | std::views::transform([](int x) {
+            if (x == 64) {
+                const auto give_up = std::chrono::steady_clock::now() + 10s;
+                while (tasks_finished->load() == 0 && std::chrono::steady_clock::now() < give_up)
+                    std::this_thread::sleep_for(1ms);
+                std::this_thread::sleep_for(200ms);
+            }
+            return x;
+        });
+        auto fails_at_10 = [](int x) {
+            if (x == 10) {
+                tasks_finished->store(1);
+                throw std::runtime_error("ten");
+            }
+            return x;
+        };
+        mproc::MapOptions opts;
+        opts.chunksize = 4;
+        opts.lookahead = 64;
+        std::vector<int> seen;
+        try {
+            if (unordered) {
+                for (int x : pool.imap_unordered(fails_at_10, after_the_failure, opts)) seen.push_back(x);
+            } else {
+                for (int x : pool.imap(fails_at_10, after_the_failure, opts)) seen.push_back(x);
+            }
+            FAIL("imap did not throw");
+        } catch (const mproc::RemoteError& e) {
+            CHECK(e.task_index() == 10u);
+        }
+        CHECK(tasks_finished->load() == 1);
+        if (!unordered) {
+            CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+        } else {
+            // Only results of the failed batch, each once (which ones depends on the workers).
+            const std::set<int> distinct(seen.begin(), seen.end());
+            CHECK(distinct.size() == seen.size());
+            for (int x : seen) CHECK((x >= 0 && x < 64 && x != 10));
+        }
+    }
+    ::munmap(page, 4096);
+}
+
 TEST_CASE("Pool.imap.encoded_results_and_chunks", "[pool]") {
     mproc::Pool pool(2);
     std::vector<std::string> seen;

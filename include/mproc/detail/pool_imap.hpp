@@ -43,7 +43,14 @@ public:
     ImapRange() = default;
     /// @cond
     /// Posts the first two batches; Pool::imap and imap_unordered make these.
-    explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
+    explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) {
+        try {
+            top_up();
+        } catch (...) {
+            release_batches();  // no destructor runs for a constructor that throws
+            throw;
+        }
+    }
     /// @endcond
     /// Takes over `other`'s tasks; `other` is left empty.
     ImapRange(ImapRange&& other) noexcept
@@ -54,9 +61,7 @@ public:
         other.feeder_ = nullptr;
     }
     ImapRange& operator=(ImapRange&&) = delete;
-    ~ImapRange() {
-        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);  // cancels what has not started
-    }
+    ~ImapRange() { release_batches(); }
 
     /// @cond
     // A single-pass input iterator; users only see it through range-for.
@@ -99,6 +104,12 @@ private:
         detail::job_ticket<R> ticket;
         std::uint64_t next_chunk = 0;
     };
+
+    /// Lets every posted batch go: what has not started is cancelled.
+    void release_batches() noexcept {
+        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);
+        batches_.clear();
+    }
 
     /// Keeps two batches posted while the input lasts.
     void top_up() {
@@ -152,8 +163,7 @@ private:
         feeder_ = nullptr;
         detail::job_ticket<R> failed = std::move(batches_.front().ticket);
         batches_.pop_front();
-        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);
-        batches_.clear();
+        release_batches();
         failed.throw_if_failed_or_gone();
         throw StateError("mproc::Pool: an imap batch failed without an error");  // not reached
     }
