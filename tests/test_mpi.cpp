@@ -22,6 +22,7 @@
 #include <cstring>
 #include <list>
 #include <map>
+#include <set>
 #include <numeric>
 #include <ranges>
 #include <stdexcept>
@@ -63,6 +64,7 @@ std::size_t byte_count(std::vector<std::string> texts) {
     for (auto& t : texts) n += t.size();
     return n;
 }
+bool is_odd(int x) { return x % 2 != 0; }
 int dies_at_5(int x) {
     if (x == 5) ::raise(SIGKILL);
     return x;
@@ -85,6 +87,22 @@ std::vector<T> iota_vector(std::size_t n) {
     std::vector<T> v(n);
     std::iota(v.begin(), v.end(), T{0});
     return v;
+}
+
+/// What an ordered imap of f yields before it throws mproc::RemoteError for task 137 (nothing
+/// else may end it), or ProcessCrashed for task 5.
+template <class F>
+std::vector<int> imap_until_error(F f, const std::vector<int>& inputs, std::size_t chunksize) {
+    std::vector<int> seen;
+    try {
+        for (int r : pool().imap(f, inputs, chunksize)) seen.push_back(r);
+        FAIL("imap did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 137u);
+    } catch (const mproc::ProcessCrashed& e) {
+        CHECK(e.task_index() == 5u);
+    }
+    return seen;
 }
 
 /// Code written once against the concept, run on both kinds of pool.
@@ -206,18 +224,8 @@ TEST_CASE("Mpi.error.names_index_rank_and_host", "[map]") {
         CHECK(e.task_index() == 137u);
     }
     CHECK(thrown);
-    // An error in imap comes when the iteration reaches it, after every result before it (the
-    // local Pool of a singleton does not promise this yet: it may throw before some of them).
-    int reached = 0;
-    try {
-        for (int r : pool().imap(fails_at_137, inputs, 10)) {
-            if (under_mpirun()) CHECK(r == reached);
-            ++reached;
-        }
-    } catch (const mproc::RemoteError& e) {
-        CHECK(e.task_index() == 137u);
-    }
-    if (under_mpirun()) CHECK(reached == 137);
+    // An error in imap comes when the iteration reaches it, after every result before it.
+    CHECK(imap_until_error(fails_at_137, inputs, 10) == iota_vector<int>(137));
     CHECK_THROWS_AS(pool().submit(fails_at_137, 137).get(), mproc::RemoteError);
     CHECK(pool().map(twice, inputs).back() == 1998);  // and the pool goes on
 }
@@ -285,6 +293,31 @@ TEST_CASE("Mpi.hybrid.local_processes_and_crash", "[hybrid]") {
     }
     CHECK(pool().map(twice, iota_vector<int>(200)).back() == 398);
     CHECK(pool().apply(add, 1, 2) == 3);
+}
+
+TEST_CASE("Mpi.hybrid.imap_yields_the_failed_chunks_results_before_its_error", "[hybrid]") {
+    // The failed chunk [130, 140) runs on a rank's local Pool: its results 130..136 still come
+    // before the error (they were lost when the rank ran the chunk with the local map), in order,
+    // whether the task raised or its local worker died.
+    REQUIRE(launch.local_processes == 2);
+    const auto inputs = iota_vector<int>(1000);
+    CHECK(imap_until_error(fails_at_137, inputs, 10) == iota_vector<int>(137));
+    CHECK(imap_until_error(dies_at_5, iota_vector<int>(40), 4) == iota_vector<int>(5));
+    std::multiset<int> unordered;
+    try {
+        for (int r : pool().imap_unordered(fails_at_137, inputs, 10)) unordered.insert(r);
+        FAIL("imap_unordered did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 137u);
+    }
+    for (int x = 130; x < 137; ++x) CHECK(unordered.count(x) == 1);
+    CHECK(unordered.count(137) == 0);
+    // A bool function through imap, the contract's shape, on both hybrid levels.
+    std::vector<bool> odd;
+    for (bool f : pool().imap(is_odd, inputs, 10)) odd.push_back(f);
+    REQUIRE(odd.size() == 1000);
+    CHECK(std::count(odd.begin(), odd.end(), true) == 500);
+    CHECK(odd[137]);
 }
 
 int main(int argc, char** argv) {

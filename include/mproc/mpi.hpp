@@ -465,44 +465,30 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
     using In = std::ranges::range_value_t<View>;
     using R = typename detail::result_of<Fn, In, false>::type;
     if (local_) {
-        // A singleton: batches of inputs through the local Pool's map (a batch at a time, so
-        // endless ranges work), read through the same interface.
-        struct batch_source final : ImapResults<R>::source {
-            mproc::Pool* local = nullptr;
-            Fn fn;
-            View view;
-            std::ranges::iterator_t<View> next;
-            std::uint64_t base = 0;
-            std::size_t batch = 0, chunksize = 0;
-            std::vector<R> buffer;
-            std::size_t at = 0;
-            batch_source(mproc::Pool* l, Fn f, View v)
-                : local(l), fn(f), view(std::move(v)), next(std::ranges::begin(view)) {}
+        // A singleton: the local Pool's own imap (inputs read a batch at a time, so endless
+        // ranges work; in order, every result before a failed item comes before its error), read
+        // through the same interface.
+        auto range = [&] {
+            if constexpr (Unordered)
+                return local_->imap_unordered(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+            else
+                return local_->imap(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+        }();
+        using LocalRange = decltype(range);
+        struct local_source final : ImapResults<R>::source {
+            LocalRange range;
+            std::optional<typename LocalRange::iterator> at;
+            explicit local_source(LocalRange&& r) : range(std::move(r)) {}
             bool advance() override {
-                if (++at < buffer.size()) return true;
-                std::vector<In> items;
-                for (; items.size() < batch && next != std::ranges::end(view); ++next)
-                    items.push_back(*next);
-                if (items.empty()) return false;
-                try {
-                    buffer = local->map(fn, items, chunksize);
-                } catch (const mproc::RemoteError& e) {
-                    throw mproc::RemoteError(e.type_name(), e.message(),
-                                             base + e.task_index().value_or(0));
-                } catch (const ProcessCrashed& e) {
-                    throw ProcessCrashed(e.pid(), e.exitcode(), base + e.task_index().value_or(0));
-                }
-                base += items.size();
-                at = 0;
-                return true;
+                if (!at)
+                    at.emplace(range.begin());
+                else
+                    ++*at;
+                return !(*at == std::default_sentinel);
             }
-            typename ImapResults<R>::reference current() const override { return buffer[at]; }
+            typename ImapResults<R>::reference current() const override { return **at; }
         };
-        auto src = std::make_unique<batch_source>(local_.get(), Fn(f),
-                                                  std::views::all(std::forward<Range>(inputs)));
-        src->chunksize = std::max<std::size_t>(chunksize, 1);
-        src->batch = std::clamp<std::size_t>(src->chunksize * local_->processes() * 8, 256, 65536);
-        return ImapResults<R>(std::move(src));
+        return ImapResults<R>(std::make_unique<local_source>(std::move(range)));
     }
 
     struct state {

@@ -108,10 +108,17 @@ void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
         const auto inputs = decode<std::vector<In>>(payload);
         if (ctx.local != nullptr) {
             // Hybrid: the chunk is spread over the rank's local processes.
-            if constexpr (Star)
+            if constexpr (Star) {
                 results = ctx.local->starmap(f, inputs);
-            else
-                results = ctx.local->map(f, inputs);
+            } else {
+                // Through the local imap, in order, not map: when a task fails, map keeps none of
+                // the chunk's results, while imap yields every one before the failed item, which
+                // rank 0's imap owes its reader. One batch, cut in guided chunks as map cuts it.
+                MapOptions whole;
+                whole.lookahead = inputs.size();
+                results.reserve(inputs.size());
+                for (auto&& r : ctx.local->imap(f, inputs, whole)) results.push_back(r);
+            }
         } else {
             results.reserve(inputs.size());
             for (const In& x : inputs) {
@@ -127,7 +134,7 @@ void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
         encode_into(out, results);
     } catch (...) {
         write_current_exception(out, mark, first, at);
-        // (In hybrid mode the local Pool's map gives none: `results` stays empty.)
+        // (A hybrid rank's local starmap gives none: `results` stays empty.)
         try {
             encode_into(out, results);
         } catch (...) {
