@@ -105,6 +105,42 @@ std::vector<int> imap_until_error(F f, const std::vector<int>& inputs, std::size
     return seen;
 }
 
+/// map and imap over integer ranges (sent as first value and count, not laid out) equal the
+/// serial map, bounded and endless, with an error's index counted from the range's start.
+void check_integer_ranges() {
+    const auto numbers = std::views::iota(std::uint64_t{5}, std::uint64_t{20'005});
+    std::vector<std::uint64_t> expected;
+    for (auto x : numbers) expected.push_back(square(x));
+    CHECK(pool().map(square, numbers) == expected);
+    CHECK(pool().map(square, numbers, 7) == expected);
+    std::vector<std::uint64_t> got;
+    for (auto r : pool().imap(square, numbers, 13)) got.push_back(r);
+    CHECK(got == expected);
+    std::multiset<std::uint64_t> any_order;
+    for (auto r : pool().imap_unordered(square, numbers, 13)) any_order.insert(r);
+    CHECK(any_order == std::multiset<std::uint64_t>(expected.begin(), expected.end()));
+    std::uint64_t seen = 0;
+    for (auto r : pool().imap(square, std::views::iota(std::uint64_t{5}), 3)) {
+        REQUIRE(r == square(seen + 5));
+        if (++seen == 1000) break;
+    }
+    const auto small = std::views::iota(-3, 997);  // int, from a negative start
+    auto doubled = pool().map(twice, small);
+    REQUIRE(doubled.size() == 1000);
+    CHECK(doubled.front() == -6);
+    CHECK(doubled.back() == 2 * 996);
+    std::vector<int> before_error;
+    try {
+        for (int r : pool().imap(fails_at_137, std::views::iota(100, 400), 10)) before_error.push_back(r);
+        FAIL("imap did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 37u);  // item 137 is the range's 38th
+    }
+    std::vector<int> expected_before(37);
+    std::iota(expected_before.begin(), expected_before.end(), 100);
+    CHECK(before_error == expected_before);
+}
+
 /// Code written once against the concept, run on both kinds of pool.
 template <mproc::PoolLike P>
 int sum_of_twice(P& p, const std::vector<int>& inputs) {
@@ -166,6 +202,8 @@ TEST_CASE("Mpi.imap.ordered_and_unordered", "[map]") {
     std::sort(any_order.begin(), any_order.end());
     CHECK(any_order == expected);
 }
+
+TEST_CASE("Mpi.map.integer_ranges", "[map]") { check_integer_ranges(); }
 
 TEST_CASE("Mpi.imap.endless_range_bounded_lookahead", "[map]") {
     std::uint64_t pulled = 0;
@@ -252,6 +290,14 @@ TEST_CASE("Mpi.messages.split_past_the_threshold", "[split]") {
     std::size_t total = 0;
     for (auto& t : texts) total += t.size();
     CHECK(pool().submit(byte_count, texts).get() == total);
+    // An integer range's chunks are (first value, count), never the numbers: 10^6 of them as 8
+    // chunks fit in one piece each (laid out, each chunk would be 125,000 numbers, 1 MB).
+    const std::uint64_t parts_before_range = mproc::detail::mpi::parts_sent();
+    const auto numbers = std::views::iota(std::uint64_t{0}, std::uint64_t{1'000'000});
+    std::uint64_t sum = 0;
+    for (auto r : pool().imap(square, numbers, 125'000)) sum += r;  // imap: no result vector
+    CHECK(sum == 333'332'833'333'500'000u);
+    CHECK(mproc::detail::mpi::parts_sent() == parts_before_range);
 }
 
 TEST_CASE("Mpi.idle.worker_ranks_sleep", "[idle]") {
@@ -294,6 +340,8 @@ TEST_CASE("Mpi.hybrid.local_processes_and_crash", "[hybrid]") {
     CHECK(pool().map(twice, iota_vector<int>(200)).back() == 398);
     CHECK(pool().apply(add, 1, 2) == 3);
 }
+
+TEST_CASE("Mpi.hybrid.integer_ranges", "[hybrid]") { check_integer_ranges(); }
 
 TEST_CASE("Mpi.hybrid.imap_yields_the_failed_chunks_results_before_its_error", "[hybrid]") {
     // The failed chunk [130, 140) runs on a rank's local Pool: its results 130..136 still come

@@ -426,19 +426,29 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         for (std::uint64_t at = 0; at < n; at += chunksize) bounds.push_back(at);
         bounds.push_back(n);
     }
+    // An integer range travels a chunk at a time as (first value, count): no rank lays the
+    // numbers out, and a hybrid rank's local Pool gets an integer range too.
+    constexpr bool iota = !Star && mproc::detail::is_iota_v<Range>;
     auto j = std::make_shared<wire::job>();
-    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, Star>);
+    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, Star, iota>);
     j->fn = wire::identity_of(fn);
     // Inputs are encoded a chunk at a time as chunks are dealt, never all at once.
     j->produce = [bounds = std::move(bounds), chunk = std::size_t{0},
                   next = std::ranges::begin(inputs), at = std::uint64_t{0}](
                      std::vector<std::byte>& out, std::uint64_t& first) mutable {
         if (chunk + 1 >= bounds.size()) return false;
-        std::vector<In> items;
-        items.reserve(bounds[chunk + 1] - bounds[chunk]);
-        for (; at < bounds[chunk + 1]; ++at, ++next) items.push_back(*next);
         first = bounds[chunk];
+        const std::uint64_t count = bounds[chunk + 1] - bounds[chunk];
         ++chunk;
+        if constexpr (iota) {
+            mproc::Encoder e(out);
+            e(static_cast<In>(*next), count);
+            next = std::ranges::next(next, static_cast<std::ranges::range_difference_t<Range>>(count));
+            return true;
+        }
+        std::vector<In> items;
+        items.reserve(count);
+        for (const std::uint64_t end = at + count; at < end; ++at, ++next) items.push_back(*next);
         mproc::encode_into(out, items);
         return true;
     };
@@ -499,11 +509,23 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
     auto from = std::make_shared<state>(state{std::views::all(std::forward<Range>(inputs)), {}, 0});
     from->next = std::ranges::begin(from->view);
     const std::uint64_t per_chunk = std::max<std::size_t>(chunksize, 1);
+    constexpr bool iota = mproc::detail::is_iota_v<View>;  // chunks as (first value, count)
     auto j = std::make_shared<wire::job>();
-    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, false>);
+    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, false, iota>);
     j->fn = wire::identity_of(Fn(f));
     j->window = imap_window();
     j->produce = [from, per_chunk](std::vector<std::byte>& out, std::uint64_t& first) {
+        if constexpr (iota) {
+            if (from->next == std::ranges::end(from->view)) return false;
+            const In start = *from->next;
+            std::uint64_t count = 0;
+            for (; count < per_chunk && from->next != std::ranges::end(from->view); ++from->next) ++count;
+            first = from->at;
+            from->at += count;
+            mproc::Encoder e(out);
+            e(start, count);
+            return true;
+        }
         std::vector<In> items;
         for (; items.size() < per_chunk && from->next != std::ranges::end(from->view); ++from->next)
             items.push_back(*from->next);
