@@ -449,6 +449,9 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         std::vector<In> items;
         items.reserve(count);
         for (const std::uint64_t end = at + count; at < end; ++at, ++next) items.push_back(*next);
+        // Room for the encoded items at once (a hint: encoded size is about the in-memory one
+        // for trivially copyable inputs), not a doubling per append.
+        if constexpr (std::is_trivially_copyable_v<In>) out.reserve(out.size() + 16 + count * sizeof(In));
         mproc::encode_into(out, items);
         return true;
     };
@@ -461,7 +464,8 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         ++j->taken;
         auto chunk = detail::take_chunk<R>(node.mapped(), *engine_);
         if (chunk.error) std::rethrow_exception(chunk.error);
-        std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(results));
+        results.insert(results.end(), std::make_move_iterator(chunk.values.begin()),
+                       std::make_move_iterator(chunk.values.end()));
     }
     return results;
 }
