@@ -22,9 +22,9 @@
 #include <cstring>
 #include <list>
 #include <map>
-#include <set>
 #include <numeric>
 #include <ranges>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -131,7 +131,8 @@ void check_integer_ranges() {
     CHECK(doubled.back() == 2 * 996);
     std::vector<int> before_error;
     try {
-        for (int r : pool().imap(fails_at_137, std::views::iota(100, 400), 10)) before_error.push_back(r);
+        for (int r : pool().imap(fails_at_137, std::views::iota(100, 400), 10))
+            before_error.push_back(r);
         FAIL("imap did not throw");
     } catch (const mproc::RemoteError& e) {
         CHECK(e.task_index() == 37u);  // item 137 is the range's 38th

@@ -443,7 +443,8 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         if constexpr (iota) {
             mproc::Encoder e(out);
             e(static_cast<In>(*next), count);
-            next = std::ranges::next(next, static_cast<std::ranges::range_difference_t<Range>>(count));
+            next =
+                std::ranges::next(next, static_cast<std::ranges::range_difference_t<Range>>(count));
             return true;
         }
         std::vector<In> items;
@@ -451,7 +452,8 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         for (const std::uint64_t end = at + count; at < end; ++at, ++next) items.push_back(*next);
         // Room for the encoded items at once (a hint: encoded size is about the in-memory one
         // for trivially copyable inputs), not a doubling per append.
-        if constexpr (std::is_trivially_copyable_v<In>) out.reserve(out.size() + 16 + count * sizeof(In));
+        if constexpr (std::is_trivially_copyable_v<In>)
+            out.reserve(out.size() + 16 + count * sizeof(In));
         mproc::encode_into(out, items);
         return true;
     };
@@ -484,7 +486,8 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
         // through the same interface.
         auto range = [&] {
             if constexpr (Unordered)
-                return local_->imap_unordered(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+                return local_->imap_unordered(std::forward<F>(f), std::forward<Range>(inputs),
+                                              chunksize);
             else
                 return local_->imap(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
         }();
@@ -523,7 +526,8 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
             if (from->next == std::ranges::end(from->view)) return false;
             const In start = *from->next;
             std::uint64_t count = 0;
-            for (; count < per_chunk && from->next != std::ranges::end(from->view); ++from->next) ++count;
+            for (; count < per_chunk && from->next != std::ranges::end(from->view); ++from->next)
+                ++count;
             first = from->at;
             from->at += count;
             mproc::Encoder e(out);

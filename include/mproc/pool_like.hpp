@@ -21,7 +21,8 @@ MPROC_NAMESPACE_BEGIN
 /// }
 /// @endcode
 template <class P>
-concept PoolLike = requires(P& pool, int (*f)(int), bool (*test)(int), const std::vector<int>& inputs) {
+concept PoolLike = requires(P& pool, int (*f)(int), bool (*test)(int),
+                            const std::vector<int>& inputs) {
     { pool.map(f, inputs) } -> std::same_as<std::vector<int>>;
     { pool.map(f, inputs, std::size_t{1}) } -> std::same_as<std::vector<int>>;
     { *pool.imap(f, inputs).begin() } -> std::convertible_to<int>;

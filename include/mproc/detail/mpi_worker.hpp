@@ -107,7 +107,8 @@ template <class In, bool Iota>
         In start{};
         std::uint64_t count = 0;
         d(start, count);
-        if (d.remaining() != 0) throw DecodeError("mproc::mpi: trailing bytes after a chunk's range");
+        if (d.remaining() != 0)
+            throw DecodeError("mproc::mpi: trailing bytes after a chunk's range");
         return std::views::iota(start, static_cast<In>(start + static_cast<In>(count)));
     } else {
         return decode<std::vector<In>>(payload);
