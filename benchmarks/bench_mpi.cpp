@@ -3,7 +3,9 @@
 //   mpirun -np 3 bench_mpi --tiny 100000 --primes 10000000 --repeat 5
 //   mpirun -np 2 --bind-to none bench_mpi --hybrid 2 --primes 10000000 --repeat 5
 // Cases:
-//   tiny_map       map of x+1 over --tiny numbers (guided chunks)
+//   tiny_map       map of x+1 over --tiny numbers (guided chunks; an integer range, so each chunk
+//                  travels as its first value and count)
+//   tiny_map_vec   the same over a std::vector of those numbers (each chunk carries its numbers)
 //   tiny_imap_c1   imap with 1 item per message (Python's default chunk size), same numbers
 //   primes_serial  the prime count below --primes on rank 0 alone (the speedup's base)
 //   primes_map     the same count with Pool::map over the ranks
@@ -22,6 +24,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <ranges>
 #include <string>
 #include <vector>
@@ -59,6 +62,8 @@ int main(int argc, char** argv) {
     return mproc::mpi::run(argc, argv, options, [&](mproc::mpi::Pool& pool) {
         std::map<std::string, std::vector<double>> runs;
         const auto numbers = std::views::iota(std::uint64_t{0}, tiny);
+        std::vector<std::uint64_t> number_vector(tiny);
+        std::iota(number_vector.begin(), number_vector.end(), std::uint64_t{0});
         const auto candidates = std::views::iota(std::uint64_t{0}, primes);
         std::uint64_t expected_primes = 0;
         std::unique_ptr<mproc::Pool> local;
@@ -69,6 +74,8 @@ int main(int argc, char** argv) {
             if (tiny != 0) {
                 runs["tiny_map"].push_back(
                     seconds([&] { ok &= pool.map(plus_one, numbers).back() == tiny; }));
+                runs["tiny_map_vec"].push_back(
+                    seconds([&] { ok &= pool.map(plus_one, number_vector).back() == tiny; }));
                 runs["tiny_imap_c1"].push_back(seconds([&] {
                     std::uint64_t last = 0;
                     for (auto x : pool.imap(plus_one, numbers)) last = x;

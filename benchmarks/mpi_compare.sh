@@ -12,7 +12,9 @@ bench=build/release/benchmarks/bench_mpi
 echo "== mpirun -np 3: mproc::mpi"
 mpirun --oversubscribe -np 3 "$bench" --tiny "$tiny" --primes "$primes" --repeat "$repeat"
 echo "== mpirun -np 3: mpi4py.futures (python3 -m mpi4py.futures)"
-mpirun --oversubscribe -np 3 /usr/bin/python3 -m mpi4py.futures benchmarks/compare_mpi4py.py \
+# compare_mpi4py.py takes is_prime from benchmarks/compare/compare.py, on every rank.
+PYTHONPATH=benchmarks/compare${PYTHONPATH:+:$PYTHONPATH} mpirun --oversubscribe -x PYTHONPATH -np 3 \
+    /usr/bin/python3 -m mpi4py.futures benchmarks/compare_mpi4py.py \
     --tiny "$tiny" --primes "$primes" --repeat "$repeat"
 echo "== mpirun -np 2 --bind-to none: hybrid (1 worker rank x 2 processes) beside a local Pool(2)"
 mpirun --oversubscribe --bind-to none -np 2 "$bench" --hybrid 2 --tiny 0 --primes "$primes" --repeat "$repeat"

@@ -24,6 +24,7 @@
 #include <map>
 #include <numeric>
 #include <ranges>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -63,6 +64,7 @@ std::size_t byte_count(std::vector<std::string> texts) {
     for (auto& t : texts) n += t.size();
     return n;
 }
+bool is_odd(int x) { return x % 2 != 0; }
 int dies_at_5(int x) {
     if (x == 5) ::raise(SIGKILL);
     return x;
@@ -85,6 +87,59 @@ std::vector<T> iota_vector(std::size_t n) {
     std::vector<T> v(n);
     std::iota(v.begin(), v.end(), T{0});
     return v;
+}
+
+/// What an ordered imap of f yields before it throws mproc::RemoteError for task 137 (nothing
+/// else may end it), or ProcessCrashed for task 5.
+template <class F>
+std::vector<int> imap_until_error(F f, const std::vector<int>& inputs, std::size_t chunksize) {
+    std::vector<int> seen;
+    try {
+        for (int r : pool().imap(f, inputs, chunksize)) seen.push_back(r);
+        FAIL("imap did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 137u);
+    } catch (const mproc::ProcessCrashed& e) {
+        CHECK(e.task_index() == 5u);
+    }
+    return seen;
+}
+
+/// map and imap over integer ranges (sent as first value and count, not laid out) equal the
+/// serial map, bounded and endless, with an error's index counted from the range's start.
+void check_integer_ranges() {
+    const auto numbers = std::views::iota(std::uint64_t{5}, std::uint64_t{20'005});
+    std::vector<std::uint64_t> expected;
+    for (auto x : numbers) expected.push_back(square(x));
+    CHECK(pool().map(square, numbers) == expected);
+    CHECK(pool().map(square, numbers, 7) == expected);
+    std::vector<std::uint64_t> got;
+    for (auto r : pool().imap(square, numbers, 13)) got.push_back(r);
+    CHECK(got == expected);
+    std::multiset<std::uint64_t> any_order;
+    for (auto r : pool().imap_unordered(square, numbers, 13)) any_order.insert(r);
+    CHECK(any_order == std::multiset<std::uint64_t>(expected.begin(), expected.end()));
+    std::uint64_t seen = 0;
+    for (auto r : pool().imap(square, std::views::iota(std::uint64_t{5}), 3)) {
+        REQUIRE(r == square(seen + 5));
+        if (++seen == 1000) break;
+    }
+    const auto small = std::views::iota(-3, 997);  // int, from a negative start
+    auto doubled = pool().map(twice, small);
+    REQUIRE(doubled.size() == 1000);
+    CHECK(doubled.front() == -6);
+    CHECK(doubled.back() == 2 * 996);
+    std::vector<int> before_error;
+    try {
+        for (int r : pool().imap(fails_at_137, std::views::iota(100, 400), 10))
+            before_error.push_back(r);
+        FAIL("imap did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 37u);  // item 137 is the range's 38th
+    }
+    std::vector<int> expected_before(37);
+    std::iota(expected_before.begin(), expected_before.end(), 100);
+    CHECK(before_error == expected_before);
 }
 
 /// Code written once against the concept, run on both kinds of pool.
@@ -149,6 +204,8 @@ TEST_CASE("Mpi.imap.ordered_and_unordered", "[map]") {
     CHECK(any_order == expected);
 }
 
+TEST_CASE("Mpi.map.integer_ranges", "[map]") { check_integer_ranges(); }
+
 TEST_CASE("Mpi.imap.endless_range_bounded_lookahead", "[map]") {
     std::uint64_t pulled = 0;
     auto endless =
@@ -206,18 +263,8 @@ TEST_CASE("Mpi.error.names_index_rank_and_host", "[map]") {
         CHECK(e.task_index() == 137u);
     }
     CHECK(thrown);
-    // An error in imap comes when the iteration reaches it, after every result before it (the
-    // local Pool of a singleton does not promise this yet: it may throw before some of them).
-    int reached = 0;
-    try {
-        for (int r : pool().imap(fails_at_137, inputs, 10)) {
-            if (under_mpirun()) CHECK(r == reached);
-            ++reached;
-        }
-    } catch (const mproc::RemoteError& e) {
-        CHECK(e.task_index() == 137u);
-    }
-    if (under_mpirun()) CHECK(reached == 137);
+    // An error in imap comes when the iteration reaches it, after every result before it.
+    CHECK(imap_until_error(fails_at_137, inputs, 10) == iota_vector<int>(137));
     CHECK_THROWS_AS(pool().submit(fails_at_137, 137).get(), mproc::RemoteError);
     CHECK(pool().map(twice, inputs).back() == 1998);  // and the pool goes on
 }
@@ -244,6 +291,14 @@ TEST_CASE("Mpi.messages.split_past_the_threshold", "[split]") {
     std::size_t total = 0;
     for (auto& t : texts) total += t.size();
     CHECK(pool().submit(byte_count, texts).get() == total);
+    // An integer range's chunks are (first value, count), never the numbers: 10^6 of them as 8
+    // chunks fit in one piece each (laid out, each chunk would be 125,000 numbers, 1 MB).
+    const std::uint64_t parts_before_range = mproc::detail::mpi::parts_sent();
+    const auto numbers = std::views::iota(std::uint64_t{0}, std::uint64_t{1'000'000});
+    std::uint64_t sum = 0;
+    for (auto r : pool().imap(square, numbers, 125'000)) sum += r;  // imap: no result vector
+    CHECK(sum == 333'332'833'333'500'000u);
+    CHECK(mproc::detail::mpi::parts_sent() == parts_before_range);
 }
 
 TEST_CASE("Mpi.idle.worker_ranks_sleep", "[idle]") {
@@ -285,6 +340,33 @@ TEST_CASE("Mpi.hybrid.local_processes_and_crash", "[hybrid]") {
     }
     CHECK(pool().map(twice, iota_vector<int>(200)).back() == 398);
     CHECK(pool().apply(add, 1, 2) == 3);
+}
+
+TEST_CASE("Mpi.hybrid.integer_ranges", "[hybrid]") { check_integer_ranges(); }
+
+TEST_CASE("Mpi.hybrid.imap_yields_the_failed_chunks_results_before_its_error", "[hybrid]") {
+    // The failed chunk [130, 140) runs on a rank's local Pool: its results 130..136 still come
+    // before the error (they were lost when the rank ran the chunk with the local map), in order,
+    // whether the task raised or its local worker died.
+    REQUIRE(launch.local_processes == 2);
+    const auto inputs = iota_vector<int>(1000);
+    CHECK(imap_until_error(fails_at_137, inputs, 10) == iota_vector<int>(137));
+    CHECK(imap_until_error(dies_at_5, iota_vector<int>(40), 4) == iota_vector<int>(5));
+    std::multiset<int> unordered;
+    try {
+        for (int r : pool().imap_unordered(fails_at_137, inputs, 10)) unordered.insert(r);
+        FAIL("imap_unordered did not throw");
+    } catch (const mproc::RemoteError& e) {
+        CHECK(e.task_index() == 137u);
+    }
+    for (int x = 130; x < 137; ++x) CHECK(unordered.count(x) == 1);
+    CHECK(unordered.count(137) == 0);
+    // A bool function through imap, the contract's shape, on both hybrid levels.
+    std::vector<bool> odd;
+    for (bool f : pool().imap(is_odd, inputs, 10)) odd.push_back(f);
+    REQUIRE(odd.size() == 1000);
+    CHECK(std::count(odd.begin(), odd.end(), true) == 500);
+    CHECK(odd[137]);
 }
 
 int main(int argc, char** argv) {

@@ -2,6 +2,7 @@
 
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/pool_like.hpp>
 #include <mproc/process.hpp>
 #include <mproc/sync.hpp>
 
@@ -28,6 +29,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -305,6 +308,61 @@ TEST_CASE("Pool.imap.error_after_later_results_are_done", "[pool]") {
     ::munmap(page, 4096);
 }
 
+TEST_CASE("Pool.imap.a_failed_batch_is_kept_until_read", "[pool]") {
+    // The first batch (items 0..63) fails at item 10 and settles before the second batch is
+    // posted: reading the input's item 64 waits for the failure (task 10 raises a shared flag
+    // just before it throws), then 200 ms for the job to settle. Posting the second batch must
+    // not free the failed batch the reader has yet to read: it used to, the arena was reset and
+    // the second batch's results (64..73) were read in place of 0..9.
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+    tasks_finished = ::new (page) std::atomic<int>(0);  // here: 1 once task 10 is failing
+    mproc::Pool pool(2);
+    for (bool unordered : {false, true}) {
+        tasks_finished->store(0);
+        auto after_the_failure = std::views::iota(0) | std::views::transform([](int x) {
+            if (x == 64) {
+                const auto give_up = std::chrono::steady_clock::now() + 10s;
+                while (tasks_finished->load() == 0 && std::chrono::steady_clock::now() < give_up)
+                    std::this_thread::sleep_for(1ms);
+                std::this_thread::sleep_for(200ms);
+            }
+            return x;
+        });
+        auto fails_at_10 = [](int x) {
+            if (x == 10) {
+                tasks_finished->store(1);
+                throw std::runtime_error("ten");
+            }
+            return x;
+        };
+        mproc::MapOptions opts;
+        opts.chunksize = 4;
+        opts.lookahead = 64;
+        std::vector<int> seen;
+        try {
+            if (unordered) {
+                for (int x : pool.imap_unordered(fails_at_10, after_the_failure, opts)) seen.push_back(x);
+            } else {
+                for (int x : pool.imap(fails_at_10, after_the_failure, opts)) seen.push_back(x);
+            }
+            FAIL("imap did not throw");
+        } catch (const mproc::RemoteError& e) {
+            CHECK(e.task_index() == 10u);
+        }
+        CHECK(tasks_finished->load() == 1);
+        if (!unordered) {
+            CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+        } else {
+            // Only results of the failed batch, each once (which ones depends on the workers).
+            const std::set<int> distinct(seen.begin(), seen.end());
+            CHECK(distinct.size() == seen.size());
+            for (int x : seen) CHECK((x >= 0 && x < 64 && x != 10));
+        }
+    }
+    ::munmap(page, 4096);
+}
+
 TEST_CASE("Pool.imap.encoded_results_and_chunks", "[pool]") {
     mproc::Pool pool(2);
     std::vector<std::string> seen;
@@ -312,6 +370,57 @@ TEST_CASE("Pool.imap.encoded_results_and_chunks", "[pool]") {
         seen.push_back(s);
     REQUIRE(seen.size() == 50);
     CHECK(seen[49] == "49");
+}
+
+namespace {
+bool is_odd(int x) { return x % 2 != 0; }
+
+/// Written once against the concept, the way the PoolLike contract shows it.
+template <mproc::PoolLike P>
+std::vector<bool> flags_through_imap(P& pool, const std::vector<int>& inputs) {
+    std::vector<bool> flags;
+    for (bool f : pool.imap(is_odd, inputs)) flags.push_back(f);
+    return flags;
+}
+}  // namespace
+
+TEST_CASE("Pool.imap.bool_results", "[pool]") {
+    // The results of a bool function sit in a std::vector<bool>: the iteration yields them by
+    // value (a const bool& into it cannot exist). Several chunks and batches, so bits are read
+    // across vector<bool>'s words.
+    static_assert(mproc::PoolLike<mproc::Pool>);
+    static_assert(std::is_same_v<decltype(*std::declval<mproc::ImapRange<bool>&>().begin()), bool>);
+    mproc::Pool pool(2);
+    std::vector<int> inputs(1000);
+    std::iota(inputs.begin(), inputs.end(), 0);
+    std::vector<bool> expected;
+    for (int x : inputs) expected.push_back(is_odd(x));
+    CHECK(flags_through_imap(pool, inputs) == expected);
+    std::vector<bool> primes;
+    for (bool f : pool.imap(is_prime, std::views::iota(std::uint64_t{0}, std::uint64_t{300}), mproc::MapOptions{.chunksize = 7, .lookahead = 64}))
+        primes.push_back(f);
+    REQUIRE(primes.size() == 300);
+    for (std::uint64_t n = 0; n < 300; ++n) CHECK(primes[n] == is_prime(n));
+    std::size_t odd = 0, seen = 0;
+    for (bool f : pool.imap_unordered(is_odd, inputs, 13)) {
+        odd += f;
+        ++seen;
+    }
+    CHECK(seen == 1000);
+    CHECK(odd == 500);
+}
+
+TEST_CASE("Pool.imap.class_results_by_reference", "[pool]") {
+    // Other result types are still read in place: a const reference into the range's buffer.
+    static_assert(std::is_same_v<decltype(*std::declval<mproc::ImapRange<std::string>&>().begin()), const std::string&>);
+    static_assert(std::is_same_v<decltype(*std::declval<mproc::ImapRange<std::string, true>&>().begin()), const std::string&>);
+    mproc::Pool pool(2);
+    std::vector<std::string> seen;
+    for (const std::string& s : pool.imap_unordered([](int x) { return std::string(static_cast<std::size_t>(x), 'x'); }, std::views::iota(0, 40), 3))
+        seen.push_back(s);
+    std::sort(seen.begin(), seen.end());
+    REQUIRE(seen.size() == 40);
+    for (std::size_t i = 0; i < 40; ++i) CHECK(seen[i] == std::string(i, 'x'));
 }
 
 TEST_CASE("Pool.imap_unordered.all_results", "[pool]") {

@@ -426,19 +426,34 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         for (std::uint64_t at = 0; at < n; at += chunksize) bounds.push_back(at);
         bounds.push_back(n);
     }
+    // An integer range travels a chunk at a time as (first value, count): no rank lays the
+    // numbers out, and a hybrid rank's local Pool gets an integer range too.
+    constexpr bool iota = !Star && mproc::detail::is_iota_v<Range>;
     auto j = std::make_shared<wire::job>();
-    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, Star>);
+    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, Star, iota>);
     j->fn = wire::identity_of(fn);
     // Inputs are encoded a chunk at a time as chunks are dealt, never all at once.
     j->produce = [bounds = std::move(bounds), chunk = std::size_t{0},
                   next = std::ranges::begin(inputs), at = std::uint64_t{0}](
                      std::vector<std::byte>& out, std::uint64_t& first) mutable {
         if (chunk + 1 >= bounds.size()) return false;
-        std::vector<In> items;
-        items.reserve(bounds[chunk + 1] - bounds[chunk]);
-        for (; at < bounds[chunk + 1]; ++at, ++next) items.push_back(*next);
         first = bounds[chunk];
+        const std::uint64_t count = bounds[chunk + 1] - bounds[chunk];
         ++chunk;
+        if constexpr (iota) {
+            mproc::Encoder e(out);
+            e(static_cast<In>(*next), count);
+            next =
+                std::ranges::next(next, static_cast<std::ranges::range_difference_t<Range>>(count));
+            return true;
+        }
+        std::vector<In> items;
+        items.reserve(count);
+        for (const std::uint64_t end = at + count; at < end; ++at, ++next) items.push_back(*next);
+        // Room for the encoded items at once (a hint: encoded size is about the in-memory one
+        // for trivially copyable inputs), not a doubling per append.
+        if constexpr (std::is_trivially_copyable_v<In>)
+            out.reserve(out.size() + 16 + count * sizeof(In));
         mproc::encode_into(out, items);
         return true;
     };
@@ -451,7 +466,8 @@ auto Pool::run_map(const Fn& fn, const Range& inputs, std::size_t chunksize) {
         ++j->taken;
         auto chunk = detail::take_chunk<R>(node.mapped(), *engine_);
         if (chunk.error) std::rethrow_exception(chunk.error);
-        std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(results));
+        results.insert(results.end(), std::make_move_iterator(chunk.values.begin()),
+                       std::make_move_iterator(chunk.values.end()));
     }
     return results;
 }
@@ -465,44 +481,31 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
     using In = std::ranges::range_value_t<View>;
     using R = typename detail::result_of<Fn, In, false>::type;
     if (local_) {
-        // A singleton: batches of inputs through the local Pool's map (a batch at a time, so
-        // endless ranges work), read through the same interface.
-        struct batch_source final : ImapResults<R>::source {
-            mproc::Pool* local = nullptr;
-            Fn fn;
-            View view;
-            std::ranges::iterator_t<View> next;
-            std::uint64_t base = 0;
-            std::size_t batch = 0, chunksize = 0;
-            std::vector<R> buffer;
-            std::size_t at = 0;
-            batch_source(mproc::Pool* l, Fn f, View v)
-                : local(l), fn(f), view(std::move(v)), next(std::ranges::begin(view)) {}
+        // A singleton: the local Pool's own imap (inputs read a batch at a time, so endless
+        // ranges work; in order, every result before a failed item comes before its error), read
+        // through the same interface.
+        auto range = [&] {
+            if constexpr (Unordered)
+                return local_->imap_unordered(std::forward<F>(f), std::forward<Range>(inputs),
+                                              chunksize);
+            else
+                return local_->imap(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+        }();
+        using LocalRange = decltype(range);
+        struct local_source final : ImapResults<R>::source {
+            LocalRange range;
+            std::optional<typename LocalRange::iterator> at;
+            explicit local_source(LocalRange&& r) : range(std::move(r)) {}
             bool advance() override {
-                if (++at < buffer.size()) return true;
-                std::vector<In> items;
-                for (; items.size() < batch && next != std::ranges::end(view); ++next)
-                    items.push_back(*next);
-                if (items.empty()) return false;
-                try {
-                    buffer = local->map(fn, items, chunksize);
-                } catch (const mproc::RemoteError& e) {
-                    throw mproc::RemoteError(e.type_name(), e.message(),
-                                             base + e.task_index().value_or(0));
-                } catch (const ProcessCrashed& e) {
-                    throw ProcessCrashed(e.pid(), e.exitcode(), base + e.task_index().value_or(0));
-                }
-                base += items.size();
-                at = 0;
-                return true;
+                if (!at)
+                    at.emplace(range.begin());
+                else
+                    ++*at;
+                return !(*at == std::default_sentinel);
             }
-            typename ImapResults<R>::reference current() const override { return buffer[at]; }
+            typename ImapResults<R>::reference current() const override { return **at; }
         };
-        auto src = std::make_unique<batch_source>(local_.get(), Fn(f),
-                                                  std::views::all(std::forward<Range>(inputs)));
-        src->chunksize = std::max<std::size_t>(chunksize, 1);
-        src->batch = std::clamp<std::size_t>(src->chunksize * local_->processes() * 8, 256, 65536);
-        return ImapResults<R>(std::move(src));
+        return ImapResults<R>(std::make_unique<local_source>(std::move(range)));
     }
 
     struct state {
@@ -513,11 +516,24 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
     auto from = std::make_shared<state>(state{std::views::all(std::forward<Range>(inputs)), {}, 0});
     from->next = std::ranges::begin(from->view);
     const std::uint64_t per_chunk = std::max<std::size_t>(chunksize, 1);
+    constexpr bool iota = mproc::detail::is_iota_v<View>;  // chunks as (first value, count)
     auto j = std::make_shared<wire::job>();
-    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, false>);
+    j->runner = mproc::detail::identify(&wire::run_map_chunk<Fn, In, R, false, iota>);
     j->fn = wire::identity_of(Fn(f));
     j->window = imap_window();
     j->produce = [from, per_chunk](std::vector<std::byte>& out, std::uint64_t& first) {
+        if constexpr (iota) {
+            if (from->next == std::ranges::end(from->view)) return false;
+            const In start = *from->next;
+            std::uint64_t count = 0;
+            for (; count < per_chunk && from->next != std::ranges::end(from->view); ++from->next)
+                ++count;
+            first = from->at;
+            from->at += count;
+            mproc::Encoder e(out);
+            e(start, count);
+            return true;
+        }
         std::vector<In> items;
         for (; items.size() < per_chunk && from->next != std::ranges::end(from->view); ++from->next)
             items.push_back(*from->next);

@@ -288,6 +288,12 @@ auto Pool::start_imap(const Fn& fn, View inputs, const MapOptions& options) {
             const auto left = static_cast<std::uint64_t>(std::ranges::size(from->view)) - base;
             if (left == 0) return std::nullopt;
             const auto n = static_cast<std::ranges::range_difference_t<View>>(std::min(left, batch_items));
+            if constexpr (detail::is_iota_v<View>) {
+                // A batch of an integer range is an integer range: it travels as its first value.
+                const std::ranges::iota_view items(*from->next, *std::ranges::next(from->next, n));
+                from->next = std::ranges::next(from->next, n);
+                return detail::post_map<false>(core, fn, items, options, base);
+            }
             const std::ranges::subrange items(from->next, std::ranges::next(from->next, n));
             from->next = items.end();
             return detail::post_map<false>(core, fn, items, options, base);

@@ -184,29 +184,44 @@ struct received {
 }
 
 /// How a rank waits for a message without burning its core: polls for a short spin (a reply
-/// usually comes within microseconds when work flows), then naps, doubling from 16 us to 1 ms.
-/// The cap bounds the latency an idle rank adds when work arrives, and keeps its CPU use near
-/// zero (about 1000 polls a second).
+/// usually comes within microseconds when work flows), then naps, doubling from 16 us. For the
+/// first few milliseconds of a wait the naps stay short (64 us): rank 0 and a worker rank each
+/// wait on the other, and long naps on both sides fed each other (a rank that woke late left the
+/// other waiting long enough to nap long too), so a chunk of 30 us cost about 1.5 ms per round
+/// trip in hybrid mode. After that the naps grow to 1 ms, which bounds the latency an idle rank
+/// adds when work arrives and keeps its CPU use near zero (about 1000 polls a second).
 class backoff {
 public:
-    void reset() noexcept { spins_ = 0, nap_ns_ = 0; }
+    void reset() noexcept { spins_ = 0, nap_ns_ = 0, napping_since_ns_ = 0; }
     void pause() noexcept {
         if (spins_ < spin_polls) {
             ++spins_;
             return;
         }
-        nap_ns_ = nap_ns_ == 0 ? first_nap_ns : std::min(nap_ns_ * 2, max_nap_ns);
+        const std::int64_t now = now_ns();
+        if (napping_since_ns_ == 0) napping_since_ns_ = now;
+        const long cap = now - napping_since_ns_ < short_naps_ns ? short_nap_cap_ns : max_nap_ns;
+        nap_ns_ = nap_ns_ == 0 ? first_nap_ns : std::min(nap_ns_ * 2, cap);
         timespec ts{0, static_cast<long>(nap_ns_)};
         ::nanosleep(&ts, nullptr);
     }
 
     static constexpr unsigned spin_polls = 200;
     static constexpr long first_nap_ns = 16'000;
+    static constexpr long short_nap_cap_ns = 64'000;
+    static constexpr std::int64_t short_naps_ns = 5'000'000;
     static constexpr long max_nap_ns = 1'000'000;
 
 private:
+    [[nodiscard]] static std::int64_t now_ns() noexcept {
+        timespec ts{};
+        ::clock_gettime(CLOCK_MONOTONIC, &ts);
+        return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+    }
+
     unsigned spins_ = 0;
     long nap_ns_ = 0;
+    std::int64_t napping_since_ns_ = 0;  // when this wait's naps began (0: still spinning)
 };
 
 }  // namespace detail::mpi

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <tuple>
@@ -97,7 +98,24 @@ inline void write_current_exception(std::vector<std::byte>& out, std::size_t mar
     }
 }
 
-template <class Fn, class In, class R, bool Star>
+/// The inputs of a chunk: a vector of them, or (`Iota`) an integer range sent as its first
+/// value and its length, so neither rank 0 nor this rank lays the numbers out.
+template <class In, bool Iota>
+[[nodiscard]] auto decode_chunk_inputs(std::span<const std::byte> payload) {
+    if constexpr (Iota) {
+        Decoder d(payload);
+        In start{};
+        std::uint64_t count = 0;
+        d(start, count);
+        if (d.remaining() != 0)
+            throw DecodeError("mproc::mpi: trailing bytes after a chunk's range");
+        return std::views::iota(start, static_cast<In>(start + static_cast<In>(count)));
+    } else {
+        return decode<std::vector<In>>(payload);
+    }
+}
+
+template <class Fn, class In, class R, bool Star, bool Iota = false>
 void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
                    std::uint64_t first, run_context& ctx, std::vector<std::byte>& out) {
     const std::size_t mark = out.size();
@@ -105,15 +123,22 @@ void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
     std::vector<R> results;
     try {
         Fn f = callable_from<Fn>(fn_id);
-        const auto inputs = decode<std::vector<In>>(payload);
+        const auto inputs = decode_chunk_inputs<In, Iota>(payload);
         if (ctx.local != nullptr) {
             // Hybrid: the chunk is spread over the rank's local processes.
-            if constexpr (Star)
+            if constexpr (Star) {
                 results = ctx.local->starmap(f, inputs);
-            else
-                results = ctx.local->map(f, inputs);
+            } else {
+                // Through the local imap, in order, not map: when a task fails, map keeps none of
+                // the chunk's results, while imap yields every one before the failed item, which
+                // rank 0's imap owes its reader. One batch, cut in guided chunks as map cuts it.
+                MapOptions whole;
+                whole.lookahead = static_cast<std::size_t>(std::ranges::size(inputs));
+                results.reserve(whole.lookahead);
+                for (auto&& r : ctx.local->imap(f, inputs, whole)) results.push_back(r);
+            }
         } else {
-            results.reserve(inputs.size());
+            results.reserve(static_cast<std::size_t>(std::ranges::size(inputs)));
             for (const In& x : inputs) {
                 if constexpr (Star)
                     results.push_back(std::apply(f, x));
@@ -127,7 +152,7 @@ void run_map_chunk(const function_id& fn_id, std::span<const std::byte> payload,
         encode_into(out, results);
     } catch (...) {
         write_current_exception(out, mark, first, at);
-        // (In hybrid mode the local Pool's map gives none: `results` stays empty.)
+        // (A hybrid rank's local starmap gives none: `results` stays empty.)
         try {
             encode_into(out, results);
         } catch (...) {

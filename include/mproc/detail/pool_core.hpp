@@ -33,6 +33,10 @@ struct job_record {
     std::uint64_t index_base = 0;  // index of the job's first item in the caller's input (imap batches)
     bool timed = false;     // its tasks have a time limit (counted in pool_core::timed_jobs_)
     std::function<void()> on_settled;  // harvests a submitted call's outcome into its Future
+    // Its owner let go of it (retire() before it settled): retire_settled frees it once settled.
+    // A job that is only cancelled (failed) still has a reader: an ordered imap reads the failed
+    // job's results before its failed item, so its slot and memory must stay until then.
+    bool released = false;
 };
 
 class pool_core {
@@ -345,6 +349,7 @@ inline void pool_core::retire(std::uint64_t id) {
     if (!r.live || r.id != id || !owned()) return;
     if (!settled(id)) {
         cancel(id);  // finish later (retire_settled), once its running chunks end
+        r.released = true;
         return;
     }
     if (r.on_settled) std::exchange(r.on_settled, nullptr)();
@@ -391,8 +396,8 @@ inline void pool_core::abandon(std::uint64_t id, std::chrono::milliseconds grace
 
 inline void pool_core::retire_settled() {
     for (auto& r : records_)
-        if (r.live && settled(r.id) && (r.on_settled || claim_word::cancelled(job(r.id).claim.load())))
-            retire(r.id);  // a Future's outcome is harvested now; abandoned jobs are let go
+        if (r.live && settled(r.id) && (r.on_settled || r.released))
+            retire(r.id);  // a Future's outcome is harvested now; jobs let go of are freed
 }
 
 }  // namespace detail

@@ -7,6 +7,7 @@
 #include <functional>
 #include <iterator>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 MPROC_NAMESPACE_BEGIN
@@ -30,6 +31,9 @@ namespace detail {
 template <class R, bool Unordered = false>
 class ImapRange {
 public:
+    /// What the iteration yields: a const reference into the buffered results, or a bool by
+    /// value (the buffer is a std::vector<bool>, whose bits cannot be referred to).
+    using reference = std::conditional_t<std::is_same_v<R, bool>, bool, const R&>;
     /// @cond
     /// Posts the batch whose first item has index `base`, or says the input is exhausted.
     using Feeder = std::function<std::optional<detail::job_ticket<R>>(std::uint64_t base)>;
@@ -39,7 +43,14 @@ public:
     ImapRange() = default;
     /// @cond
     /// Posts the first two batches; Pool::imap and imap_unordered make these.
-    explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) { top_up(); }
+    explicit ImapRange(Feeder feeder) : feeder_(std::move(feeder)) {
+        try {
+            top_up();
+        } catch (...) {
+            release_batches();  // no destructor runs for a constructor that throws
+            throw;
+        }
+    }
     /// @endcond
     /// Takes over `other`'s tasks; `other` is left empty.
     ImapRange(ImapRange&& other) noexcept
@@ -50,9 +61,7 @@ public:
         other.feeder_ = nullptr;
     }
     ImapRange& operator=(ImapRange&&) = delete;
-    ~ImapRange() {
-        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);  // cancels what has not started
-    }
+    ~ImapRange() { release_batches(); }
 
     /// @cond
     // A single-pass input iterator; users only see it through range-for.
@@ -60,9 +69,10 @@ public:
     public:
         using value_type = R;
         using difference_type = std::ptrdiff_t;
+        using reference = ImapRange::reference;
         iterator() = default;
         explicit iterator(ImapRange* owner) : owner_(owner) { owner_->load_next(); }
-        const R& operator*() const { return owner_->buffer_[owner_->at_]; }
+        reference operator*() const { return owner_->buffer_[owner_->at_]; }
         iterator& operator++() {
             if (++owner_->at_ == owner_->buffer_.size()) owner_->load_next();
             return *this;
@@ -77,7 +87,8 @@ public:
     };
     /// @endcond
 
-    /// Waits for the first result; the iteration yields each result as a const R&. Single pass:
+    /// Waits for the first result; the iteration yields each result as a const R& (a bool by
+    /// value when R is bool). Single pass:
     /// call it once.
     /// @throws RemoteError, ProcessCrashed or TimeoutError, like Pool::map, when iteration reaches
     ///         a failed task (so does advancing the iterator).
@@ -93,6 +104,12 @@ private:
         detail::job_ticket<R> ticket;
         std::uint64_t next_chunk = 0;
     };
+
+    /// Lets every posted batch go: what has not started is cancelled.
+    void release_batches() noexcept {
+        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);
+        batches_.clear();
+    }
 
     /// Keeps two batches posted while the input lasts.
     void top_up() {
@@ -146,8 +163,7 @@ private:
         feeder_ = nullptr;
         detail::job_ticket<R> failed = std::move(batches_.front().ticket);
         batches_.pop_front();
-        for (auto& b : batches_) b.ticket.core->retire(b.ticket.seq);
-        batches_.clear();
+        release_batches();
         failed.throw_if_failed_or_gone();
         throw StateError("mproc::Pool: an imap batch failed without an error");  // not reached
     }
