@@ -501,7 +501,7 @@ int sync_partner(mproc::Barrier barrier, mproc::Semaphore units, mproc::BoundedS
 
 TEST_CASE("StartMethod.shared.queue_round_trip", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Queue<int> to_child;
         mproc::Queue<std::string> from_child(mproc::QueueOptions{.ring_bytes = 64 << 10});
         mproc::Process p(mproc::spawn, echo_queue, to_child, from_child, 100);
@@ -522,7 +522,7 @@ TEST_CASE("StartMethod.shared.queue_round_trip", "[start_method]") {
 
 TEST_CASE("StartMethod.shared.lock_held_by_child_excludes_parent", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Lock lock;
         mproc::Event held, release;
         mproc::Process p(hold_lock, lock, held, release);
@@ -541,7 +541,7 @@ TEST_CASE("StartMethod.shared.lock_held_by_child_excludes_parent", "[start_metho
 
 TEST_CASE("StartMethod.shared.child_killed_holding_lock", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Lock lock;
         mproc::Event held;
         mproc::Process p(lock_and_die, lock, held);
@@ -561,7 +561,7 @@ TEST_CASE("StartMethod.shared.child_killed_holding_lock", "[start_method]") {
 
 TEST_CASE("StartMethod.shared.value_and_array", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::SharedValue<long> counter(10);
         mproc::SharedArray<int> squares(50, -1);
         mproc::Process p(count_up, counter, counter.get_lock(), squares);
@@ -575,7 +575,7 @@ TEST_CASE("StartMethod.shared.value_and_array", "[start_method]") {
 
 TEST_CASE("StartMethod.shared.sync_types", "[start_method]") {
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Barrier barrier(2);
         mproc::Semaphore units(0);
         mproc::BoundedSemaphore bounded(1);
@@ -611,7 +611,7 @@ TEST_CASE("StartMethod.shared.hygiene", "[start_method]") {
     const auto names_before = mproc_test::our_shm_names();
     const int fds_before = mproc_test::open_fd_count();
     for (auto method : exec_methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Queue<int> q;
         mproc::Lock lock;
         mproc::SharedValue<long> counter;
@@ -711,7 +711,7 @@ TEST_CASE("StartMethod.pool.initializer_with_shared_objects", "[start_method]") 
     const mproc::StartMethod methods[] = {mproc::StartMethod::fork, mproc::StartMethod::spawn,
                                           mproc::StartMethod::forkserver};
     for (auto method : methods) {
-        INFO(name_of(method));
+        CAPTURE(method);
         mproc::Queue<int> results;
         mproc::SharedValue<int> started(0);
         auto opts = pool_options(method, 2);
