@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -108,6 +109,23 @@ TEST_CASE("StartMethod.process.result", "[start_method]") {
     mproc::Process l([](std::string a, std::string b) { return a + b; }, std::string("spa"), std::string("wn"));
     l.start(mproc::spawn);
     CHECK(l.result() == "spawn");
+}
+
+TEST_CASE("StartMethod.process.request_larger_than_the_socket_buffer", "[start_method]") {
+    // Small requests are queued before the child exists; one of 4 MB cannot be (nobody reads
+    // yet), so it is sent after the start: both must arrive whole.
+    const auto sum = [](std::vector<std::int64_t> v) { return std::accumulate(v.begin(), v.end(), std::int64_t{0}); };
+    for (std::size_t n : {std::size_t{10}, std::size_t{500'000}}) {
+        std::vector<std::int64_t> numbers(n);
+        std::iota(numbers.begin(), numbers.end(), 1);
+        for (auto method : exec_methods) {
+            CAPTURE(method, n);
+            mproc::Process p(sum, numbers);
+            p.start(method);
+            REQUIRE(p.join(30s));
+            CHECK(p.result() == static_cast<std::int64_t>(n * (n + 1) / 2));
+        }
+    }
 }
 
 TEST_CASE("StartMethod.process.fresh_program", "[start_method]") {

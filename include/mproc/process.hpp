@@ -291,14 +291,22 @@ void Process<R, Starts>::start_exec(StartMethod method) {
             "(a function, or a lambda without captures) and every argument encodable: the new "
             "program cannot see the caller's variables. Pass them as arguments");
     auto ends = detail::make_socketpair();
+    const auto send_request = [&] {
+        detail::send_frame(ends.first.get(), request);
+        detail::send_descriptors(ends.first.get(), fds);
+    };
+    // A small request is queued before the child exists, so the child reads it at once instead
+    // of waiting until this process runs again after the start. A large one could fill the
+    // socket's buffer (about 200 KiB) with nobody reading yet: it goes after the start.
+    const bool ahead = request.size() <= 64 * 1024 && fds.size() <= 64;
+    if (ahead) send_request();
     child_ = method == StartMethod::spawn
                  ? detail::child_handle(detail::spawn_self("spawn", {ends.second.get()}))
                  : detail::forkserver_connection().start(ends.second.get());
     owner_ = detail::current_pid();
     ends.second.reset();
     try {
-        detail::send_frame(ends.first.get(), request);
-        detail::send_descriptors(ends.first.get(), fds);
+        if (!ahead) send_request();
     } catch (const EndOfStream&) {
         // The child ended before reading its task: result() reports how it ended.
     }
