@@ -1376,15 +1376,15 @@ void dead_batch_consumer_trial(queue_point point, int nth, std::size_t max, cons
 
 TEST_CASE("Queue.dead_producer.sigkill_mid_batch", "[queue]") {
     const auto ten = mixed_batch(10);
-    // {point, nth, delivered, lost}: a claim of all ten, then ten writes and publishes.
+    // {point, nth, delivered, lost}: a claim of all ten, ten writes, then ten publishes.
     const std::vector<std::tuple<queue_point, int, std::size_t, std::size_t>> moments{
         {queue_point::put_claimed, 1, 0, 1},          // the first record claimed, its span not stored
         {queue_point::put_many_claimed, 4, 0, 5},     // five claimed, the fifth without its span
         {queue_point::put_many_claimed, 9, 0, 10},    // all ten claimed, the last without its span
         {queue_point::put_spanned, 1, 0, 10},         // all claimed and spanned, the tail not moved
-        {queue_point::put_copying, 2, 1, 9},          // the second record half written
-        {queue_point::put_many_published, 3, 3, 7},   // three published, seven claimed
-        {queue_point::put_many_published, 9, 9, 1}};  // nine published, the last claimed
+        {queue_point::put_copying, 2, 0, 10},         // the second record half written
+        {queue_point::put_many_published, 3, 3, 7},   // all written, three published
+        {queue_point::put_many_published, 9, 9, 1}};  // all written, nine published
     for (auto [point, nth, delivered, lost] : moments) {
         INFO("point " << static_cast<int>(point) << " #" << nth);
         dead_batch_producer_trial(point, nth, ten, delivered, lost);

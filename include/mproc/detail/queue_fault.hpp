@@ -25,8 +25,8 @@ namespace detail {
 /// after every record of the batch is claimed (the head not yet moved), get_consumed once per
 /// record (read, not yet freed). And three moments are theirs alone: put_many_claimed: a further
 /// record claimed, its span not yet stored (once per record after the first); put_many_published:
-/// a record published, the ones after it claimed but not yet written (once per record but the
-/// last); get_many_claimed: a further record claimed (once per record after the first).
+/// a record published, the ones after it written but not yet published (once per record but
+/// the last: a batch is written whole, then published); get_many_claimed: a further record claimed (once per record after the first).
 enum class queue_point {
     put_claimed, put_copying, get_claimed, get_consumed, put_spanned, get_moved,
     put_waiting, spill_noted, spill_taken, spill_recorded, spill_releasing, spill_released,

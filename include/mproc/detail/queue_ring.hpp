@@ -114,7 +114,7 @@ public:
             record = claim(length, deadline);
         if (!record) return false;
         write(record->to);
-        publish(*record);
+        publish(std::span<const claimed>(&*record, 1));
         return true;
     }
 
@@ -220,7 +220,9 @@ private:
     /// slot at the tail, room known, the queue open and below maxsize); nullopt sends the caller
     /// the long way, which waits, helps and reports.
     [[nodiscard]] std::optional<claimed> claim_in_slot(std::uint64_t length) noexcept;
-    void publish(const claimed& record) noexcept;
+    /// Makes written records ready, in order, then wakes as many sleeping consumers (one wake
+    /// for a batch: they then find the whole batch ready, and take it in batches too).
+    void publish(std::span<const claimed> records) noexcept;
     /// Takes a spill block for the record at `pos` that this producer claimed (tail not yet
     /// moved) and names it there. Without one, puts the slot's state back to `unclaimed` (what
     /// it was before the claim) and returns 0.
@@ -275,6 +277,9 @@ private:
         prefetch_for_write(&mem().slot(ahead));
     }
     void drop(std::uint64_t pos, std::uint64_t state);
+    /// put_many's way out when writing record `failed` of a batch of `count` failed: publishes
+    /// the records before it and gives up the others.
+    void written_up_to(const claimed* records, std::size_t failed, std::size_t count) noexcept;
     /// Frees claimed records that will never be published, as a drop does, without counting them.
     void give_up(std::span<const claimed> records) noexcept;
     /// Takes over the record at `pos` (state `state` seen, its span known) and frees it, moving

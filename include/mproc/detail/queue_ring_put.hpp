@@ -211,17 +211,16 @@ std::size_t queue_ring::put_many(std::span<const std::uint64_t> lengths, Write&&
             try {
                 written = write(put + i, records[i].to);
             } catch (...) {
-                give_up(std::span<const claimed>(records + i, count - i));
+                written_up_to(records, i, count);
                 throw;
             }
             if (!written) {
-                give_up(std::span<const claimed>(records + i, count - i));
+                written_up_to(records, i, count);
                 throw Error("mproc::Queue: the value encoded to another size than mproc::encoded_size said "
                             "(does its codec depend on something that changed meanwhile?)");
             }
-            publish(records[i]);
-            if (i + 1 < count) queue_fault(queue_point::put_many_published);
         }
+        publish(std::span<const claimed>(records, count));
         put += count;
     }
     return put;
@@ -251,15 +250,24 @@ inline void queue_ring::spill_full(std::uint64_t length) const {
                 std::to_string(ctl().spill_bytes) + ")");
 }
 
-inline void queue_ring::publish(const claimed& record) noexcept {
-    record.slot->state.store(slot_state(record.pos, slot_status::ready, record.ready_low), std::memory_order_release);
-    // A consumer that counted itself in before our claim was seen then; a second look catches
-    // one that came to wait for this record since.
-    queue_control& c = ctl();
-    if (record.getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
-        c.data_event.fetch_add(1, std::memory_order_seq_cst);
-        futex_wake(c.data_event, 1);
+inline void queue_ring::publish(std::span<const claimed> records) noexcept {
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        if (i != 0) queue_fault(queue_point::put_many_published);
+        const claimed& record = records[i];
+        record.slot->state.store(slot_state(record.pos, slot_status::ready, record.ready_low), std::memory_order_release);
     }
+    // A consumer that counted itself in before our claim was seen then; a second look catches
+    // one that came to wait for these records since.
+    queue_control& c = ctl();
+    if (records[0].getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
+        c.data_event.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(c.data_event, static_cast<int>(records.size()));
+    }
+}
+
+inline void queue_ring::written_up_to(const claimed* records, std::size_t failed, std::size_t count) noexcept {
+    if (failed != 0) publish(std::span<const claimed>(records, failed));
+    give_up(std::span<const claimed>(records + failed, count - failed));
 }
 
 inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
