@@ -1286,7 +1286,7 @@ TEST_CASE("Queue.batch.failed_encoding_and_decoding", "[queue]") {
     strings.put("after");
     CHECK_THROWS_AS(strings.get_many(10), mproc::DecodeError);
     strings.put("next");
-    CHECK(strings.get_many(10) == std::vector<std::string>{"next"});
+    CHECK(strings.get_many(10, 10s) == std::vector<std::string>{"next"});
     CHECK(strings.dropped() == 0);
 }
 
