@@ -1277,7 +1277,7 @@ TEST_CASE("Queue.batch.failed_encoding_and_decoding", "[queue]") {
     CHECK(q.empty());
     CHECK(q.dropped() == 0);
     q.put_many(batch);
-    CHECK(q.get_many(10) == batch);
+    CHECK(q.get_many(10, 10s) == batch);
     // A message that is not a T in a batch: get_many throws DecodeError, the queue stays usable.
     mproc::Queue<std::string> strings;
     strings.put("before");
