@@ -1279,7 +1279,7 @@ TEST_CASE("Queue.batch.failed_encoding_and_decoding", "[queue]") {
     q.put_many(batch);
     CHECK(q.get_many(10, 10s) == batch);
     // A message that is not a T in a batch: get_many throws DecodeError, the queue stays usable.
-    mproc::Queue<std::string> strings;
+    mproc::Queue<std::string> strings(mproc::QueueOptions{.ring_bytes = 64 << 10});
     strings.put("before");
     const std::vector<std::byte> garbage{std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
     strings.put_encoded(garbage);
@@ -1287,6 +1287,11 @@ TEST_CASE("Queue.batch.failed_encoding_and_decoding", "[queue]") {
     CHECK_THROWS_AS(strings.get_many(10), mproc::DecodeError);
     strings.put("next");
     CHECK(strings.get_many(10, 10s) == std::vector<std::string>{"next"});
+    // Every record of that batch was freed: the ring laps.
+    for (int i = 0; i < 1200; ++i) {
+        REQUIRE(strings.try_put_for("lap", 10s));
+        REQUIRE(strings.try_get_for(10s));
+    }
     CHECK(strings.dropped() == 0);
 }
 
