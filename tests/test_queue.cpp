@@ -979,9 +979,11 @@ namespace {
 // Eight producers put `per` messages (producer, sequence, and every 997th a 48 KB padding that
 // takes the spill window) through a small ring; one is SIGKILLed at a random moment. The
 // consumer must see every survivor's messages once and in order, the victim's as an unbroken
-// prefix, and at most the victim's last message dropped.
-void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
-    INFO("ring " << ring_bytes << ", seed " << seed);
+// prefix, and at most the victim's last message dropped. `batch` > 1: producers put_many in
+// batches of 1 to `batch` and the consumer takes up to `batch` at a time; at most the victim's
+// last claim (`batch` messages) is dropped.
+void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed, std::size_t batch = 1) {
+    INFO("ring " << ring_bytes << ", seed " << seed << ", batch " << batch);
     constexpr int producers = 8;
     constexpr std::uint64_t per = 12'500;
     std::mt19937 random(seed);
@@ -990,12 +992,22 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
     mproc::Queue<std::vector<std::uint64_t>> q(mproc::QueueOptions{.ring_bytes = ring_bytes});
     std::vector<mproc::Process<void>> children;
     for (int p = 0; p < producers; ++p)
-        children.emplace_back([q, p]() mutable {
+        children.emplace_back([q, p, batch]() mutable {
+            std::vector<std::vector<std::uint64_t>> pending;
             for (std::uint64_t n = 0; n < per; ++n) {
                 std::vector<std::uint64_t> m{static_cast<std::uint64_t>(p), n};
                 if (n % 997 == 0) m.resize(6'000, n);
-                q.put(m);
+                if (batch == 1) {
+                    q.put(m);
+                    continue;
+                }
+                pending.push_back(std::move(m));
+                if (pending.size() == 1 + n % batch) {
+                    q.put_many(pending);
+                    pending.clear();
+                }
             }
+            q.put_many(pending);
         });
     for (auto& c : children) c.start();
     std::vector<std::uint64_t> next(producers, 0);
@@ -1015,10 +1027,13 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
         return true;
     };
     while (!survivors_done() && bad == 0) {
-        auto m = q.try_get_for(20s);
-        if (!m) FAIL("no message for 20 s: " << received << " received");
-        take(*m);
-        if (!killed && received == kill_after) {
+        // (batch 1: get()'s own calls, which this test guarded before batches came)
+        std::vector<std::vector<std::uint64_t>> got;
+        if (batch > 1) got = q.try_get_many_for(batch, 20s);
+        else if (auto m = q.try_get_for(20s)) got.push_back(std::move(*m));
+        if (got.empty()) FAIL("no message for 20 s: " << received << " received");
+        for (const auto& m : got) take(m);
+        if (!killed && received >= kill_after) {
             children[static_cast<std::size_t>(victim)].kill();
             killed = true;
         }
@@ -1026,14 +1041,18 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
     for (auto& c : children) REQUIRE(c.join(30s));
     q.close();
     try {
-        for (;;) take(q.get(10s));
+        for (;;) {
+            if (batch == 1) take(q.get(10s));
+            else
+                for (const auto& m : q.get_many(batch, 10s)) take(m);
+        }
     } catch (const mproc::EndOfStream&) {
     }
     CHECK(bad == 0);
     for (int p = 0; p < producers; ++p)
         if (p != victim) CHECK(next[static_cast<std::size_t>(p)] == per);
     const std::uint64_t victim_got = next[static_cast<std::size_t>(victim)];
-    CHECK(q.dropped() <= 1);
+    CHECK(q.dropped() <= batch);
     if (children[static_cast<std::size_t>(victim)].exitcode() == 0) {
         CHECK(victim_got == per);  // it finished before the kill
         CHECK(q.dropped() == 0);
@@ -1047,6 +1066,12 @@ TEST_CASE("Queue.dead_producer.one_of_eight_killed_at_random", "[queue]") {
     const std::uint32_t seed = std::random_device{}();
     one_of_eight_killed(std::size_t{64} << 10, seed);      // producers wait for room all the time
     one_of_eight_killed(std::size_t{4} << 20, seed + 1);
+}
+
+TEST_CASE("Queue.dead_producer.one_of_eight_batch_producers_killed_at_random", "[queue]") {
+    const std::uint32_t seed = std::random_device{}();
+    one_of_eight_killed(std::size_t{64} << 10, seed, 16);
+    one_of_eight_killed(std::size_t{4} << 20, seed + 1, 16);
 }
 
 // ---- README promise: close() wakes a putter blocked in another process ----
