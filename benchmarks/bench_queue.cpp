@@ -26,6 +26,8 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <functional>
 #include <vector>
 
 namespace {
@@ -85,6 +87,37 @@ void wait_received(const shared_counts& counts, std::int64_t target) {
         std::this_thread::sleep_for(std::chrono::microseconds(20));
 }
 
+// Calls receive(): one message received, or as many as it returns (a batch).
+template <class Receive>
+std::int64_t received(Receive& receive) {
+    if constexpr (std::is_void_v<decltype(receive())>) {
+        receive();
+        return 1;
+    } else {
+        return static_cast<std::int64_t>(receive());
+    }
+}
+
+// Sends in batches of `size`: send(v) gathers, and the batch goes out with put_many when full
+// (every benchmark's message count is a multiple of it).
+class batcher {
+public:
+    explicit batcher(mproc::Queue<std::int64_t>& q, std::size_t size) : q_(q), size_(size) { pending_.reserve(size); }
+    void operator()(std::int64_t v) {
+        pending_.push_back(v);
+        if (pending_.size() == size_) {
+            q_.put_many(pending_);
+            pending_.clear();
+        }
+    }
+
+private:
+    mproc::Queue<std::int64_t>& q_;
+    std::size_t size_;
+    std::vector<std::int64_t> pending_;
+};
+constexpr std::size_t batch_size = 16;
+
 // One producer (this process) and one consumer process. send(i) sends message i; the consumer
 // calls receive() forever and counts.
 template <class Send, class Receive>
@@ -92,8 +125,8 @@ void spsc(benchmark::State& state, std::int64_t batch, std::size_t message_bytes
     mproc::detail::shared_mapping memory(sizeof(shared_counts));
     auto* counts = new (memory.data()) shared_counts;
     children consumer(1, [&](int) {
-        for (std::int64_t n = 1;; ++n) {
-            receive();
+        for (std::int64_t n = 0;;) {
+            n += received(receive);
             counts->count(0, n);
         }
     });
@@ -144,6 +177,15 @@ void Mproc_queue_spsc_8B(benchmark::State& state) {
 }
 BENCHMARK(Mproc_queue_spsc_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// The same messages put_many and get_many in batches of 16 (one claim per batch).
+void Mproc_queue_spsc_8B_batch16(benchmark::State& state) {
+    mproc::Queue<std::int64_t> q;
+    batcher send(q, batch_size);
+    spsc(state, small_batch / batch_size * batch_size, 8, std::ref(send),
+         [&] { return q.get_many(batch_size).size(); });
+}
+BENCHMARK(Mproc_queue_spsc_8B_batch16)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 void Mproc_queue_spsc_1MiB(benchmark::State& state) {
     mproc::Queue<std::vector<std::byte>> q(mproc::QueueOptions{.ring_bytes = static_cast<std::size_t>(state.range(0))});
     const std::vector<std::byte> message(big_bytes, std::byte{1});
@@ -175,8 +217,8 @@ void mpmc(benchmark::State& state, std::int64_t batch, Send send, Receive receiv
     mproc::detail::shared_mapping memory(sizeof(shared_counts));
     auto* counts = new (memory.data()) shared_counts;
     children receivers(consumers, [&](int c) {
-        for (std::int64_t n = 1;; ++n) {
-            receive();
+        for (std::int64_t n = 0;;) {
+            n += received(receive);
             counts->count(c, n);
         }
     });
@@ -204,6 +246,13 @@ void Mproc_queue_mpmc_4x4_8B(benchmark::State& state) {
     mpmc(state, 1 << 20, [&](std::int64_t v) { q.put(v); }, [&] { benchmark::DoNotOptimize(q.get()); });
 }
 BENCHMARK(Mproc_queue_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void Mproc_queue_mpmc_4x4_8B_batch16(benchmark::State& state) {
+    mproc::Queue<std::int64_t> q;
+    batcher send(q, batch_size);
+    mpmc(state, 1 << 20, std::ref(send), [&] { return q.get_many(batch_size).size(); });
+}
+BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 #ifdef MPROC_HAVE_BOOST
 namespace bip = boost::interprocess;

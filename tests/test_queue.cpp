@@ -333,9 +333,10 @@ TEST_CASE("Queue.codec.direct_encoding_matches_the_codec", "[queue]") {
 namespace {
 // A codec that misbehaves on demand between the queue's two passes over a value (encoded_size,
 // then encode_to into the claimed record): mode 1 throws in the second, mode 2 writes less in
-// the second, mode 3 more than it said.
+// the second, mode 3 more than it said; mode 4 throws in call number g_flaky_fail_at.
 std::atomic<int> g_flaky_mode{0};
 std::atomic<int> g_flaky_calls{0};
+std::atomic<int> g_flaky_fail_at{-1};
 
 template <class P>
 struct Flaky {
@@ -350,7 +351,7 @@ struct mproc::codec<Flaky<P>> {
         const int call = g_flaky_calls++;
         const int mode = g_flaky_mode.load();
         e(f.payload);
-        if (mode == 1 && call % 2 == 1) throw std::runtime_error("flaky codec");
+        if ((mode == 1 && call % 2 == 1) || (mode == 4 && call == g_flaky_fail_at)) throw std::runtime_error("flaky codec");
         if ((mode == 2 && call % 2 == 0) || (mode == 3 && call % 2 == 1)) e(std::int32_t{0});
     }
     static Flaky<P> decode(Decoder& d) { return Flaky<P>{mproc::decode<P>(d)}; }
@@ -464,33 +465,50 @@ TEST_CASE("Queue.threads.mpmc_in_one_process", "[queue]") {
 
 namespace {
 // 4 producers x 4 consumers, `each` messages per producer: nothing lost, nothing duplicated,
-// FIFO per producer as each consumer sees it.
-void mpmc_processes(int each, std::size_t ring_bytes) {
+// FIFO per producer as each consumer sees it. `batches`: producers put_many in batches of 1 to
+// 40, consumers get_many up to 16 (even ones) or 5 (odd ones).
+void mpmc_processes(int each, std::size_t ring_bytes, bool batches = false) {
     constexpr int producers = 4, consumers = 4;
     using Totals = std::vector<std::int64_t>;  // per producer: count, sum, sum of squares; then order errors
     mproc::Queue<std::pair<std::int32_t, std::int32_t>> q(mproc::QueueOptions{.ring_bytes = ring_bytes});
     std::vector<mproc::Process<void>> senders;
     std::vector<mproc::Process<Totals>> receivers;
     for (int p = 0; p < producers; ++p)
-        senders.emplace_back([q, p, each]() mutable {
-            for (std::int32_t i = 0; i < each; ++i) q.put({p, i});
+        senders.emplace_back([q, p, each, batches]() mutable {
+            std::vector<std::pair<std::int32_t, std::int32_t>> batch;
+            for (std::int32_t i = 0; i < each; ++i) {
+                if (!batches) {
+                    q.put({p, i});
+                    continue;
+                }
+                batch.emplace_back(p, i);
+                if (batch.size() == static_cast<std::size_t>(1 + i % 40)) {
+                    q.put_many(batch);
+                    batch.clear();
+                }
+            }
+            q.put_many(batch);
         });
     for (int c = 0; c < consumers; ++c)
-        receivers.emplace_back([q]() mutable {
+        receivers.emplace_back([q, c, batches]() mutable {
             Totals t(3 * producers + 1, 0);
             std::int32_t last[producers] = {-1, -1, -1, -1};
+            const std::size_t max = !batches ? 1 : c % 2 == 0 ? 16 : 5;
             try {
                 for (;;) {
-                    auto [p, i] = q.get();
-                    if (p < 0 || p >= producers) {
-                        ++t.back();
-                        continue;
+                    // Without batches, the plain get() (a batch of one from get_many takes the
+                    // same claim, but this test is get()'s too).
+                    for (auto [p, i] : batches ? q.get_many(max) : std::vector{q.get()}) {
+                        if (p < 0 || p >= producers) {
+                            ++t.back();
+                            continue;
+                        }
+                        t[3 * p] += 1;
+                        t[3 * p + 1] += i;
+                        t[3 * p + 2] += std::int64_t{i} * i;
+                        if (i <= last[p]) ++t.back();
+                        last[p] = i;
                     }
-                    t[3 * p] += 1;
-                    t[3 * p + 1] += i;
-                    t[3 * p + 2] += std::int64_t{i} * i;
-                    if (i <= last[p]) ++t.back();
-                    last[p] = i;
                 }
             } catch (const mproc::EndOfStream&) {
             }
@@ -961,9 +979,11 @@ namespace {
 // Eight producers put `per` messages (producer, sequence, and every 997th a 48 KB padding that
 // takes the spill window) through a small ring; one is SIGKILLed at a random moment. The
 // consumer must see every survivor's messages once and in order, the victim's as an unbroken
-// prefix, and at most the victim's last message dropped.
-void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
-    INFO("ring " << ring_bytes << ", seed " << seed);
+// prefix, and at most the victim's last message dropped. `batch` > 1: producers put_many in
+// batches of 1 to `batch` and the consumer takes up to `batch` at a time; at most the victim's
+// last claim (`batch` messages) is dropped.
+void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed, std::size_t batch = 1) {
+    INFO("ring " << ring_bytes << ", seed " << seed << ", batch " << batch);
     constexpr int producers = 8;
     constexpr std::uint64_t per = 12'500;
     std::mt19937 random(seed);
@@ -972,12 +992,22 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
     mproc::Queue<std::vector<std::uint64_t>> q(mproc::QueueOptions{.ring_bytes = ring_bytes});
     std::vector<mproc::Process<void>> children;
     for (int p = 0; p < producers; ++p)
-        children.emplace_back([q, p]() mutable {
+        children.emplace_back([q, p, batch]() mutable {
+            std::vector<std::vector<std::uint64_t>> pending;
             for (std::uint64_t n = 0; n < per; ++n) {
                 std::vector<std::uint64_t> m{static_cast<std::uint64_t>(p), n};
                 if (n % 997 == 0) m.resize(6'000, n);
-                q.put(m);
+                if (batch == 1) {
+                    q.put(m);
+                    continue;
+                }
+                pending.push_back(std::move(m));
+                if (pending.size() == 1 + n % batch) {
+                    q.put_many(pending);
+                    pending.clear();
+                }
             }
+            q.put_many(pending);
         });
     for (auto& c : children) c.start();
     std::vector<std::uint64_t> next(producers, 0);
@@ -997,10 +1027,13 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
         return true;
     };
     while (!survivors_done() && bad == 0) {
-        auto m = q.try_get_for(20s);
-        if (!m) FAIL("no message for 20 s: " << received << " received");
-        take(*m);
-        if (!killed && received == kill_after) {
+        // (batch 1: get()'s own calls, which this test guarded before batches came)
+        std::vector<std::vector<std::uint64_t>> got;
+        if (batch > 1) got = q.try_get_many_for(batch, 20s);
+        else if (auto m = q.try_get_for(20s)) got.push_back(std::move(*m));
+        if (got.empty()) FAIL("no message for 20 s: " << received << " received");
+        for (const auto& m : got) take(m);
+        if (!killed && received >= kill_after) {
             children[static_cast<std::size_t>(victim)].kill();
             killed = true;
         }
@@ -1008,14 +1041,18 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed) {
     for (auto& c : children) REQUIRE(c.join(30s));
     q.close();
     try {
-        for (;;) take(q.get(10s));
+        for (;;) {
+            if (batch == 1) take(q.get(10s));
+            else
+                for (const auto& m : q.get_many(batch, 10s)) take(m);
+        }
     } catch (const mproc::EndOfStream&) {
     }
     CHECK(bad == 0);
     for (int p = 0; p < producers; ++p)
         if (p != victim) CHECK(next[static_cast<std::size_t>(p)] == per);
     const std::uint64_t victim_got = next[static_cast<std::size_t>(victim)];
-    CHECK(q.dropped() <= 1);
+    CHECK(q.dropped() <= batch);
     if (children[static_cast<std::size_t>(victim)].exitcode() == 0) {
         CHECK(victim_got == per);  // it finished before the kill
         CHECK(q.dropped() == 0);
@@ -1029,6 +1066,12 @@ TEST_CASE("Queue.dead_producer.one_of_eight_killed_at_random", "[queue]") {
     const std::uint32_t seed = std::random_device{}();
     one_of_eight_killed(std::size_t{64} << 10, seed);      // producers wait for room all the time
     one_of_eight_killed(std::size_t{4} << 20, seed + 1);
+}
+
+TEST_CASE("Queue.dead_producer.one_of_eight_batch_producers_killed_at_random", "[queue]") {
+    const std::uint32_t seed = std::random_device{}();
+    one_of_eight_killed(std::size_t{64} << 10, seed, 16);
+    one_of_eight_killed(std::size_t{4} << 20, seed + 1, 16);
 }
 
 // ---- README promise: close() wakes a putter blocked in another process ----
@@ -1079,4 +1122,292 @@ TEST_CASE("Queue.close.wakes_a_putter_blocked_in_another_process", "[queue]") {
     CHECK(q.get() == 7);
     CHECK_THROWS_AS(q.get(), mproc::EndOfStream);  // the blocked 8 never went in
     CHECK(q.dropped() == 0);
+}
+
+// ---- Batches: put_many and get_many ----
+
+namespace {
+// A batch of every kind of record: in its slot (an empty string encodes to its 8-byte count),
+// one cell, several cells, each told apart by its letter.
+std::vector<std::string> mixed_batch(int n, char first = 'a') {
+    std::vector<std::string> batch;
+    for (int i = 0; i < n; ++i) {
+        const std::size_t sizes[] = {0, 10, 300};
+        batch.emplace_back(sizes[i % 3], static_cast<char>(first + i % 26));
+    }
+    return batch;
+}
+
+// Every message up to (not including) `end`, each within 10 s.
+std::vector<std::string> drain_until(mproc::Queue<std::string>& q, const std::string& end) {
+    std::vector<std::string> got;
+    for (;;) {
+        auto v = q.try_get_for(10s);
+        REQUIRE(v);
+        if (*v == end) return got;
+        got.push_back(std::move(*v));
+    }
+}
+
+// The fault hook again, at the nth time a moment comes (batches pass some moments once per record).
+std::atomic<int> g_kill_countdown{0};
+void kill_at_nth_hook(mproc::detail::queue_point point) {
+    if (static_cast<int>(point) == g_kill_at.load() && --g_kill_countdown == 0) ::raise(SIGKILL);
+}
+void die_at(mproc::detail::queue_point point, int nth) {
+    g_kill_at = static_cast<int>(point);
+    g_kill_countdown = nth;
+    mproc::detail::queue_fault_hook = kill_at_nth_hook;
+}
+}  // namespace
+
+TEST_CASE("Queue.batch.order_and_mixed_sizes", "[queue]") {
+    mproc::Queue<std::string> q(mproc::QueueOptions{.ring_bytes = 64 << 10});
+    const auto batch = mixed_batch(100);  // more than one claim takes (32)
+    q.put_many(batch);
+    CHECK(q.qsize() == 100);
+    std::vector<std::string> got;
+    for (const std::size_t max : {1, 7, 32, 100}) {
+        const auto part = q.get_many(max);
+        CHECK(part.size() == std::min<std::size_t>(max, 100 - got.size()));
+        got.insert(got.end(), part.begin(), part.end());
+    }
+    while (got.size() < 100) {
+        const auto rest = q.get_many(100);
+        got.insert(got.end(), rest.begin(), rest.end());
+    }
+    CHECK(got == batch);
+    CHECK(q.empty());
+    CHECK(q.get_many(0).empty());
+    // Numbers (written directly) and an empty batch.
+    mproc::Queue<std::int64_t> numbers;
+    numbers.put_many(std::vector<std::int64_t>{});
+    std::vector<std::int64_t> values(1000);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<std::int64_t>(i) * 7 - 3;
+    numbers.put_many(values);
+    std::vector<std::int64_t> back;
+    while (back.size() < values.size()) {
+        const auto part = numbers.get_many(64);
+        CHECK(part.size() <= 64);
+        back.insert(back.end(), part.begin(), part.end());
+    }
+    CHECK(back == values);
+    CHECK(numbers.dropped() == 0);
+}
+
+TEST_CASE("Queue.batch.spilled_messages_in_a_batch", "[queue]") {
+    mproc::Queue<std::string> q(small_spill_window);
+    std::vector<std::string> batch = mixed_batch(5);
+    batch.insert(batch.begin() + 2, std::string(spilled_bytes, 'S'));
+    batch.push_back(std::string(spilled_bytes, 'T'));
+    q.put_many(batch);
+    CHECK(q.get_many(100) == batch);  // a get_many takes spilled records in its claim too
+    CHECK(q.empty());
+    CHECK(spill_capacity(q) == fresh_spill_capacity());
+}
+
+TEST_CASE("Queue.batch.across_processes", "[queue]") {
+    // 4 producers put_many in batches of 1 to 40, 4 consumers get_many up to 16 or 5.
+    mpmc_processes(20'000, std::size_t{16} << 10, true);
+}
+
+TEST_CASE("Queue.batch.bounds_timeouts_and_close", "[queue]") {
+    mproc::Queue<int> q(5);
+    const std::vector<int> seven{1, 2, 3, 4, 5, 6, 7};
+    CHECK(q.try_put_many(seven) == 5);  // maxsize counts records
+    CHECK(q.full());
+    CHECK(q.try_put_many(seven) == 0);
+    auto start = clock_type::now();
+    CHECK(q.try_put_many_for(seven, 50ms) == 0);
+    CHECK(clock_type::now() - start >= 50ms);
+    CHECK(q.try_get_many(3) == std::vector<int>{1, 2, 3});
+    CHECK(q.try_put_many_for(std::span<const int>(seven).subspan(5), 1s) == 2);
+    CHECK(q.get_many(10) == std::vector<int>{4, 5, 6, 7});
+    CHECK(q.try_get_many(10).empty());
+    start = clock_type::now();
+    CHECK(q.try_get_many_for(10, 50ms).empty());
+    CHECK(clock_type::now() - start >= 50ms);
+    CHECK_THROWS_AS(q.get_many(10, 10ms), mproc::TimeoutError);
+    // A put_many blocked for room goes on when another process takes some.
+    mproc::Process getter([q]() mutable {
+        std::this_thread::sleep_for(50ms);
+        return static_cast<int>(q.get_many(5, 10s).size());
+    });
+    getter.start();
+    q.put_many(seven);  // 5 go in at once, 2 once the getter made room
+    join_bounded(getter);
+    CHECK(getter.result() == 5);
+    CHECK(q.get_many(10) == std::vector<int>{6, 7});
+    // Closed: what is queued comes out, then EndOfStream; put_many throws.
+    q.put_many(std::vector<int>{8, 9});
+    q.close();
+    CHECK_THROWS_AS(q.put_many(seven), mproc::EndOfStream);
+    CHECK_THROWS_AS(q.try_put_many(seven), mproc::EndOfStream);
+    CHECK(q.get_many(10) == std::vector<int>{8, 9});
+    CHECK_THROWS_AS(q.get_many(10), mproc::EndOfStream);
+    CHECK_THROWS_AS(q.try_get_many(10), mproc::EndOfStream);
+}
+
+TEST_CASE("Queue.batch.failed_encoding_and_decoding", "[queue]") {
+    // The codec fails writing the second item: the first is delivered, the rest not, nothing
+    // counts as dropped, and the queue goes on.
+    mproc::Queue<Flaky<std::string>> q(mproc::QueueOptions{.ring_bytes = 64 << 10});
+    std::vector<Flaky<std::string>> batch;
+    for (const auto& s : mixed_batch(6)) batch.push_back({s});
+    // Six calls size the batch, then one writes each item: the eighth call writes the second.
+    g_flaky_calls = 0;
+    g_flaky_fail_at = 7;
+    g_flaky_mode = 4;
+    CHECK_THROWS_AS(q.put_many(batch), std::runtime_error);
+    g_flaky_mode = 0;
+    const auto got = q.try_get_many(10);
+    CHECK(got.size() == 1);
+    if (!got.empty()) CHECK(got[0] == batch[0]);
+    // The given-up records count in qsize() until a get passes them, as after a failed put().
+    CHECK(q.try_get_many(10).empty());
+    CHECK(q.empty());
+    CHECK(q.dropped() == 0);
+    q.put_many(batch);
+    CHECK(q.get_many(10, 10s) == batch);
+    // A message that is not a T in a batch: get_many throws DecodeError, the queue stays usable.
+    mproc::Queue<std::string> strings(mproc::QueueOptions{.ring_bytes = 64 << 10});
+    strings.put("before");
+    const std::vector<std::byte> garbage{std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
+    strings.put_encoded(garbage);
+    strings.put("after");
+    CHECK_THROWS_AS(strings.get_many(10), mproc::DecodeError);
+    strings.put("next");
+    CHECK(strings.get_many(10, 10s) == std::vector<std::string>{"next"});
+    // Every record of that batch was freed: the ring laps.
+    for (int i = 0; i < 1200; ++i) {
+        REQUIRE(strings.try_put_for("lap", 10s));
+        REQUIRE(strings.try_get_for(10s));
+    }
+    CHECK(strings.dropped() == 0);
+}
+
+namespace {
+// A consumer's loop: `count` items taken up to `max` at a time, each batch then marked done.
+void get_many_and_task_done(mproc::JoinableQueue<int>& q, int count, std::size_t max) {
+    for (int done = 0; done < count;) {
+        const auto part = q.get_many(max, 10s);
+        q.task_done(part.size());
+        done += static_cast<int>(part.size());
+    }
+}
+}  // namespace
+
+TEST_CASE("JoinableQueue.batch.task_done_n_and_join", "[queue]") {
+    mproc::JoinableQueue<int> q;
+    std::vector<int> items(100);
+    for (int i = 0; i < 100; ++i) items[static_cast<std::size_t>(i)] = i;
+    q.put_many(items);
+    mproc::Process worker([q]() mutable { get_many_and_task_done(q, 100, 16); });
+    worker.start();
+    CHECK(q.join_for(30s));
+    join_bounded(worker);
+    CHECK(worker.exitcode() == 0);
+    CHECK_THROWS_AS(q.task_done(1), mproc::StateError);
+    q.put_many(std::vector<int>{1, 2});
+    CHECK_THROWS_AS(q.task_done(3), mproc::StateError);  // nothing counted then
+    q.task_done(2);
+    CHECK(q.join_for(0ms));
+    // A consumer killed holding part of a batch: its items count as done once found.
+    q.put_many(items);
+    mproc::Process victim([q]() mutable {
+        die_at(queue_point::get_many_claimed, 3);
+        (void)q.get_many(10);
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    mproc::Process rest([q]() mutable { get_many_and_task_done(q, 96, 32); });
+    rest.start();
+    CHECK(q.join_for(30s));
+    join_bounded(rest);
+    CHECK(q.dropped() == 4);
+}
+
+namespace {
+// A producer killed at the nth `point` of a put_many of `batch`: the first `delivered` messages
+// arrive whole and in order, the `lost` ones it had claimed count once each in dropped() (those
+// it had not claimed yet were never put), and no spill block is lost.
+void dead_batch_producer_trial(queue_point point, int nth, const std::vector<std::string>& batch,
+                               std::size_t delivered, std::size_t lost) {
+    mproc::Queue<std::string> q(small_spill_window);
+    die_in_a_child_at(point, [q, point, nth, batch]() mutable {
+        die_at(point, nth);
+        q.put_many(batch);
+    });
+    q.put("end");  // finds the tail behind a dead claimer, if it is
+    const auto got = drain_until(q, "end");
+    CHECK(got == std::vector<std::string>(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(delivered)));
+    CHECK(q.dropped() == lost);
+    CHECK(q.empty());
+    CHECK(spill_capacity(q) == fresh_spill_capacity());
+    CHECK(q.dropped() == lost);
+}
+
+// A consumer killed at the nth `point` of a get_many(max) from a queue holding `batch`: the
+// others get exactly the messages after the ones it claimed, in order, and what it held is
+// counted once it is found (here by lapping the ring).
+void dead_batch_consumer_trial(queue_point point, int nth, std::size_t max, const std::vector<std::string>& batch,
+                               std::size_t claimed, std::size_t lost) {
+    mproc::Queue<std::string> q(small_spill_window);
+    q.put_many(batch);
+    die_in_a_child_at(point, [q, point, nth, max]() mutable {
+        die_at(point, nth);
+        (void)q.get_many(max);
+    });
+    q.put("end");
+    const auto got = drain_until(q, "end");
+    CHECK(got == std::vector<std::string>(batch.begin() + static_cast<std::ptrdiff_t>(claimed), batch.end()));
+    lap_the_ring(q);
+    CHECK(q.dropped() == lost);
+    CHECK(spill_capacity(q) == fresh_spill_capacity());
+    CHECK(q.dropped() == lost);
+}
+}  // namespace
+
+TEST_CASE("Queue.dead_producer.sigkill_mid_batch", "[queue]") {
+    const auto ten = mixed_batch(10);
+    // {point, nth, delivered, lost}: a claim of all ten, ten writes, then ten publishes.
+    const std::vector<std::tuple<queue_point, int, std::size_t, std::size_t>> moments{
+        {queue_point::put_claimed, 1, 0, 1},          // the first record claimed, its span not stored
+        {queue_point::put_many_claimed, 4, 0, 5},     // five claimed, the fifth without its span
+        {queue_point::put_many_claimed, 9, 0, 10},    // all ten claimed, the last without its span
+        {queue_point::put_spanned, 1, 0, 10},         // all claimed and spanned, the tail not moved
+        {queue_point::put_copying, 2, 0, 10},         // the second record half written
+        {queue_point::put_many_published, 3, 3, 7},   // all written, three published
+        {queue_point::put_many_published, 9, 9, 1}};  // all written, nine published
+    for (auto [point, nth, delivered, lost] : moments) {
+        INFO("point " << static_cast<int>(point) << " #" << nth);
+        dead_batch_producer_trial(point, nth, ten, delivered, lost);
+    }
+    // A spilled message takes a claim of its own, between the records before and after it.
+    std::vector<std::string> spilled = mixed_batch(4);
+    spilled.insert(spilled.begin() + 2, std::string(spilled_bytes, 'S'));
+    for (auto [point, nth] : {std::pair{queue_point::spill_recorded, 1}, std::pair{queue_point::put_copying, 3}}) {
+        INFO("spilled, point " << static_cast<int>(point) << " #" << nth);
+        dead_batch_producer_trial(point, nth, spilled, 2, 1);
+    }
+}
+
+TEST_CASE("Queue.dead_consumer.sigkill_mid_batch", "[queue]") {
+    const auto ten = mixed_batch(10);
+    // {point, nth, max, claimed, lost}: a consumer's death loses what it claimed, nothing after.
+    const std::vector<std::tuple<queue_point, int, std::size_t, std::size_t, std::size_t>> moments{
+        {queue_point::get_many_claimed, 2, 6, 3, 3},  // three claimed, the head not moved
+        {queue_point::get_claimed, 1, 6, 6, 6},       // six claimed, the head not moved
+        {queue_point::get_moved, 1, 6, 6, 6},         // the head past the six, nothing read
+        {queue_point::get_consumed, 2, 6, 6, 5},      // the first freed, the second read
+        {queue_point::get_consumed, 6, 6, 6, 1}};     // the last read, not yet freed
+    for (auto [point, nth, max, claimed, lost] : moments) {
+        INFO("point " << static_cast<int>(point) << " #" << nth);
+        dead_batch_consumer_trial(point, nth, max, ten, claimed, lost);
+    }
+    // A spilled record in the batch, its consumer killed while letting its block go.
+    std::vector<std::string> spilled = mixed_batch(4);
+    spilled.insert(spilled.begin() + 1, std::string(spilled_bytes, 'S'));
+    dead_batch_consumer_trial(queue_point::spill_releasing, 1, 3, spilled, 3, 2);
 }

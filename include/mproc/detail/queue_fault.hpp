@@ -19,9 +19,18 @@ namespace detail {
 /// its record; spill_recorded: named in its record, the note not yet cleared; spill_releasing:
 /// a freed record no longer names its block, which is not yet on a free list; spill_released:
 /// on its list, the note not yet cleared.
+/// Batches (put_many, get_many) claim several records before one move of the tail or head, so
+/// some moments mean more there: put_claimed comes after the first record's claim, put_spanned
+/// after every record of the batch is claimed and spanned (the tail not yet moved), get_claimed
+/// after every record of the batch is claimed (the head not yet moved), get_consumed once per
+/// record (read, not yet freed). And three moments are theirs alone: put_many_claimed: a further
+/// record claimed, its span not yet stored (once per record after the first); put_many_published:
+/// a record published, the ones after it written but not yet published (once per record but
+/// the last: a batch is written whole, then published); get_many_claimed: a further record claimed (once per record after the first).
 enum class queue_point {
     put_claimed, put_copying, get_claimed, get_consumed, put_spanned, get_moved,
-    put_waiting, spill_noted, spill_taken, spill_recorded, spill_releasing, spill_released
+    put_waiting, spill_noted, spill_taken, spill_recorded, spill_releasing, spill_released,
+    put_many_claimed, put_many_published, get_many_claimed
 };
 
 /// Called at each queue_point when set (tests only: e.g. raise(SIGKILL) in a child).

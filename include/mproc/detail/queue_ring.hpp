@@ -12,6 +12,15 @@
 //             head = p+k; decode in place; slot.state = (p, freed)
 //             producers move `reclaim` over every freed record in order, in batches
 //
+// Batches (put_many, get_many): a producer claims the records of up to batch_max messages one
+// after the other, each by the same CAS naming it and each spanned before the next is claimed,
+// then moves the tail once past them all; it writes them all, then publishes them in order and
+// wakes consumers once. A consumer claims the ready records behind the one at the head the same
+// way, then moves the head once. Nothing new is needed for a death: records of a batch are
+// records, each naming its holder, so a dead one's are dropped one by one as above; only the
+// batch's last claimed record can lack its span (taken for one cell, which is all that was
+// claimed of it), and a consumer's death drops only records it claimed.
+//
 // A message of up to 8 bytes is kept in slot.word itself and its state says so (in-slot: one
 // cell, no span); a longer one has a 16-byte header (length, spill block) in its first cell.
 //
@@ -114,7 +123,7 @@ public:
             record = claim(length, deadline);
         if (!record) return false;
         write(record->to);
-        publish(*record);
+        publish(std::span<const claimed>(&*record, 1));
         return true;
     }
 
@@ -123,36 +132,40 @@ public:
     /// exception, or Error for false, goes on to the caller.
     template <class Write>
     bool put_or_give_up(std::uint64_t length, Write&& write, const Deadline& deadline) {
-        std::optional<claimed> record = claim_in_slot(length);
-        if (!record) [[unlikely]]
-            record = claim(length, deadline);
-        if (!record) return false;
-        bool written = false;
-        try {
-            written = write(record->to);
-        } catch (...) {
-            give_up(*record);
-            throw;
-        }
-        if (!written) {
-            give_up(*record);
-            throw Error("mproc::Queue: the value encoded to another size than mproc::encoded_size said "
-                        "(does its codec depend on something that changed meanwhile?)");
-        }
-        publish(*record);
-        return true;
+        return put_many(std::span<const std::uint64_t>(&length, 1),
+                        [&](std::size_t, std::byte* to) { return write(to); }, deadline) == 1;
     }
+
+    /// Puts the messages of `lengths` (any number), in order, with as few claims as room
+    /// allows: one claim takes every record that fits now (a spilled message takes one of its
+    /// own), and the tail moves once for them all. write(i, std::byte* to) fills message i and
+    /// returns false (or throws) when it could not: that record and the batch's later ones are
+    /// then given up (never delivered, not counted as dropped), and the exception, or Error for
+    /// false, goes on to the caller. Returns how many were put, fewer than asked only when the
+    /// deadline passed first. @throws EndOfStream once closed (the messages before are in).
+    template <class Write>
+    std::size_t put_many(std::span<const std::uint64_t> lengths, Write&& write, const Deadline& deadline);
+
+    /// Records one claim takes at most in put_many and get().
+    static constexpr std::size_t batch_max = 32;
 
     /// Puts bytes already encoded.
     bool put(std::span<const std::byte> message, const Deadline& deadline) {
         return put(message.size(), [&](std::byte* to) noexcept { queue_copy(to, message.data(), message.size()); }, deadline);
     }
 
-    /// Passes the next message's bytes to consume(span) and frees the record afterwards, also
-    /// when consume throws. False when the deadline passed first.
+    /// Takes the next messages, at least one and at most `max` (up to batch_max) in one claim:
+    /// the first waits until the deadline, the others are those ready right behind it. Passes
+    /// each one's bytes to consume(span), in order, and frees its record afterwards. When
+    /// consume throws, the records not yet passed are freed unread (not counted as dropped).
+    /// Returns how many were taken, 0 when the deadline passed first.
     /// @throws EndOfStream once closed and drained.
     template <class Consume>
-    bool get(const Deadline& deadline, Consume&& consume);
+    std::size_t get(const Deadline& deadline, Consume&& consume, std::size_t max = 1);
+    /// get() without waiting or helping: takes up to `max` messages only when the one at the
+    /// head is ready now (0 otherwise; never throws EndOfStream).
+    template <class Consume>
+    std::size_t get_ready(Consume& consume, std::size_t max);
 
     void close() noexcept;
     [[nodiscard]] bool closed() const noexcept { return ctl().closed.load(std::memory_order_acquire) != 0; }
@@ -165,7 +178,8 @@ public:
     [[nodiscard]] std::size_t maxsize() const noexcept { return ctl().maxsize; }
     [[nodiscard]] std::size_t ring_bytes() const noexcept { return mem().cells() * queue_memory::cell_bytes; }
 
-    void task_done();
+    /// Counts `n` items done. @throws StateError when fewer are pending (nothing counted).
+    void task_done(std::size_t n);
     bool join(const Deadline& deadline);
 
 private:
@@ -179,21 +193,45 @@ private:
         std::uint32_t ready_low;  // the ready state's low bits: in-slot flag and length, or 0
         bool getters_sleep;       // seen right after the claim: consumers to wake once it is ready
     };
-    [[nodiscard]] std::optional<claimed> claim(std::uint64_t length, const Deadline& deadline);
+    /// Claims records for messages of `lengths` (1 to batch_max), first to last, into `out`:
+    /// waits until the first fits, then takes the ones after it that fit too, each named by this
+    /// process before the tail moves past them all at once. 0 when the deadline passed first.
+    [[nodiscard]] std::size_t claim(std::span<const std::uint64_t> lengths, claimed* out, const Deadline& deadline);
+    [[nodiscard]] std::optional<claimed> claim(std::uint64_t length, const Deadline& deadline) {
+        claimed record;
+        if (claim(std::span<const std::uint64_t>(&length, 1), &record, deadline) == 0) return std::nullopt;
+        return record;
+    }
+    /// claim()'s batch, once the first record (ending at `end`) is claimed: claims records for
+    /// lengths[1..] while each fits the room claim() saw, up to the first spilled one; moves
+    /// `end` past them. Returns the records claimed, the first included.
+    std::size_t claim_more(std::span<const std::uint64_t> lengths, claimed* out, std::uint64_t tail,
+                           std::uint64_t& end, std::uint32_t me) noexcept;
+    /// Where a message of `length` bytes goes: cells it takes, in its slot, or spilled.
+    struct record_shape {
+        std::uint64_t cells;
+        bool in_slot;
+        bool spilled;
+    };
+    [[nodiscard]] record_shape shape(std::uint64_t length) const noexcept;
     /// get() once the short way failed: waits, helps, drops dead holders.
     template <class Consume>
-    bool get_waiting(const Deadline& deadline, Consume& consume);
+    std::size_t get_waiting(const Deadline& deadline, Consume& consume, std::size_t max);
     /// A consumer's claim of the ready record at `pos` (state `state`): false when another won.
     [[nodiscard]] bool claim_ready(queue_slot& s, std::uint64_t pos, std::uint64_t state, std::uint32_t me) noexcept;
-    /// Moves the head past a record this consumer claimed, passes its bytes to consume and frees
-    /// it (also when consume throws).
+    /// Claims the ready records right behind the one at `pos` that this consumer claimed, up to
+    /// `max` in all, moves the head past them once, passes their bytes to consume in order and
+    /// frees each (also when consume throws). Returns how many.
     template <class Consume>
-    void take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, Consume& consume);
+    std::size_t take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, std::uint32_t me,
+                     Consume& consume, std::size_t max);
     /// claim()'s short way, for a message of up to 8 bytes when nothing is in the way (a free
     /// slot at the tail, room known, the queue open and below maxsize); nullopt sends the caller
     /// the long way, which waits, helps and reports.
     [[nodiscard]] std::optional<claimed> claim_in_slot(std::uint64_t length) noexcept;
-    void publish(const claimed& record) noexcept;
+    /// Makes written records ready, in order, then wakes as many sleeping consumers (one wake
+    /// for a batch: they then find the whole batch ready, and take it in batches too).
+    void publish(std::span<const claimed> records) noexcept;
     /// Takes a spill block for the record at `pos` that this producer claimed (tail not yet
     /// moved) and names it there. Without one, puts the slot's state back to `unclaimed` (what
     /// it was before the claim) and returns 0.
@@ -248,8 +286,11 @@ private:
         prefetch_for_write(&mem().slot(ahead));
     }
     void drop(std::uint64_t pos, std::uint64_t state);
-    /// Frees a claimed record that will never be published, as a drop does, without counting it.
-    void give_up(const claimed& record) noexcept;
+    /// put_many's way out when writing record `failed` of a batch of `count` failed: publishes
+    /// the records before it and gives up the others.
+    void written_up_to(const claimed* records, std::size_t failed, std::size_t count) noexcept;
+    /// Frees claimed records that will never be published, as a drop does, without counting them.
+    void give_up(std::span<const claimed> records) noexcept;
     /// Takes over the record at `pos` (state `state` seen, its span known) and frees it, moving
     /// the cursors past it: false when someone else took it first.
     bool discard(std::uint64_t pos, std::uint64_t state, std::uint64_t span, bool dropped) noexcept;

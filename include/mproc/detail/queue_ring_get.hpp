@@ -5,6 +5,7 @@
 #include <mproc/detail/queue_ring.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <climits>
 #include <span>
 
@@ -12,19 +13,22 @@ MPROC_NAMESPACE_BEGIN
 namespace detail {
 
 template <class Consume>
-bool queue_ring::get(const Deadline& deadline, Consume&& consume) {
-    {  // The short way: the record at the head is ready, and this process has its id.
-        const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
-        const std::uint64_t head = ctl().head.load(std::memory_order_acquire);
-        queue_slot& s = mem().slot(qpos(head));
-        const std::uint64_t state = s.state.load(std::memory_order_acquire);
-        if (me >> 32 == static_cast<std::uint64_t>(current_pid()) && qpos(state) == qpos(head) &&
-            status_of(state) == slot_status::ready && claim_ready(s, qpos(head), state, static_cast<std::uint32_t>(me))) {
-            take(s, qpos(head), head, state, consume);
-            return true;
-        }
-    }
-    return get_waiting(deadline, consume);
+std::size_t queue_ring::get(const Deadline& deadline, Consume&& consume, std::size_t max) {
+    if (const std::size_t taken = get_ready(consume, max)) return taken;
+    return get_waiting(deadline, consume, max);
+}
+
+template <class Consume>
+std::size_t queue_ring::get_ready(Consume& consume, std::size_t max) {
+    // The short way: the record at the head is ready, and this process has its id.
+    const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
+    const std::uint64_t head = ctl().head.load(std::memory_order_acquire);
+    queue_slot& s = mem().slot(qpos(head));
+    const std::uint64_t state = s.state.load(std::memory_order_acquire);
+    if (me >> 32 == static_cast<std::uint64_t>(current_pid()) && qpos(state) == qpos(head) &&
+        status_of(state) == slot_status::ready && claim_ready(s, qpos(head), state, static_cast<std::uint32_t>(me)))
+        return take(s, qpos(head), head, state, static_cast<std::uint32_t>(me), consume, max);
+    return 0;
 }
 
 inline bool queue_ring::claim_ready(queue_slot& s, std::uint64_t pos, std::uint64_t state, std::uint32_t me) noexcept {
@@ -35,39 +39,75 @@ inline bool queue_ring::claim_ready(queue_slot& s, std::uint64_t pos, std::uint6
 }
 
 template <class Consume>
-void queue_ring::take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, Consume& consume) {
+std::size_t queue_ring::take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state,
+                             std::uint32_t me, Consume& consume, std::size_t max) {
     queue_memory& m = mem();
     queue_control& c = ctl();
-    const std::uint32_t in_slot = in_slot_of(state);
+    // What each claimed record's read and free need. In-slot: the message copied, so that the
+    // decoder never reads the slot once it is freed.
+    struct held {
+        queue_slot* slot;
+        std::uint64_t pos, word, span;
+        std::uint32_t in_slot, length;
+    };
+    held records[batch_max];
+    const auto hold = [](queue_slot& at, std::uint64_t p, std::uint64_t st) {
+        const std::uint32_t in_slot = in_slot_of(st);
+        const std::uint64_t word = at.word;
+        return held{&at, p, word, in_slot ? 1 : word, in_slot, static_cast<std::uint32_t>(st & 15)};
+    };
+    records[0] = hold(s, pos, state);
+    std::uint64_t end = qadd(pos, span_cells(records[0].span));
+    std::size_t count = 1;
+    // The batch: the records ready right behind, each claimed (and so named) before the head
+    // moves past them all at once. A record published this lap sits below the tail.
+    for (const std::size_t limit = std::min(max, batch_max); count < limit; ++count) {
+        queue_slot& next = m.slot(end);
+        const std::uint64_t next_state = next.state.load(std::memory_order_acquire);
+        if (qpos(next_state) != end || status_of(next_state) != slot_status::ready ||
+            !claim_ready(next, end, next_state, me))
+            break;
+        queue_fault(queue_point::get_many_claimed);
+        records[count] = hold(next, end, next_state);
+        end = qadd(end, span_cells(records[count].span));
+    }
     const bool putters_sleep = c.put_waiters.load(std::memory_order_seq_cst) != 0;
     queue_fault(queue_point::get_claimed);
-    // In-slot: a copy, so that the decoder never reads the slot once it is freed.
-    const std::uint64_t word = s.word;
-    const std::uint64_t span = in_slot ? 1 : word;
-    c.head.store(qpack(qadd(pos, span_cells(span)), qlow(head) + 1), std::memory_order_release);
-    prefetch_published(pos);
+    c.head.store(qpack(end, qlow(head) + count), std::memory_order_release);
+    prefetch_published(records[count - 1].pos);
+    // Frees the records not yet freed, also when consume throws.
     struct release {
         queue_ring& ring;
-        queue_slot& s;
-        std::uint64_t pos, span;
-        std::uint32_t in_slot;
+        held* records;
+        std::size_t next, count;
         bool putters_sleep;
-        ~release() { ring.free_record(s, pos, in_slot, span, putters_sleep); }
-    } on_exit{*this, s, pos, span, in_slot, putters_sleep};
+        void one() noexcept {
+            const held& r = records[next++];
+            ring.free_record(*r.slot, r.pos, r.in_slot, r.span, putters_sleep);
+        }
+        ~release() {
+            while (next < count) one();
+        }
+    } freeing{*this, records, 0, count, putters_sleep};
     queue_fault(queue_point::get_moved);
-    std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&word), state & 15);
-    if (!in_slot) {
-        const queue_cell_header& h = m.header(pos);
-        const std::byte* from = m.cell(pos) + queue_header_bytes;
-        if (span_spilled(span)) from = m.spill_block(atomic_word(h.spill).load(std::memory_order_relaxed));
-        bytes = std::span<const std::byte>(from, h.length);
+    while (freeing.next < count) {
+        const held& r = records[freeing.next];
+        std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&r.word), r.length);
+        if (!r.in_slot) {
+            const queue_cell_header& h = m.header(r.pos);
+            const std::byte* from = m.cell(r.pos) + queue_header_bytes;
+            if (span_spilled(r.span)) from = m.spill_block(atomic_word(h.spill).load(std::memory_order_relaxed));
+            bytes = std::span<const std::byte>(from, h.length);
+        }
+        consume(bytes);
+        queue_fault(queue_point::get_consumed);
+        freeing.one();
     }
-    consume(bytes);
-    queue_fault(queue_point::get_consumed);
+    return count;
 }
 
 template <class Consume>
-bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
+std::size_t queue_ring::get_waiting(const Deadline& deadline, Consume& consume, std::size_t max) {
     queue_memory& m = mem();
     queue_control& c = ctl();
     const std::uint32_t me = holder_id();
@@ -88,14 +128,13 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
             if (qpos(c.tail.load(std::memory_order_acquire)) != pos) continue;
             if (c.closed.load(std::memory_order_acquire))
                 throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return false;
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return 0;
             continue;
         }
         switch (status_of(state)) {
         case slot_status::ready:
             if (!claim_ready(s, pos, state, me)) continue;
-            take(s, pos, head, state, consume);
-            return true;
+            return take(s, pos, head, state, me, consume, max);
         case slot_status::writing:
             if (watch.holder_dead(state, c.registry, deadline.expired())) {
                 drop(pos, state);
@@ -103,17 +142,19 @@ bool queue_ring::get_waiting(const Deadline& deadline, Consume& consume) {
             }
             // Its producer publishes within nanoseconds unless preempted or copying a big
             // message; a short slice bounds what a wake-up missed in the race costs.
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(1), changed)) return false;
+            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(1), changed)) return 0;
             continue;
         case slot_status::reading:
-            // Another consumer claimed it and is a few instructions from moving the head,
-            // unless it was preempted or died there.
+            // Another consumer claimed it and is a few instructions from moving the head (a few
+            // per record of a batch), unless it was preempted or died there: a short spin sees
+            // the head move without giving up the core, as sched_yield would.
+            for (int i = 0; i < 64 && c.head.load(std::memory_order_acquire) == head; ++i) cpu_relax();
             if (c.head.load(std::memory_order_acquire) != head) continue;
             if (watch.holder_dead(state, c.registry, deadline.expired())) {
                 drop(pos, state);
                 continue;
             }
-            if (deadline.expired()) return false;
+            if (deadline.expired()) return 0;
             watch.pause(state, deadline);
             continue;
         default:  // freed by a drop that has not moved the head yet, or our head is stale
@@ -167,11 +208,13 @@ inline void queue_ring::drop(std::uint64_t pos, std::uint64_t state) {
     (void)discard(pos, state, span, true);
 }
 
-inline void queue_ring::give_up(const claimed& record) noexcept {
-    const std::uint64_t state = record.slot->state.load(std::memory_order_acquire);
-    const std::uint64_t span = in_slot_of(state) ? qpack(record.pos, 1)
-                                                 : atomic_word(record.slot->word).load(std::memory_order_acquire);
-    (void)discard(record.pos, state, span, false);
+inline void queue_ring::give_up(std::span<const claimed> records) noexcept {
+    for (const claimed& record : records) {
+        const std::uint64_t state = record.slot->state.load(std::memory_order_acquire);
+        const std::uint64_t span = in_slot_of(state) ? qpack(record.pos, 1)
+                                                     : atomic_word(record.slot->word).load(std::memory_order_acquire);
+        (void)discard(record.pos, state, span, false);
+    }
 }
 
 inline bool queue_ring::discard(std::uint64_t pos, std::uint64_t state, std::uint64_t span, bool dropped) noexcept {
@@ -216,13 +259,13 @@ inline bool queue_ring::full() const noexcept {
     return ((qadd(tail, 1) - c.reclaim.load(std::memory_order_acquire)) & queue_pos_mask) > mem().cells();
 }
 
-inline void queue_ring::task_done() {
+inline void queue_ring::task_done(std::size_t n) {
     queue_control& c = ctl();
     std::uint32_t done = c.done.load(std::memory_order_acquire);
     do {
-        if (((qlow(c.tail.load(std::memory_order_acquire)) - done) & queue_low_mask) == 0)
+        if (((qlow(c.tail.load(std::memory_order_acquire)) - done) & queue_low_mask) < n)
             throw StateError("mproc::JoinableQueue: task_done() called more times than items were put");
-    } while (!c.done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst));
+    } while (!c.done.compare_exchange_weak(done, static_cast<std::uint32_t>(done + n), std::memory_order_seq_cst));
     if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
 }
 

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <exception>
 #include <optional>
 #include <string>
@@ -43,18 +44,23 @@ inline std::optional<queue_ring::claimed> queue_ring::claim_in_slot(std::uint64_
                    getters_sleep};
 }
 
-inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length, const Deadline& deadline) {
-    queue_memory& m = mem();
-    queue_control& c = ctl();
-    const bool in_slot = length <= queue_slot::inline_bytes;
-    std::uint64_t cells = in_slot ? 1 : (length + queue_header_bytes + queue_memory::cell_bytes - 1) / queue_memory::cell_bytes;
+inline queue_ring::record_shape queue_ring::shape(std::uint64_t length) const noexcept {
+    if (length <= queue_slot::inline_bytes) return {1, true, false};
+    const std::uint64_t cells = (length + queue_header_bytes + queue_memory::cell_bytes - 1) / queue_memory::cell_bytes;
     // A spilled record takes one cell, and its block only once the record is claimed: a block
     // is never held by a process alone, where a death would lose it (see queue_memory.hpp).
-    const bool spilled = cells > m.cells() / 2 || cells > queue_max_cells;
-    if (spilled) {
-        cells = 1;
-        if (!m.spill_fits(length)) spill_full(length);
-    }
+    if (cells > mem().cells() / 2 || cells > queue_max_cells) return {1, false, true};
+    return {cells, false, false};
+}
+
+inline std::size_t queue_ring::claim(std::span<const std::uint64_t> lengths, claimed* out, const Deadline& deadline) {
+    queue_memory& m = mem();
+    queue_control& c = ctl();
+    const std::uint64_t length = lengths[0];
+    const record_shape first = shape(length);
+    const bool in_slot = first.in_slot, spilled = first.spilled;
+    const std::uint64_t cells = first.cells;
+    if (spilled && !m.spill_fits(length)) spill_full(length);
     const std::uint32_t me = holder_id();
     stall_watch watch;
     bool looked_for_dead_readers = false;
@@ -65,7 +71,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
         queue_slot& s = m.slot(pos);
         std::uint64_t state = s.state.load(std::memory_order_acquire);
         if (qpos(state) == pos) {  // claimed, and its producer has not moved the tail yet
-            if (!wait_for_tail(tail, state, watch, deadline)) return std::nullopt;
+            if (!wait_for_tail(tail, state, watch, deadline)) return 0;
             continue;
         }
         // A slot newer than our tail means the tail we read is laps old: read it again.
@@ -97,14 +103,23 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
                     continue;
                 }
             }
+            out[0] = claimed{&s, pos, to, in_slot ? queue_in_slot | static_cast<std::uint32_t>(length) : 0, getters_sleep};
+            std::uint64_t end = qadd(pos, cells);
+            const std::size_t count = spilled ? 1 : claim_more(lengths, out, tail, end, me);
+            // Read again after the batch's last claim (a full barrier as the first one was): a
+            // consumer that came to sleep on a record of the batch meanwhile is seen.
+            if (count > 1) {
+                const bool sleeping = c.get_waiters.load(std::memory_order_seq_cst) != 0;
+                for (std::size_t i = 0; i < count; ++i) out[i].getters_sleep = sleeping;
+            }
             queue_fault(queue_point::put_spanned);
-            c.tail.store(qpack(qadd(pos, cells), qlow(tail) + 1), std::memory_order_release);
+            c.tail.store(qpack(end, qlow(tail) + count), std::memory_order_release);
             // The next slots are this producer's to claim soon: start taking their lines now.
             // Only slots already reclaimed: taking a line a consumer still reads slows both.
-            if (((qadd(pos, cells + prefetch_distance) - shared_->reclaim_seen.load(std::memory_order_relaxed)) &
+            if (((qadd(end, prefetch_distance) - shared_->reclaim_seen.load(std::memory_order_relaxed)) &
                  queue_pos_mask) < m.cells())
-                prefetch_for_write(&m.slot(pos + cells + prefetch_distance));
-            return claimed{&s, pos, to, in_slot ? queue_in_slot | static_cast<std::uint32_t>(length) : 0, getters_sleep};
+                prefetch_for_write(&m.slot(end + prefetch_distance));
+            return count;
         }
         // A consumer that died holding the oldest record must not keep the ring full.
         const bool held = why == room_status::ring_full && qpos(oldest_state) == oldest_pos &&
@@ -133,8 +148,82 @@ inline std::optional<queue_ring::claimed> queue_ring::claim(std::uint64_t length
             return reached(qpos(c.head.load(std::memory_order_acquire)), target) &&
                    reached(advance_reclaim(ignored), target);
         });
-        if (!slept) return std::nullopt;
+        if (!slept) return 0;
     }
+}
+
+inline std::size_t queue_ring::claim_more(std::span<const std::uint64_t> lengths, claimed* out, std::uint64_t tail,
+                                          std::uint64_t& end, std::uint32_t me) noexcept {
+    queue_memory& m = mem();
+    queue_control& c = ctl();
+    // Room as claim() last saw it (the reclaim cursor and the head only move forward, so what
+    // fitted then fits now): no shared cursor is read again for the batch.
+    const std::uint64_t reclaim = shared_->reclaim_seen.load(std::memory_order_acquire);
+    std::uint64_t records_left = lengths.size();
+    if (c.maxsize != 0)
+        records_left = c.maxsize - ((qlow(tail) - qlow(c.head.load(std::memory_order_acquire))) & queue_low_mask);
+    std::size_t count = 1;
+    for (; count < lengths.size() && count < records_left; ++count) {
+        const record_shape next = shape(lengths[count]);
+        // A spilled message goes in a claim of its own: its block may have to be waited for.
+        if (next.spilled || ((qadd(end, next.cells) - reclaim) & queue_pos_mask) > m.cells()) break;
+        queue_slot& s = m.slot(end);
+        std::uint64_t state = s.state.load(std::memory_order_acquire);
+        // Free this lap: reclaimed, so no one but a producer at the tail claims it, and the tail
+        // is still ours. (A failed check or CAS cannot happen then; stopping is always safe.)
+        const std::uint32_t flag = next.in_slot ? queue_in_slot : 0;
+        if (!before(qpos(state), end) ||
+            !s.state.compare_exchange_strong(state, slot_state(end, slot_status::writing, flag | me),
+                                             std::memory_order_seq_cst))
+            break;
+        queue_fault(queue_point::put_many_claimed);
+        std::byte* to = reinterpret_cast<std::byte*>(&s.word);
+        if (!next.in_slot) {
+            m.header(end).length = lengths[count];
+            to = m.cell(end) + queue_header_bytes;
+            // Before the next claim (a full barrier): a record found claimed with no span is
+            // always the batch's last, so a drop that takes it for one cell loses nothing.
+            atomic_word(s.word).store(qpack(end, next.cells), std::memory_order_release);
+        }
+        out[count] = claimed{&s, end, to, next.in_slot ? queue_in_slot | static_cast<std::uint32_t>(lengths[count]) : 0,
+                             false};
+        end = qadd(end, next.cells);
+    }
+    return count;
+}
+
+template <class Write>
+std::size_t queue_ring::put_many(std::span<const std::uint64_t> lengths, Write&& write, const Deadline& deadline) {
+    claimed records[batch_max];
+    std::size_t put = 0;
+    while (put < lengths.size()) {
+        const std::span<const std::uint64_t> pass = lengths.subspan(put, std::min(batch_max, lengths.size() - put));
+        std::size_t count = 0;
+        if (pass.size() == 1)
+            if (const std::optional<claimed> record = claim_in_slot(pass[0])) {
+                records[0] = *record;
+                count = 1;
+            }
+        if (count == 0) count = claim(pass, records, deadline);
+        if (count == 0) return put;
+        for (std::size_t i = 0; i < count; ++i) {
+            bool written = false;
+            try {
+                written = write(put + i, records[i].to);
+            } catch (...) {
+                written_up_to(records, i, count);
+                throw;
+            }
+            if (!written) {
+                written_up_to(records, i, count);
+                throw Error("mproc::Queue: the value encoded to another size than mproc::encoded_size said "
+                            "(does its codec depend on something that changed meanwhile?)");
+            }
+        }
+        publish(std::span<const claimed>(records, count));
+        put += count;
+    }
+    return put;
 }
 
 inline std::uint64_t queue_ring::take_spill_block(std::uint64_t pos, std::uint64_t unclaimed, std::uint64_t length) {
@@ -161,15 +250,24 @@ inline void queue_ring::spill_full(std::uint64_t length) const {
                 std::to_string(ctl().spill_bytes) + ")");
 }
 
-inline void queue_ring::publish(const claimed& record) noexcept {
-    record.slot->state.store(slot_state(record.pos, slot_status::ready, record.ready_low), std::memory_order_release);
-    // A consumer that counted itself in before our claim was seen then; a second look catches
-    // one that came to wait for this record since.
-    queue_control& c = ctl();
-    if (record.getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
-        c.data_event.fetch_add(1, std::memory_order_seq_cst);
-        futex_wake(c.data_event, 1);
+inline void queue_ring::publish(std::span<const claimed> records) noexcept {
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        if (i != 0) queue_fault(queue_point::put_many_published);
+        const claimed& record = records[i];
+        record.slot->state.store(slot_state(record.pos, slot_status::ready, record.ready_low), std::memory_order_release);
     }
+    // A consumer that counted itself in before our claim was seen then; a second look catches
+    // one that came to wait for these records since.
+    queue_control& c = ctl();
+    if (records[0].getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
+        c.data_event.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(c.data_event, static_cast<int>(records.size()));
+    }
+}
+
+inline void queue_ring::written_up_to(const claimed* records, std::size_t failed, std::size_t count) noexcept {
+    if (failed != 0) publish(std::span<const claimed>(records, failed));
+    give_up(std::span<const claimed>(records + failed, count - failed));
 }
 
 inline queue_ring::room_status queue_ring::room(std::uint64_t tail, std::uint64_t cells,
