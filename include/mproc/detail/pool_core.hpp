@@ -156,6 +156,10 @@ private:
     }
     /// Kills workers whose task ran past its time limit; returns the next deadline to check.
     Deadline enforce_task_timeouts();
+    /// After a worker died inside a claim (its `claiming` set): once no live worker is inside
+    /// one, every claimed chunk still pending was claimed by a dead worker before it named it,
+    /// and is reported lost. Until then the parent looks again every millisecond.
+    void resolve_claim_windows() noexcept;
 
     pid_t owner_ = current_pid();
     PoolOptions options_;
@@ -167,6 +171,9 @@ private:
     std::vector<char> watched_;     // per worker: its pidfd is in epoll_
     bool polling_ = false;          // a worker has no pidfd (old kernel, no descriptor left): poll waitpid
     bool replace_ = false;          // a worker was reaped: fork a replacement at the next check
+    bool claim_check_ = false;      // a worker died inside a claim: see resolve_claim_windows
+    pid_t claim_dead_pid_ = 0;      // that worker, for the report of a chunk it lost
+    int claim_dead_status_ = 0;
     std::uint64_t timed_jobs_ = 0;  // live jobs whose tasks have a time limit
     std::int64_t last_watch_ns_ = 0;  // when the epoll set was last looked at
     std::vector<child_handle> workers_;

@@ -45,8 +45,9 @@ inline constexpr bool exhausted(std::uint64_t w, std::uint64_t job) {
 }
 }  // namespace claim_word
 
-/// Where a chunk is. Written by the worker that runs it; read by the parent.
-enum chunk_state : std::uint32_t { chunk_pending = 0, chunk_running = 1, chunk_done = 2 };
+/// Where a chunk is. Written by the worker that runs it; read by the parent, which marks a chunk
+/// lost when its worker died before finishing it (so that it is never counted lost twice).
+enum chunk_state : std::uint32_t { chunk_pending = 0, chunk_running = 1, chunk_done = 2, chunk_lost = 3 };
 
 /// `failed` word of a job: no error, an error recorded, or (2 + w) while worker w writes one.
 enum : std::uint32_t { job_ok = 0, job_error_ready = 1, job_error_writing = 2 };
@@ -98,6 +99,10 @@ enum : std::uint32_t {
 
 struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> job{0};    // 1 + the job whose chunk it runs, 0 when idle
+    // 1 from just before the worker tries to claim a chunk until the chunk it claimed is named
+    // in `job` and marked running (or it found none): a worker that dies with it set may hold a
+    // chunk that nothing names (see pool_core::resolve_claim_windows).
+    std::atomic<std::uint32_t> claiming{0};
     std::atomic<std::uint64_t> chunk{0};
     std::atomic<std::uint64_t> item{0};   // the item it is on, for crash reports
     std::atomic<std::int64_t> item_started{0};  // CLOCK_MONOTONIC ns, kept when tasks have a time limit
@@ -147,6 +152,17 @@ struct alignas(64) pool_control {
         return sizeof(pool_control) + workers * sizeof(worker_slot);
     }
 };
+
+/// Moments at which a test may kill a worker (tests only: the hook is null otherwise).
+/// chunk_claimed: a chunk is claimed, and nothing names it yet.
+enum class pool_point { chunk_claimed };
+using pool_fault_fn = void (*)(pool_point);
+inline constinit pool_fault_fn pool_fault_hook = nullptr;
+
+inline void pool_fault(pool_point point) {
+    if (auto* hook = pool_fault_hook) [[unlikely]]
+        hook(point);
+}
 
 /// A chunk a worker has claimed.
 struct claimed_chunk {

@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <exception>
 #include <string>
@@ -92,6 +93,7 @@ inline void pool_core::start_workers_by_forkserver() {
 inline void pool_core::reset_slot(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     slot.job.store(0, std::memory_order_relaxed);
+    slot.claiming.store(0, std::memory_order_relaxed);
     slot.pid.store(0, std::memory_order_relaxed);
     slot.state.store(worker_starting, std::memory_order_relaxed);
     slot.doorbell.store(doorbell_awake, std::memory_order_relaxed);
@@ -211,15 +213,22 @@ inline void pool_core::on_worker_exit(unsigned index) {
     worker_slot& slot = ctl_->workers()[index];
     // Killed while spinning: its place among the spinners is free again.
     if (slot.spinning.exchange(0, std::memory_order_relaxed) != 0) ctl_->spinning.fetch_sub(1, std::memory_order_relaxed);
+    if (slot.claiming.load(std::memory_order_acquire) != 0 && !claim_check_) {
+        claim_check_ = true;
+        claim_dead_pid_ = w.pid();
+        claim_dead_status_ = w.exitcode().value_or(ProcessCrashed::lost_status);
+    }
     const std::uint64_t held = slot.job.load(std::memory_order_acquire);
     if (held != 0) {
         const std::uint64_t id = held - 1;
         job_record& r = record(id);
         if (r.live && r.id == id) {
             const std::uint64_t chunk = slot.chunk.load(std::memory_order_relaxed);
-            if (chunk_state_of(arena_, job(id), chunk).load(std::memory_order_acquire) == chunk_done) {
+            auto& state = chunk_state_of(arena_, job(id), chunk);
+            if (state.load(std::memory_order_acquire) == chunk_done) {
                 r.recount = true;  // it died between publishing the chunk and counting it
             } else {
+                state.store(chunk_lost, std::memory_order_relaxed);  // counted here, not again
                 ++r.lost;
                 const auto& timed_out = timed_out_[index];
                 fail_job(id, timed_out ? job_error_kind::timeout : job_error_kind::crash, w.pid(),
@@ -234,6 +243,32 @@ inline void pool_core::on_worker_exit(unsigned index) {
         broken_ = init_error(index);
         terminate();
         return;
+    }
+}
+
+inline void pool_core::resolve_claim_windows() noexcept {
+    if (!claim_check_) return;
+    // The claimed counts first, then the workers: a live worker's claim that the counts include
+    // happened after it set `claiming`, so it is seen inside its claim or done with it (its
+    // chunk named and marked running); a claim after the counts were read is not among them.
+    std::array<std::uint64_t, max_jobs> claimed{};  // per record: its chunks claimed so far
+    for (std::size_t k = 0; k < records_.size(); ++k)
+        if (records_[k].live) claimed[k] = claim_word::next(job(records_[k].id).claim.load(std::memory_order_seq_cst));
+    for (unsigned i = 0; i < workers_.size(); ++i)
+        if (workers_[i].started() && !workers_[i].reaped() &&
+            ctl_->workers()[i].claiming.load(std::memory_order_seq_cst) != 0)
+            return;  // inside a claim now: look again soon
+    claim_check_ = false;
+    for (std::size_t k = 0; k < records_.size(); ++k) {
+        job_record& r = records_[k];
+        const std::uint64_t id = r.id;
+        for (std::uint64_t c = 0; r.live && c < claimed[k]; ++c) {
+            auto& state = chunk_state_of(arena_, job(id), c);
+            if (state.load(std::memory_order_acquire) != chunk_pending) continue;
+            state.store(chunk_lost, std::memory_order_relaxed);
+            ++r.lost;
+            fail_job(id, job_error_kind::crash, claim_dead_pid_, claim_dead_status_, chunk_items(arena_, job(id), c).first);
+        }
     }
 }
 
@@ -273,6 +308,7 @@ inline void pool_core::check_workers() {
                 on_worker_exit(i);
             }
     }
+    resolve_claim_windows();
     replace_workers();
     // With no worker left, posted work would wait forever for one that cannot be forked; while
     // another worker lives, the pool carries on with fewer and forks again at the next check.
@@ -284,6 +320,8 @@ inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interr
         Deadline slice = deadline;
         // A replacement that could not be forked is tried again soon, not at the next death.
         if (spawn_failure_) slice = bounded_slice(deadline, std::chrono::milliseconds(10));
+        // A claim window to settle waits only for live workers to leave theirs: microseconds.
+        if (claim_check_) slice = bounded_slice(slice, std::chrono::milliseconds(1));
         if (timed_jobs_ != 0) {
             const Deadline next_timeout = enforce_task_timeouts();
             if (!next_timeout.is_never() && (slice.is_never() || next_timeout.poll_ms() < slice.poll_ms()))
@@ -296,6 +334,7 @@ inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interr
         last_watch_ns_ = monotonic_ns();
         check_interrupts(interrupts_seen);
         if (timed_jobs_ != 0) (void)enforce_task_timeouts();
+        resolve_claim_windows();
         replace_workers();
         if (spawn_failure_ && live_workers() == 0 && work_pending()) std::rethrow_exception(spawn_failure_);
         return;
@@ -312,6 +351,7 @@ inline void pool_core::sleep_once(const Deadline& deadline, std::uint64_t interr
     }
     // Without pidfds (Linux < 5.3) deaths are found by polling waitpid every 10 ms.
     Deadline slice = every_pidfd ? deadline : bounded_slice(deadline, std::chrono::milliseconds(10));
+    if (claim_check_) slice = bounded_slice(slice, std::chrono::milliseconds(1));  // see above
     const Deadline next_timeout = enforce_task_timeouts();
     if (!next_timeout.is_never() && (slice.is_never() || next_timeout.poll_ms() < slice.poll_ms())) slice = next_timeout;
     poll_until(fds, slice, [&] {

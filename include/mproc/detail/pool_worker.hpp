@@ -237,6 +237,8 @@ inline bool run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned w
     me.job.store(claimed.job + 1, std::memory_order_release);
     auto& state = chunk_state_of(arena, job, claimed.chunk);
     state.store(chunk_running, std::memory_order_relaxed);
+    // The claim is named and marked: a death from here on is on_worker_exit's to report.
+    me.claiming.store(0, std::memory_order_release);
     chunk_context context{arena, ctl, job, me, claimed.chunk, worker};
     try {
         resolve<chunk_runner>(job.runner)(context);
@@ -358,7 +360,11 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     std::int64_t spin_budget_ns = ctl.spin_ns;
     for (;;) {
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
+        // Said before the claim, which nothing names until run_claimed_chunk stores `job`: a
+        // parent that sees this worker die with `claiming` set looks for a chunk lost between.
+        me.claiming.store(1, std::memory_order_release);
         if (auto claimed = claim_chunk(ctl)) {
+            pool_fault(pool_point::chunk_claimed);
             if (listed) unpark(me);  // work after all (another job): busy, not idle
             const bool last = ++tasks == ctl.max_tasks_per_child;
             listed = run_claimed_chunk(arena, ctl, worker, *claimed, !last);
@@ -366,6 +372,7 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
             spin = true;
             continue;
         }
+        me.claiming.store(0, std::memory_order_release);
         if (!listed) list_idle(ctl, worker);
         listed = false;
         spin = wait_for_ring(ctl, worker, spin, spin_budget_ns);
