@@ -664,7 +664,7 @@ private:
         if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
             throw EndOfStream("mproc: the forkserver is gone");
         if (reply.pid < 0) return {child_handle(), -reply.pid};
-        return {child_handle(reply.pid, std::move(pidfd), &remote_status), 0};
+        return {child_handle(reply.pid, std::move(pidfd), &remote_status, &remote_status_fd), 0};
     }
 
     /// Reads one status into seen_ when one is there; false when the server is gone.
@@ -683,6 +683,7 @@ private:
     }
 
     static int remote_status(pid_t pid, bool wait);
+    static int remote_status_fd();
 
     void ensure_running() {
         if (owner_ == current_pid() && requests_) return;
@@ -717,6 +718,12 @@ private:
 inline forkserver_client& forkserver_connection() {
     static forkserver_client client;
     return client;
+}
+
+inline int forkserver_client::remote_status_fd() {
+    forkserver_client& client = forkserver_connection();
+    std::lock_guard guard(client.lock_);
+    return client.owner_ == current_pid() && client.statuses_ ? client.statuses_.get() : -1;
 }
 
 inline int forkserver_client::remote_status(pid_t pid, bool wait) {
