@@ -96,10 +96,10 @@ void run_children(int n, Body body) {
     }
 }
 
-/// The pids of this process's children now (from /proc: every process whose parent it is).
-inline std::vector<pid_t> child_pids() {
+/// The pids of `parent`'s children now (from /proc: every process whose parent it is).
+inline std::vector<pid_t> child_pids(pid_t parent = ::getpid()) {
     std::vector<pid_t> children;
-    const std::string self = std::to_string(::getpid());
+    const std::string self = std::to_string(parent);
     if (DIR* dir = ::opendir("/proc")) {
         while (dirent* entry = ::readdir(dir)) {
             if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
@@ -118,15 +118,20 @@ inline std::vector<pid_t> child_pids() {
     return children;
 }
 
-/// True while `pid` runs: it exists and is not a zombie (for any process, not only our children).
-inline bool running(pid_t pid) {
+/// The state letter /proc gives `pid` (R, S, T, Z...), or 0 when it is gone.
+inline char process_state(pid_t pid) {
     std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
     std::string line;
-    if (!std::getline(stat, line)) return false;
+    if (!std::getline(stat, line)) return 0;
     const auto close = line.rfind(')');  // the name in parentheses may hold spaces
-    if (close == std::string::npos || close + 2 >= line.size()) return false;
-    const char state = line[close + 2];
-    return state != 'Z' && state != 'X';
+    if (close == std::string::npos || close + 2 >= line.size()) return 0;
+    return line[close + 2];
+}
+
+/// True while `pid` runs: it exists and is not a zombie (for any process, not only our children).
+inline bool running(pid_t pid) {
+    const char state = process_state(pid);
+    return state != 0 && state != 'Z' && state != 'X';
 }
 
 /// True when this process has no child left: no zombie of ours to reap, and none running but

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -337,36 +338,119 @@ pid_t parent_pid_of(pid_t pid) {
 }
 }  // namespace
 
+namespace {
+/// Continued by the first sendmsg with descriptors after the test sets it: the request to a
+/// stopped server, which carries the child's socket (the task's frame goes before, without).
+pid_t server_to_continue = 0;
+ssize_t sendmsg_then_continue_the_server(int fd, const msghdr* message, int flags) {
+    const ssize_t sent = ::sendmsg(fd, message, flags);
+    if (server_to_continue != 0 && message->msg_controllen != 0) {
+        ::kill(server_to_continue, SIGCONT);
+        server_to_continue = 0;
+    }
+    return sent;
+}
+
+/// The forkserver's spare: its one child that serves no request yet (none of `serving`), once
+/// there is one (at most 5 s); 0 when none came.
+pid_t wait_for_spare(pid_t server, const std::vector<pid_t>& serving = {}) {
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < until) {
+        for (pid_t child : mproc_test::child_pids(server))
+            if (std::find(serving.begin(), serving.end(), child) == serving.end() && running(child)) return child;
+        std::this_thread::sleep_for(1ms);
+    }
+    return 0;
+}
+}  // namespace
+
 TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") {
     for (auto method : exec_methods) {
         CAPTURE(method);
         int fds[2];
         REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-        // A middle process (forked) starts a child by `method`, says who it and the server are,
-        // and is then SIGKILLed: both must end.
+        // A middle process (forked) starts a child by `method`, says who it, the server and the
+        // server's spare child are, and is then SIGKILLed: all must end.
         mproc::Process middle([&, method] {
             ::close(fds[0]);
             mproc::Process child(sleep_forever);
             child.start(method);
-            const pid_t pids[2] = {child.pid(), mproc::detail::forkserver_connection().server_pid()};
+            const pid_t server = mproc::detail::forkserver_connection().server_pid();
+            const pid_t pids[3] = {child.pid(), server, server != 0 ? wait_for_spare(server, {child.pid()}) : 0};
             if (::write(fds[1], pids, sizeof pids) != sizeof pids) return;
             sleep_forever();
         });
         middle.start();
         ::close(fds[1]);
-        pid_t pids[2] = {0, 0};
+        pid_t pids[3] = {0, 0, 0};
         REQUIRE(::read(fds[0], pids, sizeof pids) == sizeof pids);
         ::close(fds[0]);
         REQUIRE(running(pids[0]));
-        if (method == mproc::StartMethod::forkserver) REQUIRE(running(pids[1]));
+        if (method == mproc::StartMethod::forkserver) {
+            REQUIRE(running(pids[1]));
+            REQUIRE(running(pids[2]));
+        }
         middle.kill();
         REQUIRE(middle.join(10s));
+        const auto any_running = [&] {
+            return std::any_of(std::begin(pids), std::end(pids), [](pid_t pid) { return pid > 0 && running(pid); });
+        };
         const auto until = std::chrono::steady_clock::now() + 2s;
-        while ((running(pids[0]) || (pids[1] > 0 && running(pids[1]))) && std::chrono::steady_clock::now() < until)
-            std::this_thread::sleep_for(1ms);
-        CHECK_FALSE(running(pids[0]));
-        if (pids[1] > 0) CHECK_FALSE(running(pids[1]));
+        while (any_running() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+        for (pid_t pid : pids)
+            if (pid > 0) CHECK_FALSE(running(pid));
     }
+}
+
+TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start", "[start_method]") {
+    mproc::Process first(square, 1);
+    first.start(mproc::forkserver);
+    REQUIRE(first.result() == 1);
+    const pid_t server = mproc::detail::forkserver_connection().server_pid();
+    REQUIRE(server > 0);
+    // Between starts the server holds exactly one child: the spare (the first child was reaped).
+    const pid_t spare = wait_for_spare(server);
+    REQUIRE(spare > 0);
+    CHECK(mproc_test::child_pids(server) == std::vector<pid_t>{spare});
+
+    mproc::Process next(square, 7);
+    next.start(mproc::forkserver);
+    CHECK(next.pid() == spare);
+    CHECK(next.result() == 49);
+    CHECK(next.exitcode() == 0);
+
+    // A spare that dies while it sleeps is replaced, and never reported to the caller. Made
+    // certain: the server is stopped while its spare is killed and a request comes, and continued
+    // only once the request is in its socket (through the sys() seam), so it finds both at once
+    // and the hand-over meets a dead spare (EPIPE): the request gets a fresh fork.
+    const pid_t doomed = wait_for_spare(server, {next.pid()});
+    REQUIRE(doomed > 0);
+    // Asleep in its poll first (nothing else blocks it, and nothing can wake it now: no request
+    // and no child but the spare), so that it learns of both events from that one poll.
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (mproc_test::process_state(server) != 'S' && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+    REQUIRE(::kill(server, SIGSTOP) == 0);
+    while (mproc_test::process_state(server) != 'T' && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);  // stopped for certain: it cannot notice the death below
+    REQUIRE(mproc_test::process_state(server) == 'T');
+    REQUIRE(::kill(doomed, SIGKILL) == 0);
+    while (running(doomed) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    REQUIRE_FALSE(running(doomed));
+    mproc::Process after(square, 9);
+    {
+        mproc_test::ScopedSys sys;
+        sys->sendmsg = sendmsg_then_continue_the_server;
+        server_to_continue = server;
+        after.start(mproc::forkserver);
+    }
+    CHECK(server_to_continue == 0);  // the seam ran: the request went by sendmsg
+    CHECK(after.pid() != doomed);
+    CHECK(after.result() == 81);
+    CHECK(after.exitcode() == 0);
+    const pid_t replacement = wait_for_spare(server, {after.pid()});
+    CHECK(replacement > 0);
+    CHECK(replacement != doomed);
 }
 
 namespace {

@@ -374,8 +374,8 @@ bool Process<R, Starts>::wait_for_exit(const detail::Deadline& deadline) {
     if (!child_.started()) throw StateError("mproc::Process: join() before start()");
     while (!poll_exit()) {
         if (deadline.expired()) return false;
-        pollfd fds[2] = {{child_.pidfd(), POLLIN, 0}, {channel_.get(), POLLIN, 0}};
-        if (child_.pidfd() < 0) {
+        pollfd fds[2] = {{child_.wait_fd(), POLLIN, 0}, {channel_.get(), POLLIN, 0}};
+        if (fds[0].fd < 0) {
             child_.sleep_until_exit_or(deadline);
             continue;
         }

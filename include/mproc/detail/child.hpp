@@ -80,6 +80,8 @@ template <class Body>
 /// child's exit code. `wait`: the child is known to have ended, so its status is on the way.
 /// Returns the exit code (Python's convention), or one of the two values below.
 using remote_status_fn = int (*)(pid_t pid, bool wait);
+/// The descriptor that polls readable when such a child's reaper may have sent a status.
+using remote_wait_fd_fn = int (*)();
 inline constexpr int remote_running = INT_MIN;     // not ended yet
 inline constexpr int remote_lost = INT_MIN + 1;    // its reaper is gone: ended, status lost
 
@@ -96,9 +98,10 @@ public:
         if (!pidfd_ && errno == ESRCH) vanished_ = true;
     }
     /// A process this one did not fork and cannot wait for (a forkserver's child): `pidfd`
-    /// (which may be empty) says when it ends, `remote` gives its exit code.
-    child_handle(pid_t pid, unique_fd pidfd, remote_status_fn remote) noexcept
-        : pid_(pid), pidfd_(std::move(pidfd)), remote_(remote) {}
+    /// (which may be empty) says when it ends, `remote` gives its exit code, and `remote_fd`'s
+    /// descriptor says when its reaper may have sent it.
+    child_handle(pid_t pid, unique_fd pidfd, remote_status_fn remote, remote_wait_fd_fn remote_fd) noexcept
+        : pid_(pid), pidfd_(std::move(pidfd)), remote_(remote), remote_fd_(remote_fd) {}
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
         : pid_(std::exchange(other.pid_, 0)),
@@ -106,7 +109,8 @@ public:
           exitcode_(std::exchange(other.exitcode_, std::nullopt)),
           lost_(std::exchange(other.lost_, false)),
           vanished_(std::exchange(other.vanished_, false)),
-          remote_(std::exchange(other.remote_, nullptr)) {}
+          remote_(std::exchange(other.remote_, nullptr)),
+          remote_fd_(std::exchange(other.remote_fd_, nullptr)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
@@ -114,6 +118,7 @@ public:
         lost_ = std::exchange(other.lost_, false);
         vanished_ = std::exchange(other.vanished_, false);
         remote_ = std::exchange(other.remote_, nullptr);
+        remote_fd_ = std::exchange(other.remote_fd_, nullptr);
         return *this;
     }
 
@@ -133,6 +138,16 @@ public:
     }
     /// A descriptor that polls readable when the child exits, or -1 without pidfd support.
     [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+    /// What a wait for the child's end polls: its pidfd; for a child reaped elsewhere, the
+    /// descriptor its status comes on (one wake-up when the status is there, not one for the
+    /// exit and one more for the status). -1 when there is neither.
+    [[nodiscard]] int wait_fd() const noexcept {
+        if (remote_fd_ && !reaped()) {
+            const int fd = remote_fd_();
+            if (fd >= 0) return fd;
+        }
+        return pidfd_.get();
+    }
 
     /// Reaps the child if it has exited; never blocks. Returns true once reaped.
     bool try_reap() {
@@ -208,13 +223,16 @@ public:
 
 private:
     bool try_reap_remote() {
-        bool ended = false;
-        if (pidfd_) {
-            pollfd p{pidfd_.get(), POLLIN, 0};
-            if (sys().poll(&p, 1, 0) <= 0) return false;  // still running (or EINTR: ask again later)
-            ended = true;
+        // A status already sent is taken at once; else, a child the pidfd says ended has its
+        // status on the way (the reaper sends it as soon as it reaps): wait for that.
+        int code = remote_(pid_, false);
+        if (code == remote_running) {
+            if (pidfd_) {
+                pollfd p{pidfd_.get(), POLLIN, 0};
+                if (sys().poll(&p, 1, 0) <= 0) return false;  // still running (or EINTR: ask again later)
+            }
+            code = remote_(pid_, true);
         }
-        const int code = remote_(pid_, ended);
         if (code == remote_running) return false;
         if (code == remote_lost) mark_lost();
         else {
@@ -230,6 +248,7 @@ private:
     bool lost_ = false;
     bool vanished_ = false;  // gone before its pidfd could be opened
     remote_status_fn remote_ = nullptr;
+    remote_wait_fd_fn remote_fd_ = nullptr;
 };
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -380,78 +381,191 @@ void encode_exec_call(std::vector<std::byte>& out, std::vector<int>& fds, const 
 // ---- the forkserver ----
 //
 // Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
-// one byte with a connected socket (SCM_RIGHTS); the server forks a child that serves one
-// request on that socket (serve_request), and answers with the child's pid and a pidfd for it.
+// one byte with a connected socket (SCM_RIGHTS); a child of the server serves one request on
+// that socket (serve_request), and the server answers with the child's pid and a pidfd for it.
 // Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
 // cannot wait for a child it did not fork; this is how it learns the exit code.
+//
+// The server keeps one spare child forked ahead of need, asleep until it is handed a request's
+// socket: a start then costs two messages instead of a fork, and the fork of the next spare
+// overlaps the caller's work instead of delaying its start. The spare is forked only when no
+// request waits, so a burst of requests (a Pool's workers) is not held up by it either.
 
 struct exec_status_message {
     std::int32_t pid;
     std::int32_t code;
 };
 
-
 /// The forkserver's loop (the process mproc::init becomes with role "forkserver"). Single
 /// threaded; ends when the caller closes its end of the requests (the caller died or exited),
 /// and its children then die with it (PR_SET_PDEATHSIG).
+class forkserver_loop {
+public:
+    forkserver_loop(int requests, int statuses) noexcept : requests_(requests), statuses_(statuses) {}
+
+    [[noreturn]] void run() noexcept {
+        try {
+            for (;;) {
+                if (!spare_ && !request_waiting()) fork_spare();
+                if (!wait_for_events()) break;
+                if (fds_[0].revents != 0 && !serve_one_request()) break;
+                reap_ended();
+            }
+        } catch (...) {
+            // The caller is gone (EPIPE) or a call failed: end, and the children with us.
+        }
+        ::_exit(0);
+    }
+
+private:
+    struct child {
+        pid_t pid;
+        int pidfd;  // -1 when pidfd_open failed: polled for now and then
+    };
+    struct spare_child {
+        child process;
+        unique_fd hand_over;  // the socket the spare waits on for its request's socket
+    };
+
+    [[nodiscard]] bool request_waiting() const noexcept {
+        pollfd p{requests_, POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0;
+    }
+
+    /// Sleeps until a request comes or a child (or the spare) ends; false when poll fails.
+    bool wait_for_events() {
+        fds_.assign(1, pollfd{requests_, POLLIN, 0});
+        bool unwatched = false;
+        for (const child& c : children_) {
+            fds_.push_back({c.pidfd, POLLIN, 0});
+            unwatched |= c.pidfd < 0;
+        }
+        if (spare_) {
+            fds_.push_back({spare_->process.pidfd, POLLIN, 0});
+            unwatched |= spare_->process.pidfd < 0;
+        }
+        return ::poll(fds_.data(), fds_.size(), unwatched ? 10 : -1) >= 0 || errno == EINTR;
+    }
+
+    /// What a new child does first: drop the server's descriptors, die with the server. (A
+    /// child is forked only while there is no spare: the spare's descriptors are not open.)
+    void become_child() noexcept {
+        ::close(requests_);
+        ::close(statuses_);
+        for (const child& c : children_)
+            if (c.pidfd >= 0) ::close(c.pidfd);
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self_) ::_exit(70);
+    }
+
+    /// Forks the spare: it sleeps until it is handed a request's socket, then serves it. It
+    /// leaves quietly when the server closes the hand-over socket (the server ended).
+    void fork_spare() noexcept {
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return;
+        unique_fd server_end(pair[0]), spare_end(pair[1]);
+        const pid_t pid = ::fork();
+        if (pid < 0) return;  // no spare for now: requests are forked for directly
+        if (pid == 0) {
+            server_end.reset();
+            become_child();
+            unique_fd channel;
+            char byte;
+            try {
+                if (recv_with_fd(spare_end.get(), &byte, 1, channel) != 1 || !channel) ::_exit(0);
+            } catch (...) {
+                ::_exit(0);
+            }
+            spare_end.reset();
+            serve_request(channel.get());
+        }
+        spare_ = spare_child{{pid, raw_pidfd_open(pid, 0)}, std::move(server_end)};
+    }
+
+    /// Hands the socket to the spare; false when the spare is gone (it is then reaped quietly).
+    bool hand_to_spare(int channel) {
+        const char byte = 0;
+        try {
+            send_with_fd(spare_->hand_over.get(), &byte, 1, channel);
+        } catch (const EndOfStream&) {
+            // Killed while it slept: the request goes to a fresh fork instead.
+            discard_spare();
+            return false;
+        }
+        children_.push_back(spare_->process);
+        spare_.reset();
+        return true;
+    }
+
+    void discard_spare() noexcept {
+        if (spare_->process.pidfd >= 0) ::close(spare_->process.pidfd);
+        ::kill(spare_->process.pid, SIGKILL);
+        int status;
+        while (::waitpid(spare_->process.pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        spare_.reset();
+    }
+
+    /// Serves the oldest request: its socket goes to the spare or to a new fork, and the caller
+    /// gets the child's pid and pidfd (or minus the fork's errno). False when the caller is gone.
+    bool serve_one_request() {
+        unique_fd channel;
+        char byte;
+        if (recv_with_fd(requests_, &byte, 1, channel) == 0) return false;
+        if (!channel) return true;
+        exec_status_message reply{0, 0};
+        if (spare_ && hand_to_spare(channel.get())) {
+            reply.pid = children_.back().pid;
+        } else {
+            const pid_t pid = ::fork();
+            if (pid == 0) {
+                become_child();
+                serve_request(channel.get());
+            }
+            reply.pid = pid < 0 ? -errno : pid;
+            if (pid > 0) children_.push_back({pid, raw_pidfd_open(pid, 0)});
+        }
+        channel.reset();
+        // The pidfd is the server's own: the caller gets a duplicate by SCM_RIGHTS.
+        send_with_fd(requests_, &reply, sizeof reply, reply.pid > 0 ? children_.back().pidfd : -1);
+        return true;
+    }
+
+    /// Reaps every child that ended and reports it; a spare that ended (killed while it slept)
+    /// is reaped without a report: the caller never heard of it.
+    void reap_ended() {
+        for (std::size_t i = 0; i < children_.size();) {
+            int status = 0;
+            if (::waitpid(children_[i].pid, &status, WNOHANG) != children_[i].pid) {
+                ++i;
+                continue;
+            }
+            exec_status_message message{children_[i].pid, exitcode_from_status(status)};
+            send_with_fd(statuses_, &message, sizeof message, -1);
+            if (children_[i].pidfd >= 0) ::close(children_[i].pidfd);
+            children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+        int status = 0;
+        if (spare_ && ::waitpid(spare_->process.pid, &status, WNOHANG) == spare_->process.pid) {
+            if (spare_->process.pidfd >= 0) ::close(spare_->process.pidfd);
+            spare_.reset();
+        }
+    }
+
+    int requests_;
+    int statuses_;
+    const pid_t self_ = ::getpid();
+    std::vector<child> children_;
+    std::optional<spare_child> spare_;
+    std::vector<pollfd> fds_;
+};
+
+/// Runs the forkserver's loop (see forkserver_loop).
 [[noreturn]] inline void forkserver_main(int requests, int statuses) noexcept {
     // Ctrl-C reaches the whole process group: the caller decides what it means. The server
     // ignores SIGINT from its exec on (started with it blocked, then ignored in run_exec_role),
     // and so do its children from their first instruction: a Pool worker must not die of one,
     // and a Process's callable gets the default back before it runs (exec_entry).
-    struct child {
-        pid_t pid;
-        int pidfd;
-    };
-    std::vector<child> children;
-    std::vector<pollfd> fds;
-    const pid_t self = ::getpid();
-    try {
-        for (;;) {
-            fds.assign(1, pollfd{requests, POLLIN, 0});
-            bool unwatched = false;  // a child without pidfd: poll for it now and then
-            for (const child& c : children) {
-                fds.push_back({c.pidfd, POLLIN, 0});
-                unwatched |= c.pidfd < 0;
-            }
-            if (::poll(fds.data(), fds.size(), unwatched ? 10 : -1) < 0 && errno != EINTR) break;
-            if (fds[0].revents != 0) {
-                unique_fd channel;
-                char byte;
-                if (recv_with_fd(requests, &byte, 1, channel) == 0) break;
-                if (!channel) continue;
-                const pid_t pid = ::fork();
-                if (pid == 0) {
-                    ::close(requests);
-                    ::close(statuses);
-                    for (const child& c : children)
-                        if (c.pidfd >= 0) ::close(c.pidfd);
-                    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self) ::_exit(70);
-                    serve_request(channel.get());
-                }
-                channel.reset();
-                exec_status_message reply{pid < 0 ? -errno : pid, 0};
-                unique_fd pidfd(pid > 0 ? raw_pidfd_open(pid, 0) : -1);
-                send_with_fd(requests, &reply, sizeof reply, pidfd.get());
-                if (pid > 0) children.push_back({pid, pidfd.release()});
-            }
-            for (std::size_t i = 0; i < children.size();) {
-                int status = 0;
-                const pid_t r = ::waitpid(children[i].pid, &status, WNOHANG);
-                if (r != children[i].pid) {
-                    ++i;
-                    continue;
-                }
-                exec_status_message message{r, exitcode_from_status(status)};
-                send_with_fd(statuses, &message, sizeof message, -1);
-                if (children[i].pidfd >= 0) ::close(children[i].pidfd);
-                children.erase(children.begin() + static_cast<std::ptrdiff_t>(i));
-            }
-        }
-    } catch (...) {
-        // The caller is gone (EPIPE) or a call failed: end, and the children with us.
-    }
-    ::_exit(0);
+    forkserver_loop(requests, statuses).run();
 }
 
 /// The caller's side of its forkserver, started at first use.
@@ -550,7 +664,7 @@ private:
         if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
             throw EndOfStream("mproc: the forkserver is gone");
         if (reply.pid < 0) return {child_handle(), -reply.pid};
-        return {child_handle(reply.pid, std::move(pidfd), &remote_status), 0};
+        return {child_handle(reply.pid, std::move(pidfd), &remote_status, &remote_status_fd), 0};
     }
 
     /// Reads one status into seen_ when one is there; false when the server is gone.
@@ -569,6 +683,7 @@ private:
     }
 
     static int remote_status(pid_t pid, bool wait);
+    static int remote_status_fd();
 
     void ensure_running() {
         if (owner_ == current_pid() && requests_) return;
@@ -603,6 +718,12 @@ private:
 inline forkserver_client& forkserver_connection() {
     static forkserver_client client;
     return client;
+}
+
+inline int forkserver_client::remote_status_fd() {
+    forkserver_client& client = forkserver_connection();
+    std::lock_guard guard(client.lock_);
+    return client.owner_ == current_pid() && client.statuses_ ? client.statuses_.get() : -1;
 }
 
 inline int forkserver_client::remote_status(pid_t pid, bool wait) {
@@ -642,3 +763,4 @@ inline int forkserver_client::remote_status(pid_t pid, bool wait) {
 
 }  // namespace detail
 MPROC_NAMESPACE_END
+
