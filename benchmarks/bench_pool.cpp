@@ -150,6 +150,19 @@ static void ColdPool_StartMapStop(benchmark::State& state) {
 }
 BENCHMARK(ColdPool_StartMapStop)->Args({2, 0})->Args({16, 0})->Args({16, 80})->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// A cold pool whose one map moves 10 MB of results (10,000,000 cheap items into bools, as the
+// prime search does, without its compute): the cost of a new arena's pages, which every worker
+// and the parent map for themselves. Arg: workers.
+static void ColdPool_Map10MBools(benchmark::State& state) {
+    const auto workers = static_cast<unsigned>(state.range(0));
+    for (auto _ : state) {
+        mproc::Pool pool(workers);
+        auto flags = pool.map([](std::uint64_t x) { return (x & 3) == 1; }, std::views::iota(std::uint64_t{0}, std::uint64_t{10'000'000}));
+        benchmark::DoNotOptimize(flags.size());
+    }
+}
+BENCHMARK(ColdPool_Map10MBools)->Arg(2)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 namespace {
 // utime + stime of a process, in clock ticks (/proc/<pid>/stat fields 14 and 15).
 long cpu_ticks(pid_t pid) {

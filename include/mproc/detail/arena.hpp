@@ -15,8 +15,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <cerrno>
 #include <string>
 #include <utility>
+#include <vector>
 
 MPROC_NAMESPACE_BEGIN
 namespace detail {
@@ -36,6 +38,9 @@ struct arena_header {
     std::uint64_t floor;                   // file offset where the ring starts
     std::uint64_t ring;                    // ring bytes
 };
+
+/// How a range of the arena is about to be used (see shared_arena::prefault).
+enum class prefault_use { read, write };
 
 class shared_arena {
 public:
@@ -103,6 +108,15 @@ public:
         punch(h.floor + warm, h.covered.load(std::memory_order_relaxed));
     }
 
+    /// Maps the pages of [offset, offset + bytes) into this process's page tables in one system
+    /// call (MADV_POPULATE_READ / _WRITE, Linux 5.14) before they are used. Every process that
+    /// touches a page of a shared mapping takes its own fault on it (fork does not copy those
+    /// page tables), and a fault costs a trap each: about 1.4 us a page on a 16-core VM, 12 us on
+    /// a 2-core one, against 0.2 to 0.9 us a page populated in one call. Pages of the warm part,
+    /// which are never given back, are remembered per process, so a warm pool asks nothing.
+    /// Only an optimisation: without the call (older kernels) the pages fault in as before.
+    void prefault(std::uint64_t offset, std::uint64_t bytes, prefault_use use) noexcept;
+
     /// Makes sure the file covers [0, end).
     void ensure(std::uint64_t end) {
         arena_header& h = header();
@@ -132,12 +146,21 @@ private:
         std::swap(base_, other.base_);
         std::swap(window_, other.window_);
         std::swap(punched_, other.punched_);
+        std::swap(mapped_, other.mapped_);
+        std::swap(mapped_pid_, other.mapped_pid_);
+    }
+    [[nodiscard]] bool mapped_here(std::uint64_t page_index) const noexcept {
+        return (mapped_[page_index / 64] >> (page_index % 64) & 1) != 0;
     }
 
     unique_fd fd_;
     std::byte* base_ = nullptr;
     std::size_t window_ = 0;
     std::uint64_t punched_ = 0;  // the owner's: ring position up to which free pages were returned
+    // Per process (a forked copy starts over: its page tables map none of the parent's shared
+    // pages): one bit per page below the end of the warm part, set once prefault mapped it here.
+    std::vector<std::uint64_t> mapped_;
+    pid_t mapped_pid_ = 0;
 };
 
 inline shared_arena::shared_arena(std::size_t fixed, std::size_t window) : window_(window) {
@@ -195,6 +218,34 @@ inline void shared_arena::release_below(std::uint64_t mark) noexcept {
         from = to;
     }
     punched_ = mark;
+}
+
+inline void shared_arena::prefault(std::uint64_t offset, std::uint64_t bytes, prefault_use use) noexcept {
+#ifdef MADV_POPULATE_WRITE
+    // EINVAL on a valid range: the kernel predates the advice; stop asking, for every arena.
+    static std::atomic<bool> unsupported{false};
+    if (bytes == 0 || !base_ || unsupported.load(std::memory_order_relaxed)) return;
+    const std::uint64_t kept_pages = (header().floor + warm) / page;  // never punched
+    if (mapped_pid_ != current_pid()) {
+        mapped_.assign((kept_pages + 63) / 64, 0);
+        mapped_pid_ = current_pid();
+    }
+    std::uint64_t first = offset / page, end = (offset + bytes + page - 1) / page;
+    while (first < end && first < kept_pages && mapped_here(first))
+        first = first % 64 == 0 && mapped_[first / 64] == ~std::uint64_t{0} ? first + 64 : first + 1;
+    while (end > first && end - 1 < kept_pages && mapped_here(end - 1)) --end;
+    if (first >= end) return;
+    const int saved_errno = errno;
+    const int advice = use == prefault_use::write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+    if (sys().madvise(base_ + first * page, (end - first) * page, advice) == 0) {
+        for (std::uint64_t p = first; p < std::min(end, kept_pages); ++p) mapped_[p / 64] |= std::uint64_t{1} << (p % 64);
+    } else if (errno == EINVAL) {
+        unsupported.store(true, std::memory_order_relaxed);
+    }
+    errno = saved_errno;  // ENOMEM, EINTR...: the pages fault in when touched, as without the call
+#else
+    (void)offset, (void)bytes, (void)use;
+#endif
 }
 
 inline void shared_arena::punch(std::uint64_t first, std::uint64_t last) noexcept {

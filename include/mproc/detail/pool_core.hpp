@@ -185,6 +185,7 @@ inline pool_core::pool_core(const PoolOptions& options, bool start)
     : options_(options), arena_(pool_control::bytes_for(options.processes == 0 ? 1 : options.processes)) {
     const unsigned workers = options.processes;
     if (workers == 0) throw Error("mproc::Pool: the number of processes must be at least 1");
+    arena_.prefault(0, arena_.header().floor, prefault_use::write);  // the control block, in one call
     ctl_ = new (arena_.fixed()) pool_control{};
     for (unsigned i = 0; i < workers; ++i) new (ctl_->workers() + i) worker_slot{};
     ctl_->worker_count = workers;
@@ -240,7 +241,7 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     j.context = 0;
     j.items = items;
     j.chunk_size = chunk_size;
-    j.states = arena_.allocate(2 * chunks * sizeof(std::uint32_t));
+    j.states = allocate_to_write(arena_, 2 * chunks * sizeof(std::uint32_t));
     j.log = j.states + chunks * sizeof(std::uint32_t);
     j.log_tail.store(0, std::memory_order_relaxed);
     std::memset(arena_.base() + j.states, 0, 2 * chunks * sizeof(std::uint32_t));
