@@ -175,6 +175,35 @@ TEST_CASE("Pool.map.a_cold_pools_pages_are_mapped_ahead_not_faulted_one_by_one",
     ::munmap(shared, 4096);
 }
 
+// A pool leaves its arena to the next pool of the process, whose results then land on pages
+// already in the file: one arena kept at most, its pages beyond kept_bytes given back, and never
+// taken by a forked child (it would share the parent's file).
+TEST_CASE("Pool.arena_is_left_to_the_next_pool", "[pool]") {
+    using mproc::detail::shared_arena;
+    const auto big = [](std::int64_t x) { return x; };
+    const std::int64_t items = 5'000'000;  // 40 MB of results
+    { mproc::Pool(2).apply(square, 1); }
+    const auto kept = mproc_test::memfd_inodes("mproc-arena");
+    REQUIRE(kept.size() == 1);
+    {
+        mproc::Pool pool(2);
+        CHECK(mproc_test::memfd_inodes("mproc-arena") == kept);  // taken, not made
+        CHECK(pool.map(big, std::views::iota(std::int64_t{0}, items)).back() == items - 1);
+        mproc::Pool second(3);  // nothing kept now: a new one
+        CHECK(mproc_test::memfd_inodes("mproc-arena").size() == 2);
+    }
+    CHECK(mproc_test::memfd_inodes("mproc-arena").size() == 1);  // the newer replaced the older
+    CHECK(mproc_test::memfd_bytes("mproc-arena") <= static_cast<long long>(shared_arena::kept_bytes));
+    mproc::Process child([kept] {
+        mproc::Pool pool(2);
+        return pool.apply(square, 3) == 9 && !mproc_test::memfd_inodes("mproc-arena").contains(*kept.begin());
+    });
+    child.start();
+    REQUIRE(child.join(std::chrono::seconds(60)));
+    CHECK(child.result());
+    CHECK(mproc_test::no_children_left());
+}
+
 TEST_CASE("Pool.map.exception_names_the_task", "[pool]") {
     const auto method = GENERATE(mproc_test::every_start_method());
     CAPTURE(method);

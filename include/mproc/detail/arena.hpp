@@ -61,6 +61,15 @@ public:
         if (base_) ::munmap(base_, window_);
     }
 
+    /// An arena for a new Pool: the one the last Pool of this process left (keep_for_reuse),
+    /// whose pages are in the file already, allocated and zeroed once; else a new one.
+    [[nodiscard]] static shared_arena reused(std::size_t fixed);
+    /// Keeps an arena that no process uses any more (its pool's workers are all gone) for the
+    /// next reused(): its first `kept_bytes` stay in the file, the rest is given back. One arena
+    /// is kept at most (a newer one replaces it); a forked child never takes its parent's.
+    static void keep_for_reuse(shared_arena&& arena) noexcept;
+    static constexpr std::uint64_t kept_bytes = std::uint64_t{16} << 20;
+
     /// Maps an arena another process made, from its memfd (a Pool worker started by exec).
     [[nodiscard]] static shared_arena attach(unique_fd fd, std::size_t window) {
         shared_arena arena;
@@ -136,6 +145,10 @@ public:
 
 private:
     static constexpr std::size_t header_bytes = 64;
+
+    /// Writes a new header for `fixed` bytes of control structures, over a file that holds
+    /// `covered` bytes so far (0 for a new one).
+    void format(std::size_t fixed, std::uint64_t covered);
     static constexpr std::uint64_t page = 4096;
 
     /// Returns the whole pages of file offsets [first, last) to the system.
@@ -166,16 +179,64 @@ private:
 inline shared_arena::shared_arena(std::size_t fixed, std::size_t window) : window_(window) {
     fd_ = unique_fd(::memfd_create("mproc-arena", MFD_CLOEXEC));
     if (!fd_) throw_errno("memfd_create");
-    const std::uint64_t floor = (header_bytes + fixed + 63) & ~std::uint64_t{63};
-    const std::uint64_t initial = (floor + granule - 1) / granule * granule;
-    if (::fallocate(fd_.get(), 0, 0, static_cast<off_t>(initial)) != 0) throw_errno("fallocate");
     void* p = ::mmap(nullptr, window_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd_.get(), 0);
     if (p == MAP_FAILED) throw_errno("mmap");
     base_ = static_cast<std::byte*>(p);
+    format(fixed, 0);
+}
+
+inline void shared_arena::format(std::size_t fixed, std::uint64_t covered) {
+    const std::uint64_t floor = (header_bytes + fixed + 63) & ~std::uint64_t{63};
+    const std::uint64_t initial = (floor + granule - 1) / granule * granule;
+    if (covered < initial &&
+        ::fallocate(fd_.get(), 0, static_cast<off_t>(covered), static_cast<off_t>(initial - covered)) != 0)
+        throw_errno("fallocate");
     auto* h = new (base_) arena_header{};
-    h->covered.store(initial, std::memory_order_relaxed);
+    h->covered.store(std::max(covered, initial), std::memory_order_relaxed);
     h->floor = floor;
     h->ring = (window_ - floor) / 64 * 64;
+    punched_ = 0;
+}
+
+namespace arena_cache {
+/// The arena kept for the next Pool, and the process that kept it. Lock-free, so that a fork
+/// from another thread can never leave it locked in the child; never destroyed, so that a Pool
+/// destroyed by a static destructor still finds it (the system frees it at exit).
+struct kept {
+    shared_arena arena;
+    pid_t owner = 0;
+};
+inline std::atomic<kept*>& slot() noexcept {
+    static std::atomic<kept*> slot{nullptr};
+    return slot;
+}
+}  // namespace arena_cache
+
+inline shared_arena shared_arena::reused(std::size_t fixed) {
+    arena_cache::kept* k = arena_cache::slot().exchange(nullptr, std::memory_order_acq_rel);
+    shared_arena arena;
+    if (k != nullptr) {
+        if (k->owner == current_pid()) arena.swap(k->arena);  // a parent's, in a forked child: dropped
+        delete k;
+    }
+    if (!arena.base_) return shared_arena(fixed);
+    arena.format(fixed, arena.header().covered.load(std::memory_order_relaxed));
+    return arena;
+}
+
+inline void shared_arena::keep_for_reuse(shared_arena&& arena) noexcept {
+    if (!arena.base_) return;
+    arena.punch(kept_bytes, arena.header().covered.load(std::memory_order_relaxed));
+    // The pages that stay are still mapped here, but the new owner lays out its ring afresh:
+    // it asks once more (a cheap call over mapped pages) rather than trust an old layout.
+    arena.mapped_.clear();
+    arena.mapped_pid_ = 0;
+    try {
+        auto* k = new arena_cache::kept{std::move(arena), current_pid()};
+        delete arena_cache::slot().exchange(k, std::memory_order_acq_rel);  // the older one goes
+    } catch (...) {
+        // No memory for the note: the arena is simply freed.
+    }
 }
 
 inline std::uint64_t shared_arena::allocate(std::size_t bytes) {
