@@ -4,10 +4,12 @@
 //   chunksize=1 map of 100,000 tiny tasks; submit+get vs a raw futex round trip, also at 1, 2,
 //   8 and 16 workers (more workers than cores on purpose: the round trip must not grow with N)
 //   a cold Pool: start, one tiny map, teardown, at 2 and 16 workers, from a small caller and from
-//   one with 80 MB resident (fork copies page tables in proportion); an idle pool's CPU use
+//   one with 80 MB resident (fork copies page tables in proportion), and one mapping 10 MB of
+//   results (a new arena's pages); an idle pool's CPU use
 //   factorials of every n < 12,000 with GMP (bit lengths): serial vs Pool::map
 // Run: ./bench_pool --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
-// MPROC_BENCH_PRIMES sets N (default 10,000,000).
+// MPROC_BENCH_PRIMES sets N (default 10,000,000). Primes_OpenMP_first_region is OpenMP's cold
+// run (its threads are made in it): the peer of Primes_Pool, which makes its pool in its timing.
 #include "prime_benchmarks.hpp"
 #include "raw_baselines.hpp"
 
