@@ -146,7 +146,11 @@ TEST_CASE("Arena.prefault_maps_a_range_in_one_call_and_remembers_the_warm_part",
     CHECK(madvise_calls == 1);
     const long faults = minor_faults();
     std::memset(arena.base() + offset, 5, 4 * mib);  // 1,024 pages, mapped already
-    CHECK(minor_faults() - faults < 64);
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+    CHECK(minor_faults() - faults < 64);  // (a sanitizer's shadow memory faults in meanwhile)
+#else
+    (void)faults;
+#endif
     arena.prefault(offset + mib, mib, mproc::detail::prefault_use::read);  // warm and mapped: no call
     CHECK(madvise_calls == 1);
     // A forked copy maps nothing of the parent's shared pages: it asks for its own.
