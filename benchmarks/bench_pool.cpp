@@ -4,10 +4,12 @@
 //   chunksize=1 map of 100,000 tiny tasks; submit+get vs a raw futex round trip, also at 1, 2,
 //   8 and 16 workers (more workers than cores on purpose: the round trip must not grow with N)
 //   a cold Pool: start, one tiny map, teardown, at 2 and 16 workers, from a small caller and from
-//   one with 80 MB resident (fork copies page tables in proportion); an idle pool's CPU use
+//   one with 80 MB resident (fork copies page tables in proportion), and one mapping 10 MB of
+//   results (a new arena's pages); an idle pool's CPU use
 //   factorials of every n < 12,000 with GMP (bit lengths): serial vs Pool::map
 // Run: ./bench_pool --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
-// MPROC_BENCH_PRIMES sets N (default 10,000,000).
+// MPROC_BENCH_PRIMES sets N (default 10,000,000). Primes_OpenMP_first_region is OpenMP's cold
+// run (its threads are made in it): the peer of Primes_Pool, which makes its pool in its timing.
 #include "prime_benchmarks.hpp"
 #include "raw_baselines.hpp"
 
@@ -149,6 +151,19 @@ static void ColdPool_StartMapStop(benchmark::State& state) {
     resident_ballast(0);
 }
 BENCHMARK(ColdPool_StartMapStop)->Args({2, 0})->Args({16, 0})->Args({16, 80})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// A cold pool whose one map moves 10 MB of results (10,000,000 cheap items into bools, as the
+// prime search does, without its compute): the cost of a new arena's pages, which every worker
+// and the parent map for themselves. Arg: workers.
+static void ColdPool_Map10MBools(benchmark::State& state) {
+    const auto workers = static_cast<unsigned>(state.range(0));
+    for (auto _ : state) {
+        mproc::Pool pool(workers);
+        auto flags = pool.map([](std::uint64_t x) { return (x & 3) == 1; }, std::views::iota(std::uint64_t{0}, std::uint64_t{10'000'000}));
+        benchmark::DoNotOptimize(flags.size());
+    }
+}
+BENCHMARK(ColdPool_Map10MBools)->Arg(2)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 namespace {
 // utime + stime of a process, in clock ticks (/proc/<pid>/stat fields 14 and 15).

@@ -46,6 +46,23 @@ inline long status_mib(const std::string& field) {
     return kib / 1024;
 }
 
+/// The inode numbers of this process's open memfds whose name starts with `name`.
+inline std::set<ino_t> memfd_inodes(const std::string& name) {
+    std::set<ino_t> inodes;
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (!dir) return inodes;
+    while (dirent* entry = ::readdir(dir)) {
+        const std::string path = std::string("/proc/self/fd/") + entry->d_name;
+        char target[256] = {};
+        struct stat st {};
+        if (::readlink(path.c_str(), target, sizeof target - 1) > 0 &&
+            std::string(target).rfind("/memfd:" + name, 0) == 0 && ::stat(path.c_str(), &st) == 0)
+            inodes.insert(st.st_ino);
+    }
+    ::closedir(dir);
+    return inodes;
+}
+
 /// Bytes of memory held by this process's open memfds whose name starts with `name` (the
 /// blocks the files have allocated, whoever touched them).
 inline long long memfd_bytes(const std::string& name) {

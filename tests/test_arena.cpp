@@ -2,8 +2,11 @@
 #include "support.hpp"
 
 #include <mproc/detail/arena.hpp>
+#include <mproc/process.hpp>
 
 #include <catch2/catch.hpp>
+
+#include <sys/resource.h>
 
 #include <cstring>
 #include <deque>
@@ -113,4 +116,71 @@ TEST_CASE("Arena.released_pages_go_back_to_the_system", "[arena]") {
     CHECK(mproc_test::memfd_bytes("mproc-arena") - before <=
           static_cast<long long>(shared_arena::warm + 4 * mib) + reserved_ahead);
     CHECK(std::to_integer<int>(arena.base()[newest_offset + 4095]) == 7);  // the live one is intact
+}
+
+namespace {
+int madvise_calls = 0;
+int counting_madvise(void* addr, size_t length, int advice) {
+    ++madvise_calls;
+    return ::madvise(addr, length, advice);
+}
+int failing_madvise(void*, size_t, int) {
+    ++madvise_calls;
+    errno = ENOMEM;
+    return -1;
+}
+long minor_faults() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_minflt;
+}
+}  // namespace
+
+TEST_CASE("Arena.prefault_maps_a_range_in_one_call_and_remembers_the_warm_part", "[arena]") {
+    shared_arena arena(4096, std::size_t{1} << 30);
+    mproc_test::ScopedSys sys;
+    sys->madvise = counting_madvise;
+    madvise_calls = 0;
+    const std::uint64_t offset = arena.allocate(4 * mib);
+    arena.prefault(offset, 4 * mib, mproc::detail::prefault_use::write);
+    CHECK(madvise_calls == 1);
+    const long faults = minor_faults();
+    std::memset(arena.base() + offset, 5, 4 * mib);  // 1,024 pages, mapped already
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+    CHECK(minor_faults() - faults < 64);  // (a sanitizer's shadow memory faults in meanwhile)
+#else
+    (void)faults;
+#endif
+    arena.prefault(offset + mib, mib, mproc::detail::prefault_use::read);  // warm and mapped: no call
+    CHECK(madvise_calls == 1);
+    // A forked copy maps nothing of the parent's shared pages: it asks for its own.
+    mproc::Process child([&arena, offset] {
+        madvise_calls = 0;
+        arena.prefault(offset, 4 * mib, mproc::detail::prefault_use::read);
+        return madvise_calls == 1 && std::to_integer<int>(arena.base()[offset + 4 * mib - 1]) == 5;
+    });
+    child.start();
+    REQUIRE(child.join(std::chrono::seconds(60)));
+    CHECK(child.result());
+    // Beyond the warm part pages are given back when released: never remembered.
+    (void)arena.allocate(shared_arena::warm);
+    const std::uint64_t cold = arena.allocate(mib);
+    arena.prefault(cold, mib, mproc::detail::prefault_use::write);
+    arena.prefault(cold, mib, mproc::detail::prefault_use::write);
+    CHECK(madvise_calls == 3);
+}
+
+TEST_CASE("Arena.prefault_that_fails_leaves_the_pages_to_fault_in", "[arena][fault]") {
+    shared_arena arena(4096, std::size_t{1} << 30);
+    mproc_test::ScopedSys sys;
+    sys->madvise = failing_madvise;
+    madvise_calls = 0;
+    const std::uint64_t offset = arena.allocate(mib);
+    errno = 0;
+    arena.prefault(offset, mib, mproc::detail::prefault_use::write);
+    CHECK(errno == 0);  // not the failed call's
+    arena.prefault(offset, mib, mproc::detail::prefault_use::write);
+    CHECK(madvise_calls == 2);  // not remembered as mapped
+    std::memset(arena.base() + offset, 9, mib);
+    CHECK(std::to_integer<int>(arena.base()[offset + mib - 1]) == 9);
 }

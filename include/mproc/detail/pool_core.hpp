@@ -46,7 +46,10 @@ public:
     pool_core(const PoolOptions& options, bool start = true);
     pool_core(const pool_core&) = delete;
     pool_core& operator=(const pool_core&) = delete;
-    ~pool_core() { terminate(); }
+    ~pool_core() {
+        terminate();
+        keep_arena();
+    }
 
     /// A forked child (a Process, or a task that calls exit() and so runs static destructors)
     /// holds a copy of its parent's Pool: the copy must neither run work nor stop the parent's
@@ -68,6 +71,8 @@ public:
     [[nodiscard]] const PoolOptions& options() const noexcept { return options_; }
     /// Why the pool stopped working (an initializer that failed in a replacement worker), or null.
     [[nodiscard]] std::exception_ptr broken() const noexcept { return broken_; }
+    /// The constructor's work once the arena is there.
+    void set_up(bool start);
     /// Forks every worker (and, with an initializer, waits until each has run it).
     /// @throws RemoteError when an initializer threw; ProcessCrashed when a worker died in it.
     void start_workers();
@@ -149,6 +154,8 @@ private:
     std::uint64_t free_slot();
     /// Lets the arena reuse what no live job can use any more.
     void release_arena() noexcept;
+    /// Once no worker can touch the arena again, leaves it to the next pool of this process.
+    void keep_arena() noexcept;
     void sleep_once(const Deadline& deadline, std::uint64_t interrupts_seen);
     /// Throws Interrupted when SIGINT arrived in an InterruptScope since the wait began.
     static void check_interrupts(std::uint64_t seen) {
@@ -189,13 +196,23 @@ private:
 };
 
 inline pool_core::pool_core(const PoolOptions& options, bool start)
-    : options_(options), arena_(pool_control::bytes_for(options.processes == 0 ? 1 : options.processes)) {
-    const unsigned workers = options.processes;
+    : options_(options), arena_(shared_arena::reused(pool_control::bytes_for(options.processes == 0 ? 1 : options.processes))) {
+    try {
+        set_up(start);
+    } catch (...) {
+        keep_arena();  // the workers already forked are reaped: it is nobody's
+        throw;
+    }
+}
+
+inline void pool_core::set_up(bool start) {
+    const unsigned workers = options_.processes;
     if (workers == 0) throw Error("mproc::Pool: the number of processes must be at least 1");
+    arena_.prefault(0, arena_.header().floor, prefault_use::write);  // the control block, in one call
     ctl_ = new (arena_.fixed()) pool_control{};
     for (unsigned i = 0; i < workers; ++i) new (ctl_->workers() + i) worker_slot{};
     ctl_->worker_count = workers;
-    ctl_->max_tasks_per_child = options.max_tasks_per_child;
+    ctl_->max_tasks_per_child = options_.max_tasks_per_child;
     // A worker that just finished spins this long for the next post before it parks: longer than
     // a parent's turnaround between two submits, short enough that an idle pool soon uses no
     // CPU. Half the cores at most spin at once, so spinners never crowd out working processes.
@@ -247,7 +264,7 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     j.context = 0;
     j.items = items;
     j.chunk_size = chunk_size;
-    j.states = arena_.allocate(2 * chunks * sizeof(std::uint32_t));
+    j.states = allocate_to_write(arena_, 2 * chunks * sizeof(std::uint32_t));
     j.log = j.states + chunks * sizeof(std::uint32_t);
     j.log_tail.store(0, std::memory_order_relaxed);
     std::memset(arena_.base() + j.states, 0, 2 * chunks * sizeof(std::uint32_t));
@@ -379,6 +396,13 @@ inline void pool_core::release_arena() noexcept {
     for (const auto& r : records_)
         if (r.live) oldest = std::min(oldest, r.mark);
     arena_.release_below(oldest);
+}
+
+inline void pool_core::keep_arena() noexcept {
+    if (!owned() || !std::ranges::all_of(workers_, [](const child_handle& w) { return !w.started() || w.reaped(); }))
+        return;
+    shared_arena::keep_for_reuse(std::move(arena_));
+    ctl_ = nullptr;
 }
 
 inline void pool_core::abandon(std::uint64_t id, std::chrono::milliseconds grace) noexcept {

@@ -22,7 +22,7 @@ void lay_out_inputs(pool_core& core, std::uint64_t seq, const Range& inputs) {
     if constexpr (input_layout_v<Range, In> == input_layout::iota) {
         job.input = static_cast<std::uint64_t>(*std::ranges::begin(inputs));
     } else if constexpr (input_layout_v<Range, In> == input_layout::bulk) {
-        job.input = arena.allocate(job.items * sizeof(In));
+        job.input = allocate_to_write(arena, job.items * sizeof(In));
         In* out = arena.at<In>(job.input);
         if constexpr (std::ranges::contiguous_range<Range> &&
                       std::is_same_v<std::ranges::range_value_t<Range>, In>) {
@@ -56,7 +56,7 @@ void lay_out_inputs(pool_core& core, std::uint64_t seq, const Range& inputs) {
             // Count first, then encode straight into the arena: one copy, no second buffer.
             Encoder counter = Encoder::counter();
             encode_all(counter);
-            base = arena.allocate(counter.size());
+            base = allocate_to_write(arena, counter.size());
             Encoder writer(std::span<std::byte>(arena.base() + base, counter.size()));
             encode_all(writer);
         } else {
@@ -119,6 +119,7 @@ struct job_ticket {
         const std::uint64_t first = first_item(chunk);
         if constexpr (pool_bulk_v<R>) {
             const R* src = core->arena().template at<const R>(job().output);
+            core->arena().prefault(job().output + first * sizeof(R), (end - first) * sizeof(R), prefault_use::read);
             if constexpr (std::is_same_v<R, bool>) {
                 append_bools(out, src + first, end - first);
             } else {
@@ -153,6 +154,7 @@ struct job_ticket {
         if constexpr (pool_bulk_v<R>) {
             // One copy straight out of the arena, without zero-filling the vector first.
             const R* src = core->arena().template at<const R>(job().output);
+            core->arena().prefault(job().output, job().items * sizeof(R), prefault_use::read);
             if constexpr (std::is_same_v<R, bool>) append_bools(results, src, job().items);
             else results.assign(src, src + job().items);
         } else {

@@ -55,22 +55,31 @@ template <class F>
     else return F{};
 }
 
+/// The bytes of `s`, mapped here for reading (see shared_arena::prefault).
 [[nodiscard]] inline std::span<const std::byte> arena_bytes(shared_arena& arena, arena_span s) noexcept {
+    arena.prefault(s.offset, s.length, prefault_use::read);
     return {arena.base() + s.offset, static_cast<std::size_t>(s.length)};
+}
+
+/// Fresh arena memory for `bytes`, mapped here for writing.
+[[nodiscard]] inline std::uint64_t allocate_to_write(shared_arena& arena, std::size_t bytes) {
+    const std::uint64_t offset = arena.allocate(bytes);
+    arena.prefault(offset, bytes, prefault_use::write);
+    return offset;
 }
 
 /// Encodes `value` straight into fresh arena memory (no intermediate buffer).
 template <class T>
 [[nodiscard]] arena_span encode_in_arena(shared_arena& arena, const T& value) {
     const std::size_t bytes = encoded_size(value);
-    const arena_span s{arena.allocate(bytes), bytes};
+    const arena_span s{allocate_to_write(arena, bytes), bytes};
     (void)encode_to(std::span<std::byte>(arena.base() + s.offset, bytes), value);
     return s;
 }
 
 /// Copies `bytes` into fresh arena memory.
 [[nodiscard]] inline arena_span store_in_arena(shared_arena& arena, std::span<const std::byte> bytes) {
-    arena_span s{arena.allocate(bytes.size()), bytes.size()};
+    arena_span s{allocate_to_write(arena, bytes.size()), bytes.size()};
     if (!bytes.empty()) std::memcpy(arena.base() + s.offset, bytes.data(), bytes.size());
     return s;
 }
@@ -115,6 +124,7 @@ void run_chunk_items(chunk_context& c, Compute&& compute) {
     // Read once: the per-item store below may alias the job's words as far as the compiler knows.
     const bool timed = job.timeout_ns != 0;
     R* const bulk_out = pool_bulk_v<R> ? c.arena.at<R>(job.output) : nullptr;
+    if constexpr (pool_bulk_v<R>) c.arena.prefault(job.output + first * sizeof(R), (last - first) * sizeof(R), prefault_use::write);
     try {
         Encoder encoder(encoded);
         for (; i < last; ++i) {
@@ -164,6 +174,8 @@ void run_map_chunk(chunk_context& c) {
         run_chunk_items<R>(c, [&](std::uint64_t i) { return call(static_cast<In>(first + static_cast<In>(i))); });
     } else if constexpr (Layout == input_layout::bulk) {
         const In* in = c.arena.at<const In>(c.job.input);
+        const auto [first, last] = chunk_items(c.arena, c.job, c.chunk);
+        c.arena.prefault(c.job.input + first * sizeof(In), (last - first) * sizeof(In), prefault_use::read);
         run_chunk_items<R>(c, [&](std::uint64_t i) { return call(in[i]); });
     } else {
         Decoder decoder(arena_bytes(c.arena, c.arena.at<arena_span>(c.job.input)[c.chunk]));
@@ -349,6 +361,8 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     // Ctrl-C in a terminal reaches the whole process group: the parent decides what it means,
     // and its workers die with it if it dies (PR_SET_PDEATHSIG).
     std::signal(SIGINT, SIG_IGN);
+    // The arena's header and the pool's control block, in one call instead of a fault a page.
+    arena.prefault(0, arena.header().floor, prefault_use::write);
     worker_slot& me = ctl.workers()[worker];
     me.pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
     const bool ready = run_initializer(arena, me, initializer);

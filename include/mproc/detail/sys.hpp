@@ -96,6 +96,7 @@ struct sys_table {
     void* (*mmap)(void*, size_t, int, int, int, off_t) = raw_mmap;
     int (*shm_open)(const char*, int, mode_t) = ::shm_open;
     int (*ftruncate)(int, off_t) = ::ftruncate;
+    int (*madvise)(void*, size_t, int) = ::madvise;
 };
 
 /// The table in use. Tests may assign entries; restore them afterwards.
