@@ -284,8 +284,11 @@ inline void shared_arena::release_below(std::uint64_t mark) noexcept {
 inline void shared_arena::prefault(std::uint64_t offset, std::uint64_t bytes, prefault_use use) noexcept {
 #ifdef MADV_POPULATE_WRITE
     // EINVAL on a valid range: the kernel predates the advice; stop asking, for every arena.
+    // A range inside one page is left to fault in: the call would cost at least the one fault
+    // it saves, and a map of one-item chunks asks for thousands of such ranges.
+    if (bytes == 0 || offset / page == (offset + bytes - 1) / page) return;
     static std::atomic<bool> unsupported{false};
-    if (bytes == 0 || !base_ || unsupported.load(std::memory_order_relaxed)) return;
+    if (!base_ || unsupported.load(std::memory_order_relaxed)) return;
     const std::uint64_t kept_pages = (header().floor + warm) / page;  // never punched
     if (mapped_pid_ != current_pid()) {
         mapped_.assign((kept_pages + 63) / 64, 0);
