@@ -145,11 +145,6 @@ std::size_t queue_ring::get_waiting(const Deadline& deadline, Consume& consume, 
             if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(1), changed)) return 0;
             continue;
         case slot_status::reading:
-            // Another consumer claimed it and is a few instructions from moving the head (a few
-            // per record of a batch), unless it was preempted or died there: a short spin sees
-            // the head move without giving up the core, as sched_yield would.
-            for (int i = 0; i < 64 && c.head.load(std::memory_order_acquire) == head; ++i) cpu_relax();
-            if (c.head.load(std::memory_order_acquire) != head) continue;
             if (watch.holder_dead(state, c.registry, deadline.expired())) {
                 drop(pos, state);
                 continue;
