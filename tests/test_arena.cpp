@@ -96,7 +96,7 @@ TEST_CASE("Arena.concurrent_allocations_do_not_overlap", "[arena]") {
     }
 }
 
-TEST_CASE("Arena.released_pages_go_back_to_the_system", "[arena]") {
+TEST_CASE("Arena.released_pages_go_back_to_the_system", "[arena][large]") {
     shared_arena arena(4096, std::size_t{1} << 30);
     const long long before = mproc_test::memfd_bytes("mproc-arena");
     // A long-lived job pins the low-water mark while 512 MiB pass beyond the warm part.

@@ -59,7 +59,7 @@ struct block_report {
 // Sharing means the workers never hold their own copy of the input: each task reads its 1 MiB
 // block of a 512 MiB input and reports its worker's private dirty memory, which must stay far
 // below the input (and below an even share of it per worker) however the blocks were spread.
-TEST_CASE("ForkMap.big_input_is_shared_not_copied", "[fork_map]") {
+TEST_CASE("ForkMap.big_input_is_shared_not_copied", "[fork_map][large]") {
     const std::size_t mib = 512;
     std::vector<std::uint8_t> big(mib << 20);
     for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<std::uint8_t>(i >> 12);
