@@ -402,37 +402,79 @@ TEST_CASE("StartMethod.process.children_die_with_the_parent", "[start_method]") 
     }
 }
 
+namespace {
+/// The spare the forkserver announced to this process and nobody took, once there is one that
+/// is none of `not_these` (at most 5 s); 0 when none came.
+pid_t wait_for_announced_spare(const std::vector<pid_t>& not_these = {}) {
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < until) {
+        const pid_t spare = mproc::detail::forkserver_connection().announced_spare();
+        if (spare != 0 && std::find(not_these.begin(), not_these.end(), spare) == not_these.end()) return spare;
+        std::this_thread::sleep_for(1ms);
+    }
+    return 0;
+}
+
+int requests_to_the_server = 0;  // messages with descriptors: only requests carry them
+ssize_t counting_sendmsg(int fd, const msghdr* message, int flags) {
+    if (message->msg_controllen != 0) ++requests_to_the_server;
+    return ::sendmsg(fd, message, flags);
+}
+
+int sleep_then_square(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms * ms;
+}
+}  // namespace
+
 TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start", "[start_method]") {
     mproc::Process first(square, 1);
     first.start(mproc::forkserver);
     REQUIRE(first.result() == 1);
     const pid_t server = mproc::detail::forkserver_connection().server_pid();
     REQUIRE(server > 0);
-    // Between starts the server holds exactly one child: the spare (the first child was reaped).
-    const pid_t spare = wait_for_spare(server);
+    // Between starts the server holds exactly one child: the spare, announced to the caller.
+    const pid_t spare = wait_for_announced_spare();
     REQUIRE(spare > 0);
     CHECK(mproc_test::child_pids(server) == std::vector<pid_t>{spare});
 
+    // The start writes its request to the spare: nothing goes to the server.
     mproc::Process next(square, 7);
-    next.start(mproc::forkserver);
+    {
+        mproc_test::ScopedSys sys;
+        sys->sendmsg = counting_sendmsg;
+        requests_to_the_server = 0;
+        next.start(mproc::forkserver);
+    }
+    CHECK(requests_to_the_server == 0);
     CHECK(next.pid() == spare);
     CHECK(next.result() == 49);
     CHECK(next.exitcode() == 0);
 
-    // A spare that dies while it sleeps is replaced, and never reported to the caller. Made
-    // certain: the server is stopped while its spare is killed and a request comes, and continued
-    // only once the request is in its socket (through the sys() seam), so it finds both at once
-    // and the hand-over meets a dead spare (EPIPE): the request gets a fresh fork.
-    const pid_t doomed = wait_for_spare(server, {next.pid()});
+    // A spare killed while it sleeps is reported like any child: the caller drops it and takes
+    // the one forked after it.
+    const pid_t killed = wait_for_announced_spare({spare});
+    REQUIRE(killed > 0);
+    REQUIRE(::kill(killed, SIGKILL) == 0);
+    const pid_t after_killed = wait_for_announced_spare({spare, killed});
+    REQUIRE(after_killed > 0);
+    mproc::Process again(square, 8);
+    again.start(mproc::forkserver);
+    CHECK(again.pid() == after_killed);
+    CHECK(again.result() == 64);
+
+    // A spare found dead only when the request is written to it (EPIPE): the start asks the
+    // server for a fresh fork instead. Made certain: the server is stopped (asleep in its poll
+    // first) before the spare is killed, so no report of the death can reach the caller first,
+    // and continued from the sys() seam once the request for the fresh fork is sent.
+    const pid_t doomed = wait_for_announced_spare({spare, killed, after_killed});
     REQUIRE(doomed > 0);
-    // Asleep in its poll first (nothing else blocks it, and nothing can wake it now: no request
-    // and no child but the spare), so that it learns of both events from that one poll.
     const auto until = std::chrono::steady_clock::now() + 5s;
     while (mproc_test::process_state(server) != 'S' && std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(1ms);
     REQUIRE(::kill(server, SIGSTOP) == 0);
     while (mproc_test::process_state(server) != 'T' && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(1ms);  // stopped for certain: it cannot notice the death below
+        std::this_thread::sleep_for(1ms);
     REQUIRE(mproc_test::process_state(server) == 'T');
     REQUIRE(::kill(doomed, SIGKILL) == 0);
     while (running(doomed) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
@@ -442,15 +484,43 @@ TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start", "[start_m
         mproc_test::ScopedSys sys;
         sys->sendmsg = sendmsg_then_continue_the_server;
         server_to_continue = server;
-        after.start(mproc::forkserver);
+        const auto continue_anyway = [&] {  // whatever start() did: later tests need the server
+            if (server_to_continue != 0) ::kill(server, SIGCONT);
+        };
+        try {
+            after.start(mproc::forkserver);
+        } catch (...) {
+            continue_anyway();
+            throw;
+        }
+        CHECK(server_to_continue == 0);  // the seam ran: the request went by sendmsg
+        continue_anyway();
     }
-    CHECK(server_to_continue == 0);  // the seam ran: the request went by sendmsg
     CHECK(after.pid() != doomed);
     CHECK(after.result() == 81);
     CHECK(after.exitcode() == 0);
-    const pid_t replacement = wait_for_spare(server, {after.pid()});
-    CHECK(replacement > 0);
-    CHECK(replacement != doomed);
+    // The dead spare's status, sent once the server ran again, was dropped, and another came.
+    CHECK(wait_for_announced_spare({doomed, after.pid()}) > 0);
+}
+
+TEST_CASE("StartMethod.forkserver.a_long_task_does_not_hold_up_the_next_spare", "[start_method]") {
+    // The server puts off forking the next spare while the child that took the last one runs
+    // (a fork would hold up reaping a short task), but only for a few milliseconds.
+    mproc::Process first(square, 2);
+    first.start(mproc::forkserver);
+    REQUIRE(first.result() == 4);
+    const pid_t spare = wait_for_announced_spare();
+    REQUIRE(spare > 0);
+    mproc::Process slow(sleep_then_square, 3000);
+    slow.start(mproc::forkserver);
+    REQUIRE(slow.pid() == spare);
+    const auto t0 = std::chrono::steady_clock::now();
+    const pid_t next = wait_for_announced_spare({spare});
+    CHECK(next > 0);
+    CHECK(std::chrono::steady_clock::now() - t0 < 1500ms);  // not when the task ends (3 s)
+    CHECK(slow.is_alive());
+    slow.kill();
+    CHECK(slow.join(10s));
 }
 
 namespace {

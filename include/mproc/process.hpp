@@ -215,6 +215,8 @@ public:
 private:
     void start_fork();
     void start_exec(StartMethod method);
+    /// Starts on the forkserver's spare child when one is ready; false when none is (or it had died).
+    bool start_on_spare(const std::vector<std::byte>& request, const std::vector<int>& fds);
     bool wait_for_exit(const detail::Deadline& deadline);
     void drain_channel();
     bool poll_exit();
@@ -290,6 +292,7 @@ void Process<R, Starts>::start_exec(StartMethod method) {
             "mproc::Process: with mproc::spawn or mproc::forkserver the function must be stateless "
             "(a function, or a lambda without captures) and every argument encodable: the new "
             "program cannot see the caller's variables. Pass them as arguments");
+    if (method == StartMethod::forkserver && start_on_spare(request, fds)) return;
     auto ends = detail::make_socketpair();
     const auto send_request = [&] {
         detail::send_frame(ends.first.get(), request);
@@ -312,6 +315,29 @@ void Process<R, Starts>::start_exec(StartMethod method) {
     }
     detail::set_nonblocking(ends.first.get(), true);
     channel_ = std::move(ends.first);
+}
+
+template <class R, class Starts>
+bool Process<R, Starts>::start_on_spare(const std::vector<std::byte>& request, const std::vector<int>& fds) {
+    auto& server = detail::forkserver_connection();
+    auto spare = server.take_spare();
+    if (!spare) return false;
+    try {
+        detail::send_frame(spare->channel.get(), request);
+    } catch (const EndOfStream&) {
+        server.forget(spare->child.pid());  // it died asleep (killed?): a fresh fork instead
+        return false;
+    }
+    child_ = std::move(spare->child);
+    owner_ = detail::current_pid();
+    try {
+        detail::send_descriptors(spare->channel.get(), fds);
+    } catch (const EndOfStream&) {
+        // The child ended before reading them: result() reports how it ended.
+    }
+    detail::set_nonblocking(spare->channel.get(), true);
+    channel_ = std::move(spare->channel);
+    return true;
 }
 
 template <class R, class Starts>

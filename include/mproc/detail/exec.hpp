@@ -15,7 +15,9 @@
 #include <span>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -386,15 +388,26 @@ void encode_exec_call(std::vector<std::byte>& out, std::vector<int>& fds, const 
 // Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
 // cannot wait for a child it did not fork; this is how it learns the exit code.
 //
-// The server keeps one spare child forked ahead of need, asleep until it is handed a request's
-// socket: a start then costs two messages instead of a fork, and the fork of the next spare
-// overlaps the caller's work instead of delaying its start. The spare is forked only when no
-// request waits, so a burst of requests (a Pool's workers) is not held up by it either.
+// The server keeps one spare child forked ahead of need, asleep on a socket whose other end the
+// caller already holds: the server announces it on the statuses connection (its pid, the
+// socket, a pidfd). A Process start then takes the announced spare and writes its request
+// straight to it: no message to the server and no wait for its reply, the start costs what a
+// write to a sleeping process costs. The spare tells the server it was taken (its first act once
+// its request came), and the server forks the next one while the caller's child runs. A spare is
+// forked only when no request waits, so a burst of requests (a Pool's workers, which always get
+// fresh forks) is not held up by it. A spare that dies while it sleeps is reported like any
+// child: the caller drops it, or (if it already took it and found it dead) forgets the status.
 
 struct exec_status_message {
     std::int32_t pid;
-    std::int32_t code;
+    std::int32_t code;  // the exit code, or one of the three below
 };
+// A spare is announced in two messages: its socket before the fork, so that a start that comes
+// meanwhile waits for this spare instead of asking for a fork of its own (which the server
+// could begin only after this one), and its pid and pidfd after it.
+inline constexpr std::int32_t spare_coming = INT32_MIN;         // with the caller's end of its socket
+inline constexpr std::int32_t spare_announcement = INT32_MIN + 1;  // pid, with its pidfd
+inline constexpr std::int32_t spare_not_forked = INT32_MIN + 2;    // the fork failed
 
 /// The forkserver's loop (the process mproc::init becomes with role "forkserver"). Single
 /// threaded; ends when the caller closes its end of the requests (the caller died or exited),
@@ -406,9 +419,14 @@ public:
     [[noreturn]] void run() noexcept {
         try {
             for (;;) {
-                if (!spare_ && !request_waiting()) fork_spare();
-                if (!wait_for_events()) break;
+                int timeout_ms = -1;
+                if (!spare_ && !request_waiting()) {
+                    timeout_ms = spare_delay_ms();
+                    if (timeout_ms < 0) fork_spare();
+                }
+                if (!wait_for_events(timeout_ms)) break;
                 if (fds_[0].revents != 0 && !serve_one_request()) break;
+                note_spare_taken();
                 reap_ended();
             }
         } catch (...) {
@@ -423,8 +441,8 @@ private:
         int pidfd;  // -1 when pidfd_open failed: polled for now and then
     };
     struct spare_child {
-        child process;
-        unique_fd hand_over;  // the socket the spare waits on for its request's socket
+        pid_t pid;
+        unique_fd taken;  // polls readable once the spare got its request (or ended)
     };
 
     [[nodiscard]] bool request_waiting() const noexcept {
@@ -432,106 +450,110 @@ private:
         return ::poll(&p, 1, 0) > 0;
     }
 
-    /// Sleeps until a request comes or a child (or the spare) ends; false when poll fails.
-    bool wait_for_events() {
+    /// How long to put off forking the next spare, -1 for not at all. While the child that took
+    /// the last spare runs its (typically short) task, a fork here would hold up reaping it,
+    /// and so the caller's join; the next spare comes once it ended or after a few ms.
+    [[nodiscard]] int spare_delay_ms() const noexcept {
+        if (!last_taken_) return -1;
+        const bool running = std::any_of(children_.begin(), children_.end(),
+                                         [&](const child& c) { return c.pid == last_taken_->pid; });
+        if (!running) return -1;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            last_taken_->at + std::chrono::milliseconds(2) - std::chrono::steady_clock::now());
+        return left.count() > 0 ? static_cast<int>(left.count()) : -1;
+    }
+
+    /// Sleeps until a request comes, a child ends or the spare is taken (or `timeout_ms`
+    /// passed); false when poll fails.
+    bool wait_for_events(int timeout_ms) {
         fds_.assign(1, pollfd{requests_, POLLIN, 0});
         bool unwatched = false;
         for (const child& c : children_) {
             fds_.push_back({c.pidfd, POLLIN, 0});
             unwatched |= c.pidfd < 0;
         }
-        if (spare_) {
-            fds_.push_back({spare_->process.pidfd, POLLIN, 0});
-            unwatched |= spare_->process.pidfd < 0;
-        }
-        return ::poll(fds_.data(), fds_.size(), unwatched ? 10 : -1) >= 0 || errno == EINTR;
+        if (spare_) fds_.push_back({spare_->taken.get(), POLLIN, 0});
+        if (unwatched && (timeout_ms < 0 || timeout_ms > 10)) timeout_ms = 10;
+        return ::poll(fds_.data(), fds_.size(), timeout_ms) >= 0 || errno == EINTR;
     }
 
-    /// What a new child does first: drop the server's descriptors, die with the server. (A
-    /// child is forked only while there is no spare: the spare's descriptors are not open.)
+    /// What a new child does first: drop the server's descriptors, die with the server.
     void become_child() noexcept {
         ::close(requests_);
         ::close(statuses_);
         for (const child& c : children_)
             if (c.pidfd >= 0) ::close(c.pidfd);
+        if (spare_) spare_->taken.reset();
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self_) ::_exit(70);
     }
 
-    /// Forks the spare: it sleeps until it is handed a request's socket, then serves it. It
-    /// leaves quietly when the server closes the hand-over socket (the server ended).
-    void fork_spare() noexcept {
-        int pair[2];
-        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return;
-        unique_fd server_end(pair[0]), spare_end(pair[1]);
+    /// Forks the spare and announces it to the caller: the other end of its request socket,
+    /// then its pid and pidfd. The spare sleeps until its request comes (then tells the server it was taken and serves
+    /// it), or leaves quietly when the server's end of `taken` closes (the server ended).
+    void fork_spare() {
+        int control[2], channel[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) != 0) return;
+        unique_fd server_end(control[0]), spare_control(control[1]);
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) return;
+        unique_fd caller_end(channel[0]), spare_channel(channel[1]);
+        const exec_status_message coming{0, spare_coming};
+        send_with_fd(statuses_, &coming, sizeof coming, caller_end.get());  // the caller gets a duplicate
+        caller_end.reset();
         const pid_t pid = ::fork();
-        if (pid < 0) return;  // no spare for now: requests are forked for directly
+        if (pid < 0) {  // no spare for now: every start asks for a fork
+            const exec_status_message failed{0, spare_not_forked};
+            send_with_fd(statuses_, &failed, sizeof failed, -1);
+            return;
+        }
         if (pid == 0) {
             server_end.reset();
             become_child();
-            unique_fd channel;
-            char byte;
-            try {
-                if (recv_with_fd(spare_end.get(), &byte, 1, channel) != 1 || !channel) ::_exit(0);
-            } catch (...) {
-                ::_exit(0);
+            pollfd events[2] = {{spare_channel.get(), POLLIN, 0}, {spare_control.get(), POLLIN, 0}};
+            while (::poll(events, 2, -1) < 0 && errno == EINTR) {
             }
-            spare_end.reset();
-            serve_request(channel.get());
+            if (events[0].revents == 0) ::_exit(0);  // the server ended: nobody can take us
+            const char byte = 0;
+            (void)::send(spare_control.get(), &byte, 1, MSG_NOSIGNAL);
+            spare_control.reset();
+            serve_request(spare_channel.get());
         }
-        spare_ = spare_child{{pid, raw_pidfd_open(pid, 0)}, std::move(server_end)};
+        children_.push_back({pid, raw_pidfd_open(pid, 0)});
+        spare_ = spare_child{pid, std::move(server_end)};
+        const exec_status_message announcement{pid, spare_announcement};
+        send_with_fd(statuses_, &announcement, sizeof announcement, children_.back().pidfd);
     }
 
-    /// Hands the socket to the spare; false when the spare is gone (it is then reaped quietly).
-    bool hand_to_spare(int channel) {
-        const char byte = 0;
-        try {
-            send_with_fd(spare_->hand_over.get(), &byte, 1, channel);
-        } catch (const EndOfStream&) {
-            // Killed while it slept: the request goes to a fresh fork instead.
-            discard_spare();
-            return false;
-        }
-        children_.push_back(spare_->process);
-        spare_.reset();
-        return true;
-    }
-
-    void discard_spare() noexcept {
-        if (spare_->process.pidfd >= 0) ::close(spare_->process.pidfd);
-        ::kill(spare_->process.pid, SIGKILL);
-        int status;
-        while (::waitpid(spare_->process.pid, &status, 0) < 0 && errno == EINTR) {
-        }
+    /// The spare said it was taken, or ended: it is an ordinary child from now on.
+    void note_spare_taken() noexcept {
+        if (!spare_) return;
+        pollfd p{spare_->taken.get(), POLLIN, 0};
+        if (::poll(&p, 1, 0) <= 0) return;
+        last_taken_ = taken_spare{spare_->pid, std::chrono::steady_clock::now()};
         spare_.reset();
     }
 
-    /// Serves the oldest request: its socket goes to the spare or to a new fork, and the caller
-    /// gets the child's pid and pidfd (or minus the fork's errno). False when the caller is gone.
+    /// Serves the oldest request: its socket goes to a new fork, and the caller gets the
+    /// child's pid and pidfd (or minus the fork's errno). False when the caller is gone.
     bool serve_one_request() {
         unique_fd channel;
         char byte;
         if (recv_with_fd(requests_, &byte, 1, channel) == 0) return false;
         if (!channel) return true;
         exec_status_message reply{0, 0};
-        if (spare_ && hand_to_spare(channel.get())) {
-            reply.pid = children_.back().pid;
-        } else {
-            const pid_t pid = ::fork();
-            if (pid == 0) {
-                become_child();
-                serve_request(channel.get());
-            }
-            reply.pid = pid < 0 ? -errno : pid;
-            if (pid > 0) children_.push_back({pid, raw_pidfd_open(pid, 0)});
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            become_child();
+            serve_request(channel.get());
         }
+        reply.pid = pid < 0 ? -errno : pid;
+        if (pid > 0) children_.push_back({pid, raw_pidfd_open(pid, 0)});
         channel.reset();
         // The pidfd is the server's own: the caller gets a duplicate by SCM_RIGHTS.
         send_with_fd(requests_, &reply, sizeof reply, reply.pid > 0 ? children_.back().pidfd : -1);
         return true;
     }
 
-    /// Reaps every child that ended and reports it; a spare that ended (killed while it slept)
-    /// is reaped without a report: the caller never heard of it.
+    /// Reaps every child that ended (a spare too) and reports it.
     void reap_ended() {
         for (std::size_t i = 0; i < children_.size();) {
             int status = 0;
@@ -539,23 +561,24 @@ private:
                 ++i;
                 continue;
             }
+            if (spare_ && spare_->pid == children_[i].pid) spare_.reset();
             exec_status_message message{children_[i].pid, exitcode_from_status(status)};
             send_with_fd(statuses_, &message, sizeof message, -1);
             if (children_[i].pidfd >= 0) ::close(children_[i].pidfd);
             children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(i));
-        }
-        int status = 0;
-        if (spare_ && ::waitpid(spare_->process.pid, &status, WNOHANG) == spare_->process.pid) {
-            if (spare_->process.pidfd >= 0) ::close(spare_->process.pidfd);
-            spare_.reset();
         }
     }
 
     int requests_;
     int statuses_;
     const pid_t self_ = ::getpid();
-    std::vector<child> children_;
+    std::vector<child> children_;  // the spare too
     std::optional<spare_child> spare_;
+    struct taken_spare {
+        pid_t pid;
+        std::chrono::steady_clock::time_point at;
+    };
+    std::optional<taken_spare> last_taken_;
     std::vector<pollfd> fds_;
 };
 
@@ -622,6 +645,46 @@ public:
         return out;
     }
 
+    /// A spare child the server announced: its handle and the caller's end of its request
+    /// socket. Write the request there; a write that fails (EndOfStream) found it dead: call
+    /// forget(pid) and start another way.
+    struct spare_process {
+        child_handle child;
+        unique_fd channel;
+    };
+
+    /// The spare the server announced, if one is ready (never waits for one). Starts the server
+    /// at first use.
+    [[nodiscard]] std::optional<spare_process> take_spare() {
+        std::lock_guard guard(lock_);
+        ensure_running();
+        if (!read_waiting_statuses()) return std::nullopt;  // the server is gone: found out later
+        while (spare_ && spare_->pid == 0) {  // being forked: its pid comes in a moment
+            pollfd p{statuses_.get(), POLLIN, 0};
+            if (::poll(&p, 1, -1) < 0 && errno != EINTR) throw_errno("poll");
+            if (!read_status()) return std::nullopt;
+        }
+        if (!spare_) return std::nullopt;
+        spare_process taken{child_handle(spare_->pid, std::move(spare_->pidfd), &remote_status, &remote_status_fd),
+                            std::move(spare_->channel)};
+        spare_.reset();
+        return taken;
+    }
+
+    /// Drops the status of a child taken and found dead before it was used (now or when it comes).
+    void forget(pid_t pid) {
+        std::lock_guard guard(lock_);
+        if (seen_.erase(pid) == 0) forgotten_.push_back(pid);
+    }
+
+    /// The pid of the spare announced and not taken, 0 if none or before the server started
+    /// (tests).
+    [[nodiscard]] pid_t announced_spare() {
+        std::lock_guard guard(lock_);
+        if (owner_ != current_pid() || !statuses_ || !read_waiting_statuses()) return 0;
+        return spare_ ? spare_->pid : 0;  // 0 also while it is being forked
+    }
+
     /// The server's pid, 0 before it started.
     [[nodiscard]] pid_t server_pid() const noexcept { return owner_ == current_pid() ? server_.pid() : 0; }
 
@@ -667,18 +730,43 @@ private:
         return {child_handle(reply.pid, std::move(pidfd), &remote_status, &remote_status_fd), 0};
     }
 
-    /// Reads one status into seen_ when one is there; false when the server is gone.
+    /// Reads every message already on the statuses connection; false when the server is gone.
+    bool read_waiting_statuses() {
+        for (pollfd p{statuses_.get(), POLLIN, 0}; ::poll(&p, 1, 0) > 0;)
+            if (!read_status()) return false;
+        return true;
+    }
+
+    /// Reads one message from the statuses connection when one is there: a status (into seen_,
+    /// or dropped for a spare never taken or a child forgotten) or a spare's announcement.
+    /// False when the server is gone.
     bool read_status() {
         exec_status_message message{};
-        unique_fd none;
+        unique_fd passed;  // a spare's request socket, or its pidfd
         try {
-            if (recv_with_fd(statuses_.get(), &message, sizeof message, none, MSG_DONTWAIT) != sizeof message)
+            if (recv_with_fd(statuses_.get(), &message, sizeof message, passed, MSG_DONTWAIT) != sizeof message)
                 return false;
         } catch (const SystemError& e) {
             if (e.code().value() != EAGAIN) throw;
             return true;
         }
-        seen_[message.pid] = message.code;
+        if (message.code == spare_coming) {
+            if (passed) spare_ = announced{0, std::move(passed), unique_fd()};
+            else spare_.reset();  // no room for the descriptor here: no spare
+        } else if (message.code == spare_announcement || message.code == spare_not_forked) {
+            if (!spare_ || spare_->pid != 0) return true;  // its socket never came
+            if (message.code == spare_not_forked) spare_.reset();
+            else {
+                spare_->pid = message.pid;
+                spare_->pidfd = std::move(passed);
+            }
+        } else if (spare_ && spare_->pid == message.pid) {
+            spare_.reset();  // died asleep, before anyone took it
+        } else if (auto it = std::find(forgotten_.begin(), forgotten_.end(), message.pid); it != forgotten_.end()) {
+            forgotten_.erase(it);
+        } else {
+            seen_[message.pid] = message.code;
+        }
         return true;
     }
 
@@ -693,6 +781,8 @@ private:
         statuses_.reset();
         server_ = child_handle();
         seen_.clear();
+        forgotten_.clear();
+        spare_.reset();
         auto requests = seqpacket_pair();
         auto statuses = seqpacket_pair();
         server_ = child_handle(spawn_self("forkserver", {requests.second.get(), statuses.second.get()}));
@@ -713,6 +803,13 @@ private:
     unique_fd statuses_;
     child_handle server_;
     std::unordered_map<pid_t, int> seen_;  // statuses read while looking for another child's
+    std::vector<pid_t> forgotten_;         // children whose status nobody will ask for
+    struct announced {
+        pid_t pid;
+        unique_fd channel;
+        unique_fd pidfd;
+    };
+    std::optional<announced> spare_;
 };
 
 inline forkserver_client& forkserver_connection() {
