@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -160,6 +161,17 @@ inline bool no_children_left() {
     for (pid_t child : child_pids())
         if (child != server) return false;
     return true;
+}
+
+/// Waits (at most 5 s) until the forkserver, when one runs, has announced its spare child to
+/// this process, which then holds the spare's socket and pidfd: descriptor counts taken after
+/// this agree whether or not the announcement had been read before.
+inline void settle_forkserver_spare() {
+    auto& server = mproc::detail::forkserver_connection();
+    if (server.server_pid() == 0) return;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (server.announced_spare() == 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 /// Every start method, for GENERATE: `const auto method = GENERATE(mproc_test::every_start_method());`

@@ -752,6 +752,7 @@ TEST_CASE("Pool.no_leaks_after_1000_pools", "[pool][stress]") {
     CAPTURE(method);
     // One pool first: the forkserver, started at first use, keeps its two sockets for good.
     REQUIRE(mproc::Pool(mproc_test::pool_options(method)).apply(square, 2) == 4);
+    mproc_test::settle_forkserver_spare();  // and its spare's
     const int fds_before = mproc_test::open_fd_count();
     const auto shm_before = mproc_test::shm_names();
     // An exec'd worker costs about a millisecond to start (several under the sanitizers), 10
@@ -761,6 +762,7 @@ TEST_CASE("Pool.no_leaks_after_1000_pools", "[pool][stress]") {
         mproc::Pool pool(mproc_test::pool_options(method));
         if (i % 10 == 0) REQUIRE(pool.apply(square, 3) == 9);
     }
+    mproc_test::settle_forkserver_spare();
     CHECK(mproc_test::open_fd_count() == fds_before);
     CHECK(mproc_test::shm_names() == shm_before);
     CHECK(mproc_test::no_children_left());
