@@ -14,12 +14,14 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -427,7 +429,10 @@ int sleep_then_square(int ms) {
 }
 }  // namespace
 
-TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start", "[start_method]") {
+namespace {
+/// The body of the two tests below. The server's status mode is chosen when it starts, at the
+/// first forkserver use of the process: ctest runs every test case in a process of its own.
+void a_spare_child_takes_the_next_start() {
     mproc::Process first(square, 1);
     first.start(mproc::forkserver);
     REQUIRE(first.result() == 1);
@@ -502,10 +507,96 @@ TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start", "[start_m
     // The dead spare's status, sent once the server ran again, was dropped, and another came.
     CHECK(wait_for_announced_spare({doomed, after.pid()}) > 0);
 }
+}  // namespace
+
+TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start", "[start_method]") {
+    a_spare_child_takes_the_next_start();
+}
+
+TEST_CASE("StartMethod.forkserver.a_spare_child_takes_the_next_start.statuses_sent", "[start_method]") {
+    mproc::detail::forkserver_sends_statuses_for_tests = true;  // statuses of dead spares forgotten
+    a_spare_child_takes_the_next_start();
+}
+
+namespace {
+/// Whether the running kernel is at least major.minor (uname).
+bool kernel_at_least(int major, int minor) {
+    utsname name{};
+    if (::uname(&name) != 0) return false;
+    int got_major = 0, got_minor = 0;
+    if (std::sscanf(name.release, "%d.%d", &got_major, &got_minor) != 2) return false;
+    return got_major > major || (got_major == major && got_minor >= minor);
+}
+
+/// A forkserver child's own child's exit code, -100 when it was lost (reaped by the kernel:
+/// the server's SIGCHLD setting must not reach its children). Killed, so that the code cannot
+/// be inferred from a result it sent.
+int exit_code_of_own_child() {
+    mproc::Process child(kill_self);
+    child.start();
+    child.join();
+    return child.exitcode().value_or(-100);
+}
+
+/// Runs in a fresh process (a fork: its forkserver is its own, started by the first start
+/// here) with exit statuses sent by the server as messages or not; returns what went wrong.
+std::string forkserver_exit_codes(bool statuses_as_messages) {
+    mproc::Process<std::string> checker([statuses_as_messages] {
+        std::string wrong;
+        const auto expect = [&](bool ok, const char* what) {
+            if (!ok) wrong += std::string(what) + "; ";
+        };
+        mproc::detail::forkserver_sends_statuses_for_tests = statuses_as_messages;
+        mproc::Process returns(square, 6);
+        returns.start(mproc::forkserver);
+        expect(returns.result() == 36 && returns.exitcode() == 0, "a returned value: exit code 0");
+        const bool by_pidfd = mproc::detail::forkserver_connection().exits_by_pidfd();
+        expect(by_pidfd == (!statuses_as_messages && kernel_at_least(6, 15)),
+               "statuses read from pidfds exactly where asked and the kernel has PIDFD_INFO_EXIT (6.15)");
+        mproc::Process parent(exit_code_of_own_child);
+        parent.start(mproc::forkserver);
+        expect(parent.result() == -SIGKILL, "a child's own child reaped by it, with its exit code");
+        for (int round = 0; round < 2; ++round) {  // the first start of a round may take the spare
+            mproc::Process throws(throw_range_error, std::string("no"));
+            throws.start(mproc::forkserver);
+            expect(throws.join(10s) && throws.exitcode() == 1, "an exception: exit code 1");
+            mproc::Process killed(kill_self);
+            killed.start(mproc::forkserver);
+            expect(killed.join(10s) && killed.exitcode() == -SIGKILL, "killed: minus the signal");
+            expect(wait_for_announced_spare() > 0, "a spare announced");
+            mproc::Process on_spare(square, 5);
+            const pid_t spare = mproc::detail::forkserver_connection().announced_spare();
+            on_spare.start(mproc::forkserver);
+            expect(on_spare.pid() == spare && on_spare.result() == 25 && on_spare.exitcode() == 0,
+                   "the spare's start and exit code");
+        }
+        return wrong;
+    });
+    checker.start();
+    if (!checker.join(60s)) {
+        checker.kill();
+        return "the checker hung";
+    }
+    return checker.result();
+}
+}  // namespace
+
+TEST_CASE("StartMethod.forkserver.exit_codes_read_from_pidfds_where_the_kernel_gives_them", "[start_method]") {
+    // Linux 6.15 and later: the server's children are reaped by the kernel as they end, and the
+    // caller reads each one's status from its pidfd (the server is off the exit path).
+    CHECK(forkserver_exit_codes(false) == "");
+}
+
+TEST_CASE("StartMethod.forkserver.exit_codes_sent_by_the_server", "[start_method]") {
+    // Older kernels: the server reaps its children and sends their statuses.
+    CHECK(forkserver_exit_codes(true) == "");
+}
 
 TEST_CASE("StartMethod.forkserver.a_long_task_does_not_hold_up_the_next_spare", "[start_method]") {
-    // The server puts off forking the next spare while the child that took the last one runs
-    // (a fork would hold up reaping a short task), but only for a few milliseconds.
+    // A server that reaps its children (and sends their statuses) puts off forking the next
+    // spare while the child that took the last one runs (a fork would hold up reaping a short
+    // task), but only for a few milliseconds.
+    mproc::detail::forkserver_sends_statuses_for_tests = true;
     mproc::Process first(square, 2);
     first.start(mproc::forkserver);
     REQUIRE(first.result() == 4);

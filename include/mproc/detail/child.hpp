@@ -6,9 +6,11 @@
 #include <sched.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -85,6 +87,33 @@ using remote_wait_fd_fn = int (*)();
 inline constexpr int remote_running = INT_MIN;     // not ended yet
 inline constexpr int remote_lost = INT_MIN + 1;    // its reaper is gone: ended, status lost
 
+// PIDFD_GET_INFO with PIDFD_INFO_EXIT (Linux 6.15): the exit status of a process, read from a
+// pidfd once the process was reaped, by anyone who holds the pidfd. Declared here: Debian 12's
+// kernel headers predate it. The first 64 bytes of struct pidfd_info (its first version).
+struct pidfd_info_v0 {
+    std::uint64_t mask;
+    std::uint64_t cgroupid;
+    std::uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    std::int32_t exit_code;  // a wait status
+};
+static_assert(sizeof(pidfd_info_v0) == 64);
+inline constexpr std::uint64_t pidfd_info_exit = 1u << 3;
+inline constexpr unsigned long pidfd_get_info = _IOWR(0xFF, 11, pidfd_info_v0);
+
+/// The wait status of the reaped process behind `pidfd`; nullopt when the kernel cannot say
+/// (before 6.15, or the process was not reaped yet).
+[[nodiscard]] inline std::optional<int> reaped_wait_status(int pidfd) noexcept {
+    pidfd_info_v0 info{};
+    info.mask = pidfd_info_exit;
+    if (::ioctl(pidfd, pidfd_get_info, &info) != 0 || (info.mask & pidfd_info_exit) == 0) return std::nullopt;
+    return info.exit_code;
+}
+
+/// Tag: a child that another process forked and that the kernel reaps at once (its parent
+/// ignores SIGCHLD), whose exit status this process reads from its pidfd.
+struct exit_read_from_pidfd_t {};
+inline constexpr exit_read_from_pidfd_t exit_read_from_pidfd{};
+
 /// One started child: its pid, a pidfd to wait on (when the kernel has pidfd_open), and its
 /// exit code once reaped.
 class child_handle {
@@ -102,6 +131,10 @@ public:
     /// descriptor says when its reaper may have sent it.
     child_handle(pid_t pid, unique_fd pidfd, remote_status_fn remote, remote_wait_fd_fn remote_fd) noexcept
         : pid_(pid), pidfd_(std::move(pidfd)), remote_(remote), remote_fd_(remote_fd) {}
+    /// A process this one did not fork, reaped by the kernel as soon as it ends: its exit
+    /// status is read from `pidfd` (which must be valid) once that reports it reaped.
+    child_handle(pid_t pid, unique_fd pidfd, exit_read_from_pidfd_t) noexcept
+        : pid_(pid), pidfd_(std::move(pidfd)), exit_from_pidfd_(true) {}
     // A moved-from handle owns no child, so its owner's destructor cannot signal the new owner's.
     child_handle(child_handle&& other) noexcept
         : pid_(std::exchange(other.pid_, 0)),
@@ -110,7 +143,8 @@ public:
           lost_(std::exchange(other.lost_, false)),
           vanished_(std::exchange(other.vanished_, false)),
           remote_(std::exchange(other.remote_, nullptr)),
-          remote_fd_(std::exchange(other.remote_fd_, nullptr)) {}
+          remote_fd_(std::exchange(other.remote_fd_, nullptr)),
+          exit_from_pidfd_(std::exchange(other.exit_from_pidfd_, false)) {}
     child_handle& operator=(child_handle&& other) noexcept {
         pid_ = std::exchange(other.pid_, 0);
         pidfd_ = std::move(other.pidfd_);
@@ -119,6 +153,7 @@ public:
         vanished_ = std::exchange(other.vanished_, false);
         remote_ = std::exchange(other.remote_, nullptr);
         remote_fd_ = std::exchange(other.remote_fd_, nullptr);
+        exit_from_pidfd_ = std::exchange(other.exit_from_pidfd_, false);
         return *this;
     }
 
@@ -153,6 +188,7 @@ public:
     bool try_reap() {
         if (!started() || reaped()) return reaped();
         if (remote_) return try_reap_remote();
+        if (exit_from_pidfd_) return try_read_exit_from_pidfd();
         int status = 0;
         pid_t r;
         do r = sys().waitpid(pid_, &status, WNOHANG);
@@ -222,6 +258,21 @@ public:
     }
 
 private:
+    bool try_read_exit_from_pidfd() {
+        // POLLHUP once reaped (an instant after the exit that POLLIN reports): then the kernel
+        // has the status. Without one (the pidfd of a process that ended and whose status the
+        // kernel dropped), the child is gone and its status lost.
+        pollfd p{pidfd_.get(), POLLIN, 0};
+        if (sys().poll(&p, 1, 0) <= 0 || (p.revents & POLLHUP) == 0) return false;
+        if (const auto status = reaped_wait_status(pidfd_.get())) {
+            exitcode_ = exitcode_from_status(*status);
+            pidfd_.reset();
+        } else {
+            mark_lost();
+        }
+        return true;
+    }
+
     bool try_reap_remote() {
         // A status already sent is taken at once; else, a child the pidfd says ended has its
         // status on the way (the reaper sends it as soon as it reaps): wait for that.
@@ -249,6 +300,7 @@ private:
     bool vanished_ = false;  // gone before its pidfd could be opened
     remote_status_fn remote_ = nullptr;
     remote_wait_fd_fn remote_fd_ = nullptr;
+    bool exit_from_pidfd_ = false;  // see exit_read_from_pidfd_t
 };
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.

@@ -408,16 +408,69 @@ struct exec_status_message {
 inline constexpr std::int32_t spare_coming = INT32_MIN;         // with the caller's end of its socket
 inline constexpr std::int32_t spare_announcement = INT32_MIN + 1;  // pid, with its pidfd
 inline constexpr std::int32_t spare_not_forked = INT32_MIN + 2;    // the fork failed
+// The server's first message: pid 1 when its children's exit statuses are read from their
+// pidfds (the kernel reaps them at once: no status messages), 0 when it sends them.
+inline constexpr std::int32_t server_hello = INT32_MIN + 3;
+
+/// Whether this kernel gives a reaped process's exit status to whoever holds its pidfd
+/// (PIDFD_INFO_EXIT, Linux 6.15). Tried for real: with SIGCHLD ignored (as the server then
+/// keeps it, so the kernel reaps its children at once), a child that exits 42 must read back as
+/// 42 from its pidfd. Leaves SIGCHLD ignored when it works, at its default when not.
+inline bool exit_status_through_pidfds() noexcept {
+    ::signal(SIGCHLD, SIG_IGN);
+    bool works = false;
+    int gate[2];
+    if (::pipe2(gate, O_CLOEXEC) == 0) {
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            ::close(gate[1]);
+            char byte;
+            (void)::read(gate[0], &byte, 1);  // until the pidfd is open
+            ::_exit(42);
+        }
+        unique_fd pidfd(pid > 0 ? raw_pidfd_open(pid, 0) : -1);
+        ::close(gate[0]);
+        ::close(gate[1]);  // the child leaves now
+        if (pidfd) {
+            pollfd p{pidfd.get(), POLLIN, 0};
+            // Reaped an instant after the exit; 6.13 and 6.14 know PIDFD_GET_INFO but never
+            // fill in the status: a few tries, not a wait.
+            for (int tries = 0; tries < 20 && ::poll(&p, 1, tries == 0 ? 1000 : 1) >= 0; ++tries) {
+                pidfd_info_v0 info{};
+                info.mask = pidfd_info_exit;
+                if (::ioctl(pidfd.get(), pidfd_get_info, &info) != 0) break;  // before 6.13
+                if ((info.mask & pidfd_info_exit) != 0) {
+                    works = WIFEXITED(info.exit_code) && WEXITSTATUS(info.exit_code) == 42;
+                    break;
+                }
+            }
+        }
+        if (!works && pid > 0) {
+            ::kill(pid, SIGKILL);
+            while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {  // gone (ECHILD) before SIGCHLD's default is back
+            }
+        }
+    }
+    if (!works) ::signal(SIGCHLD, SIG_DFL);
+    return works;
+}
+
+/// Tests only: the next forkserver this process starts sends exit statuses as messages even
+/// where the kernel could give them through pidfds (the path older kernels take).
+inline bool forkserver_sends_statuses_for_tests = false;
 
 /// The forkserver's loop (the process mproc::init becomes with role "forkserver"). Single
 /// threaded; ends when the caller closes its end of the requests (the caller died or exited),
 /// and its children then die with it (PR_SET_PDEATHSIG).
 class forkserver_loop {
 public:
-    forkserver_loop(int requests, int statuses) noexcept : requests_(requests), statuses_(statuses) {}
+    forkserver_loop(int requests, int statuses, bool exits_by_pidfd) noexcept
+        : requests_(requests), statuses_(statuses), exits_by_pidfd_(exits_by_pidfd) {}
 
     [[noreturn]] void run() noexcept {
         try {
+            const exec_status_message hello{exits_by_pidfd_ ? 1 : 0, server_hello};
+            send_with_fd(statuses_, &hello, sizeof hello, -1);
             for (;;) {
                 int timeout_ms = -1;
                 if (!spare_ && !request_waiting()) {
@@ -484,12 +537,62 @@ private:
         for (const child& c : children_)
             if (c.pidfd >= 0) ::close(c.pidfd);
         if (spare_) spare_->taken.reset();
+        ::signal(SIGCHLD, SIG_DFL);  // the server's own setting: the child's children are its to reap
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != self_) ::_exit(70);
     }
 
+    /// Forks a child. In the child: returns 0 once it dropped the server's descriptors and (when
+    /// the kernel reaps children at once) the server holds its pidfd, for until then it must not
+    /// end: its pid could not be opened any more. In the server: the pid, with `pidfd` kept to
+    /// reap the child later, or to hand out (close_sent closes it after); -1 with errno when the
+    /// fork failed or (exits_by_pidfd_) no pidfd could be had, and the child is killed: nobody
+    /// could learn how it ended.
+    pid_t fork_child(int& pidfd) {
+        pidfd = -1;
+        int gate[2] = {-1, -1};
+        if (exits_by_pidfd_ && ::pipe2(gate, O_CLOEXEC) != 0) return -1;
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            become_child();
+            if (gate[0] >= 0) {
+                ::close(gate[1]);
+                char byte;
+                while (::read(gate[0], &byte, 1) < 0 && errno == EINTR) {  // end of file: go
+                }
+                ::close(gate[0]);
+            }
+            return 0;
+        }
+        const int fork_errno = errno;
+        if (pid > 0) pidfd = raw_pidfd_open(pid, 0);
+        const int open_errno = errno;
+        if (gate[0] >= 0) {
+            ::close(gate[0]);
+            ::close(gate[1]);
+        }
+        if (pid < 0) {
+            errno = fork_errno;
+            return -1;
+        }
+        if (!exits_by_pidfd_) {
+            children_.push_back({pid, pidfd});
+            return pid;
+        }
+        if (pidfd < 0) {
+            ::kill(pid, SIGKILL);
+            errno = open_errno;
+            return -1;
+        }
+        return pid;
+    }
+    void close_sent(int pidfd) noexcept {
+        if (exits_by_pidfd_ && pidfd >= 0) ::close(pidfd);
+    }
+
     /// Forks the spare and announces it to the caller: the other end of its request socket,
-    /// then its pid and pidfd. The spare sleeps until its request comes (then tells the server it was taken and serves
-    /// it), or leaves quietly when the server's end of `taken` closes (the server ended).
+    /// then its pid and pidfd. The spare sleeps until its request comes (then tells the server
+    /// it was taken, and serves it), or leaves quietly when the server's end of `taken` closes
+    /// (the server ended).
     void fork_spare() {
         int control[2], channel[2];
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) != 0) return;
@@ -499,7 +602,8 @@ private:
         const exec_status_message coming{0, spare_coming};
         send_with_fd(statuses_, &coming, sizeof coming, caller_end.get());  // the caller gets a duplicate
         caller_end.reset();
-        const pid_t pid = ::fork();
+        int pidfd;
+        const pid_t pid = fork_child(pidfd);
         if (pid < 0) {  // no spare for now: every start asks for a fork
             const exec_status_message failed{0, spare_not_forked};
             send_with_fd(statuses_, &failed, sizeof failed, -1);
@@ -507,7 +611,6 @@ private:
         }
         if (pid == 0) {
             server_end.reset();
-            become_child();
             pollfd events[2] = {{spare_channel.get(), POLLIN, 0}, {spare_control.get(), POLLIN, 0}};
             while (::poll(events, 2, -1) < 0 && errno == EINTR) {
             }
@@ -517,10 +620,10 @@ private:
             spare_control.reset();
             serve_request(spare_channel.get());
         }
-        children_.push_back({pid, raw_pidfd_open(pid, 0)});
         spare_ = spare_child{pid, std::move(server_end)};
         const exec_status_message announcement{pid, spare_announcement};
-        send_with_fd(statuses_, &announcement, sizeof announcement, children_.back().pidfd);
+        send_with_fd(statuses_, &announcement, sizeof announcement, pidfd);
+        close_sent(pidfd);
     }
 
     /// The spare said it was taken, or ended: it is an ordinary child from now on.
@@ -540,16 +643,14 @@ private:
         if (recv_with_fd(requests_, &byte, 1, channel) == 0) return false;
         if (!channel) return true;
         exec_status_message reply{0, 0};
-        const pid_t pid = ::fork();
-        if (pid == 0) {
-            become_child();
-            serve_request(channel.get());
-        }
+        int pidfd;
+        const pid_t pid = fork_child(pidfd);
+        if (pid == 0) serve_request(channel.get());
         reply.pid = pid < 0 ? -errno : pid;
-        if (pid > 0) children_.push_back({pid, raw_pidfd_open(pid, 0)});
         channel.reset();
         // The pidfd is the server's own: the caller gets a duplicate by SCM_RIGHTS.
-        send_with_fd(requests_, &reply, sizeof reply, reply.pid > 0 ? children_.back().pidfd : -1);
+        send_with_fd(requests_, &reply, sizeof reply, pidfd);
+        close_sent(pidfd);
         return true;
     }
 
@@ -571,8 +672,9 @@ private:
 
     int requests_;
     int statuses_;
+    bool exits_by_pidfd_;  // see server_hello
     const pid_t self_ = ::getpid();
-    std::vector<child> children_;  // the spare too
+    std::vector<child> children_;  // to reap (the spare too); none when exits_by_pidfd_
     std::optional<spare_child> spare_;
     struct taken_spare {
         pid_t pid;
@@ -583,12 +685,14 @@ private:
 };
 
 /// Runs the forkserver's loop (see forkserver_loop).
-[[noreturn]] inline void forkserver_main(int requests, int statuses) noexcept {
+/// `may_use_pidfds`: let its children's exit statuses be read from their pidfds where the
+/// kernel allows it (false: always send them as messages).
+[[noreturn]] inline void forkserver_main(int requests, int statuses, bool may_use_pidfds) noexcept {
     // Ctrl-C reaches the whole process group: the caller decides what it means. The server
     // ignores SIGINT from its exec on (started with it blocked, then ignored in run_exec_role),
     // and so do its children from their first instruction: a Pool worker must not die of one,
     // and a Process's callable gets the default back before it runs (exec_entry).
-    forkserver_loop(requests, statuses).run();
+    forkserver_loop(requests, statuses, may_use_pidfds && exit_status_through_pidfds()).run();
 }
 
 /// The caller's side of its forkserver, started at first use.
@@ -665,8 +769,7 @@ public:
             if (!read_status()) return std::nullopt;
         }
         if (!spare_) return std::nullopt;
-        spare_process taken{child_handle(spare_->pid, std::move(spare_->pidfd), &remote_status, &remote_status_fd),
-                            std::move(spare_->channel)};
+        spare_process taken{handle_for(spare_->pid, std::move(spare_->pidfd)), std::move(spare_->channel)};
         spare_.reset();
         return taken;
     }
@@ -674,7 +777,15 @@ public:
     /// Drops the status of a child taken and found dead before it was used (now or when it comes).
     void forget(pid_t pid) {
         std::lock_guard guard(lock_);
+        if (exits_by_pidfd_) return;  // no status is sent
         if (seen_.erase(pid) == 0) forgotten_.push_back(pid);
+    }
+
+    /// Whether the running server's children's exit statuses are read from their pidfds (see
+    /// server_hello); false before it started (tests).
+    [[nodiscard]] bool exits_by_pidfd() {
+        std::lock_guard guard(lock_);
+        return owner_ == current_pid() && requests_ && exits_by_pidfd_;
     }
 
     /// The pid of the spare announced and not taken, 0 if none or before the server started
@@ -727,7 +838,13 @@ private:
         if (recv_with_fd(requests_.get(), &reply, sizeof reply, pidfd) != sizeof reply)
             throw EndOfStream("mproc: the forkserver is gone");
         if (reply.pid < 0) return {child_handle(), -reply.pid};
-        return {child_handle(reply.pid, std::move(pidfd), &remote_status, &remote_status_fd), 0};
+        return {handle_for(reply.pid, std::move(pidfd)), 0};
+    }
+
+    /// The handle of a child of the server.
+    [[nodiscard]] child_handle handle_for(pid_t pid, unique_fd pidfd) const {
+        if (exits_by_pidfd_) return child_handle(pid, std::move(pidfd), exit_read_from_pidfd);
+        return child_handle(pid, std::move(pidfd), &remote_status, &remote_status_fd);
     }
 
     /// Reads every message already on the statuses connection; false when the server is gone.
@@ -785,10 +902,31 @@ private:
         spare_.reset();
         auto requests = seqpacket_pair();
         auto statuses = seqpacket_pair();
-        server_ = child_handle(spawn_self("forkserver", {requests.second.get(), statuses.second.get()}));
+        const char* role = forkserver_sends_statuses_for_tests ? "forkserver-statuses" : "forkserver";
+        server_ = child_handle(spawn_self(role, {requests.second.get(), statuses.second.get()}));
         owner_ = current_pid();
         requests_ = std::move(requests.first);
         statuses_ = std::move(statuses.first);
+        read_hello();
+    }
+
+    /// Waits for the server's first message (it comes once the server has started and tried
+    /// the kernel, a millisecond or so: the first start waits for the server anyway).
+    void read_hello() {
+        exec_status_message hello{};
+        unique_fd none;
+        std::size_t got;
+        try {
+            got = recv_with_fd(statuses_.get(), &hello, sizeof hello, none);
+        } catch (...) {
+            requests_.reset();  // no half-started server: the next use starts another
+            throw;
+        }
+        if (got != sizeof hello || hello.code != server_hello) {
+            requests_.reset();
+            throw EndOfStream("mproc: the forkserver is gone");
+        }
+        exits_by_pidfd_ = hello.pid == 1;
     }
 
     static std::pair<unique_fd, unique_fd> seqpacket_pair() {
@@ -810,6 +948,7 @@ private:
         unique_fd pidfd;
     };
     std::optional<announced> spare_;
+    bool exits_by_pidfd_ = false;  // see server_hello
 };
 
 inline forkserver_client& forkserver_connection() {
@@ -848,12 +987,12 @@ inline int forkserver_client::remote_status(pid_t pid, bool wait) {
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(70);
         serve_request(exec_first_fd);
     }
-    if (role == "forkserver") {
+    if (role == "forkserver" || role == "forkserver-statuses") {
         // Not PR_SET_PDEATHSIG: Linux ties it to the thread that started the server, which may
         // end long before the program. The server ends when the caller's end of the requests
         // closes instead, which is when the caller's process ends.
         if (::getppid() != parent) ::_exit(70);
-        forkserver_main(exec_first_fd, exec_first_fd + 1);
+        forkserver_main(exec_first_fd, exec_first_fd + 1, role == "forkserver");
     }
     ::_exit(70);
 }
