@@ -385,18 +385,23 @@ void encode_exec_call(std::vector<std::byte>& out, std::vector<int>& fds, const 
 // Two SOCK_SEQPACKET connections between the caller and its server. Requests: the caller sends
 // one byte with a connected socket (SCM_RIGHTS); a child of the server serves one request on
 // that socket (serve_request), and the server answers with the child's pid and a pidfd for it.
-// Statuses: the server reaps its children and sends (pid, exit code) for each. The caller
-// cannot wait for a child it did not fork; this is how it learns the exit code.
+// Statuses: the server's first message says how the caller learns its children's exit codes.
+// Where the kernel gives a reaped process's status to whoever holds its pidfd (Linux 6.15), the
+// server ignores SIGCHLD, so the kernel reaps each child as it ends, and the caller reads the
+// status from the child's pidfd: the server is off the exit path, a join waits for the child
+// alone. On older kernels the server reaps its children and sends (pid, exit code) for each.
 //
 // The server keeps one spare child forked ahead of need, asleep on a socket whose other end the
-// caller already holds: the server announces it on the statuses connection (its pid, the
-// socket, a pidfd). A Process start then takes the announced spare and writes its request
+// caller already holds: the server announces it on the statuses connection (the socket, then
+// its pid and pidfd). A Process start then takes the announced spare and writes its request
 // straight to it: no message to the server and no wait for its reply, the start costs what a
 // write to a sleeping process costs. The spare tells the server it was taken (its first act once
-// its request came), and the server forks the next one while the caller's child runs. A spare is
-// forked only when no request waits, so a burst of requests (a Pool's workers, which always get
-// fresh forks) is not held up by it. A spare that dies while it sleeps is reported like any
-// child: the caller drops it, or (if it already took it and found it dead) forgets the status.
+// its request came), and the server forks the next one while the caller's child runs (when it
+// reaps its children itself, only once that child ended or after 2 ms: a fork would hold up the
+// reaping, and so the caller's join). A spare is forked only when no request waits, so a burst
+// of requests (a Pool's workers, which always get fresh forks) is not held up by it. A spare
+// that dies while it sleeps is found out by the caller (its status, or a write that fails) and
+// replaced by the server (its socket to the spare closes).
 
 struct exec_status_message {
     std::int32_t pid;
