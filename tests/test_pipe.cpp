@@ -108,6 +108,29 @@ TEST_CASE("Pipe.sizes.one_byte_to_one_gib", "[pipe][large]") {
     CHECK(sender.exitcode() == 0);
 }
 
+TEST_CASE("Pipe.receive_buffer_keeps_its_bytes_as_it_grows", "[pipe]") {
+    // The buffer a Connection receives into grows by realloc (no copy of a large block, no
+    // clearing): what was read before a growth must still be there after it.
+    mproc::detail::frame_buffer buffer;
+    buffer.resize(10);
+    for (int i = 0; i < 10; ++i) buffer.data()[i] = static_cast<std::byte>(i + 1);
+    for (std::size_t size : {std::size_t{4096}, std::size_t{1} << 20, std::size_t{1} << 26}) {
+        buffer.resize(size);
+        buffer.data()[size - 1] = std::byte{0x5a};
+        REQUIRE(buffer.size() == size);
+        for (int i = 0; i < 10; ++i) CHECK(buffer.data()[i] == static_cast<std::byte>(i + 1));
+    }
+    CHECK(buffer.bytes().back() == std::byte{0x5a});
+    buffer.clear();
+    CHECK(buffer.bytes().empty());
+    buffer.resize(3);  // within the capacity: the same bytes
+    CHECK(buffer.data()[2] == static_cast<std::byte>(3));
+    mproc::detail::frame_buffer moved(std::move(buffer));
+    CHECK(moved.size() == 3);
+    CHECK(moved.data()[0] == std::byte{1});
+    CHECK(buffer.size() == 0);  // NOLINT(bugprone-use-after-move): a moved-from buffer is empty
+}
+
 TEST_CASE("Pipe.end_of_stream_when_peer_process_exits", "[pipe]") {
     auto [a, b] = mproc::Pipe<int>();
     mproc::Process peer([&b = b] { b.send(1); });

@@ -62,7 +62,7 @@ public:
         }
         if (!got) throw EndOfStream("mproc::Connection: the peer closed the pipe");
         try {
-            return decode<T>(recv_buffer_);
+            return decode<T>(recv_buffer_.bytes());
         } catch (const DecodeError&) {
             close();  // the stream's framing can no longer be trusted
             throw;
@@ -104,7 +104,7 @@ private:
     // Reused between messages to avoid an allocation each; two, so that one thread may send
     // while another receives.
     std::vector<std::byte> send_buffer_;
-    std::vector<std::byte> recv_buffer_;
+    detail::frame_buffer recv_buffer_;
 };
 
 /// Makes a connected pair of ends. Duplex (the default): both ends send and receive. Simplex
