@@ -438,14 +438,11 @@ inline bool exit_status_through_pidfds() noexcept {
         ::close(gate[1]);  // the child leaves now
         if (pidfd) {
             pollfd p{pidfd.get(), POLLIN, 0};
-            // Reaped an instant after the exit; 6.13 and 6.14 know PIDFD_GET_INFO but never
-            // fill in the status: a few tries, not a wait.
+            // Reaped an instant after the exit; a kernel without the status never gives it: a
+            // few tries (at most 20 ms, once per server), not a wait.
             for (int tries = 0; tries < 20 && ::poll(&p, 1, tries == 0 ? 1000 : 1) >= 0; ++tries) {
-                pidfd_info_v0 info{};
-                info.mask = pidfd_info_exit;
-                if (::ioctl(pidfd.get(), pidfd_get_info, &info) != 0) break;  // before 6.13
-                if ((info.mask & pidfd_info_exit) != 0) {
-                    works = WIFEXITED(info.exit_code) && WEXITSTATUS(info.exit_code) == 42;
+                if (const auto status = reaped_wait_status(pidfd.get())) {
+                    works = WIFEXITED(*status) && WEXITSTATUS(*status) == 42;
                     break;
                 }
             }
@@ -762,8 +759,8 @@ public:
         unique_fd channel;
     };
 
-    /// The spare the server announced, if one is ready (never waits for one). Starts the server
-    /// at first use.
+    /// The spare the server announced, if there is one (waits only for one being forked now,
+    /// whose pid is on its way). Starts the server at first use.
     [[nodiscard]] std::optional<spare_process> take_spare() {
         std::lock_guard guard(lock_);
         ensure_running();
