@@ -476,15 +476,17 @@ void mpmc_processes(int each, std::size_t ring_bytes, bool batches = false) {
     for (int p = 0; p < producers; ++p)
         senders.emplace_back([q, p, each, batches]() mutable {
             std::vector<std::pair<std::int32_t, std::int32_t>> batch;
+            std::size_t target = 1 + static_cast<std::size_t>(p);  // 1 .. 40 in turn (past batch_max too)
             for (std::int32_t i = 0; i < each; ++i) {
                 if (!batches) {
                     q.put({p, i});
                     continue;
                 }
                 batch.emplace_back(p, i);
-                if (batch.size() == static_cast<std::size_t>(1 + i % 40)) {
+                if (batch.size() == target) {
                     q.put_many(batch);
                     batch.clear();
+                    target = 1 + target % 40;
                 }
             }
             q.put_many(batch);
@@ -994,6 +996,9 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed, std::size_t
     for (int p = 0; p < producers; ++p)
         children.emplace_back([q, p, batch]() mutable {
             std::vector<std::vector<std::uint64_t>> pending;
+            // Batch sizes 1 .. batch in turn (a size never above `batch`: the bound on drops
+            // below rests on it).
+            std::size_t target = 1 + static_cast<std::size_t>(p) % batch;
             for (std::uint64_t n = 0; n < per; ++n) {
                 std::vector<std::uint64_t> m{static_cast<std::uint64_t>(p), n};
                 if (n % 997 == 0) m.resize(6'000, n);
@@ -1002,12 +1007,13 @@ void one_of_eight_killed(std::size_t ring_bytes, std::uint32_t seed, std::size_t
                     continue;
                 }
                 pending.push_back(std::move(m));
-                if (pending.size() == 1 + n % batch) {
+                if (pending.size() == target) {
                     q.put_many(pending);
                     pending.clear();
+                    target = 1 + target % batch;
                 }
             }
-            q.put_many(pending);
+            if (!pending.empty()) q.put_many(pending);
         });
     for (auto& c : children) c.start();
     std::vector<std::uint64_t> next(producers, 0);
