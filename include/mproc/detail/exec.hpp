@@ -622,6 +622,10 @@ private:
             spare_control.reset();
             serve_request(spare_channel.get());
         }
+        // The spare's ends are its own before the caller hears of it: a caller that writes its
+        // request to a spare that died must get EPIPE, not a write into a socket we still hold.
+        spare_channel.reset();
+        spare_control.reset();
         spare_ = spare_child{pid, std::move(server_end)};
         const exec_status_message announcement{pid, spare_announcement};
         send_with_fd(statuses_, &announcement, sizeof announcement, pidfd);
