@@ -313,6 +313,117 @@ TEST_CASE("Pool.worker_killed_between_claim_and_naming_its_chunk", "[pool][fault
     }
 }
 
+namespace {
+// Counts the workers' claims, and (when armed) kills the first worker that reaches `die_at`: in
+// a page shared with the workers, which are forked after it is set up.
+struct claim_probe {
+    std::atomic<std::uint64_t> claims{0};
+    std::atomic<int> armed{0};
+    mproc::detail::pool_point die_at{};
+};
+claim_probe* probe = nullptr;
+void probe_hook(mproc::detail::pool_point point) {
+    if (point == mproc::detail::pool_point::chunk_claimed) probe->claims.fetch_add(1);
+    if (point == probe->die_at && probe->armed.exchange(0) == 1) ::raise(SIGKILL);
+}
+
+/// Installs probe_hook for one scope (fork only: an exec'd worker has its own hook).
+class ClaimProbe {
+public:
+    ClaimProbe() {
+        void* shared = ::mmap(nullptr, sizeof(claim_probe), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        REQUIRE(shared != MAP_FAILED);
+        probe = new (shared) claim_probe;
+        mproc::detail::pool_fault_hook = probe_hook;
+    }
+    ~ClaimProbe() {
+        mproc::detail::pool_fault_hook = nullptr;
+        ::munmap(probe, sizeof(claim_probe));
+    }
+    std::uint64_t take_claims() { return probe->claims.exchange(0); }
+    void kill_first_at(mproc::detail::pool_point point) {
+        probe->die_at = point;
+        probe->armed.store(1);
+    }
+    [[nodiscard]] bool fired() const { return probe->armed.load() == 0; }
+};
+
+std::int64_t spin_50us(std::int64_t x) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    return x;
+}
+}  // namespace
+
+// chunksize=1 over tiny tasks: the chunks stay one item each (order, results and errors per
+// item), but a worker claims them in batches, so the shared claim word is not taken 20,000
+// times; chunks that take longer (50 us) or have a time limit are still claimed one at a time.
+TEST_CASE("Pool.map.tiny_chunks_are_claimed_in_batches_long_ones_one_by_one", "[pool]") {
+    ClaimProbe probe;
+    mproc::Pool pool(2);
+    const auto input = iota_vector(20'000);
+    const auto out = pool.map([](std::int64_t x) { return x + 1; }, input, 1);
+    REQUIRE(out.size() == input.size());
+    for (std::size_t i = 0; i < out.size(); ++i) REQUIRE(out[i] == input[i] + 1);
+    const std::uint64_t tiny_claims = probe.take_claims();
+    INFO(tiny_claims << " claims for 20,000 tiny chunks");
+    CHECK(tiny_claims < 20'000 / 8);
+    CHECK(tiny_claims > 0);
+
+    CHECK(pool.map(spin_50us, iota_vector(300), 1) == iota_vector(300));
+    CHECK(probe.take_claims() == 300);
+
+    mproc::MapOptions timed;
+    timed.chunksize = 1;
+    timed.task_timeout = 10s;
+    CHECK(pool.map([](std::int64_t x) { return x; }, iota_vector(2'000), timed) == iota_vector(2'000));
+    CHECK(probe.take_claims() == 2'000);
+}
+
+// A worker killed between two chunks of its batch: the chunk it would have started and the rest
+// of its batch were never run, so the map fails there (never waits for them), in order for imap,
+// and the pool goes on with a replacement.
+TEST_CASE("Pool.map.worker_killed_holding_a_batch", "[pool][fault]") {
+    ClaimProbe probe;
+    mproc::Pool pool(2);
+    const auto input = iota_vector(20'000);
+    const auto plus_one = [](std::int64_t x) { return x + 1; };
+    SECTION("map") {
+        probe.kill_first_at(mproc::detail::pool_point::batch_chunk);
+        const auto t0 = std::chrono::steady_clock::now();
+        try {
+            (void)pool.map(plus_one, input, 1);
+            FAIL("no crash reported");
+        } catch (const mproc::ProcessCrashed& e) {
+            CHECK(e.signal() == SIGKILL);
+            CHECK(e.task_index() > 0u);  // the first chunk of a job is never part of a batch
+            CHECK(e.task_index() < input.size());
+        }
+        CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+        CHECK(probe.fired());
+    }
+    SECTION("imap yields every result before the lost chunk") {
+        probe.kill_first_at(mproc::detail::pool_point::batch_chunk);
+        std::vector<std::int64_t> seen;
+        try {
+            for (std::int64_t x : pool.imap(plus_one, input, 1)) seen.push_back(x);
+            FAIL("no crash reported");
+        } catch (const mproc::ProcessCrashed& e) {
+            CHECK(e.signal() == SIGKILL);
+            REQUIRE(e.task_index() == seen.size());
+        }
+        for (std::size_t i = 0; i < seen.size(); ++i) REQUIRE(seen[i] == input[i] + 1);
+        CHECK(probe.fired());
+    }
+    CHECK(pool.map(plus_one, input, 1) == [&] {
+        auto expected = input;
+        for (auto& x : expected) ++x;
+        return expected;
+    }());
+    CHECK(pool.processes() == 2);
+}
+
 // 100 trials of SIGKILL from outside to every worker, at a random 0-2 ms after a submit of a
 // half-millisecond task, so the kills fall on every moment of a task's life: waking and claiming
 // it, running it, writing its result, and idling after it. Each trial ends in the right value

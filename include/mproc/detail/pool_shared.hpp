@@ -47,7 +47,14 @@ inline constexpr bool exhausted(std::uint64_t w, std::uint64_t job) {
 
 /// Where a chunk is. Written by the worker that runs it; read by the parent, which marks a chunk
 /// lost when its worker died before finishing it (so that it is never counted lost twice).
-enum chunk_state : std::uint32_t { chunk_pending = 0, chunk_running = 1, chunk_done = 2, chunk_lost = 3 };
+/// `chunk_held`: claimed in a batch (see claim_chunk) by a worker that has not started it yet.
+enum chunk_state : std::uint32_t {
+    chunk_pending = 0,
+    chunk_running = 1,
+    chunk_done = 2,
+    chunk_lost = 3,
+    chunk_held = 4,
+};
 
 /// `failed` word of a job: no error, an error recorded, or (2 + w) while worker w writes one.
 enum : std::uint32_t { job_ok = 0, job_error_ready = 1, job_error_writing = 2 };
@@ -98,17 +105,17 @@ enum : std::uint32_t {
 };
 
 struct alignas(64) worker_slot {
-    std::atomic<std::uint64_t> job{0};    // 1 + the job whose chunk it runs, 0 when idle
-    // 1 from just before the worker tries to claim a chunk until the chunk it claimed is named
-    // in `job` and marked running (or it found none): a worker that dies with it set may hold a
-    // chunk that nothing names (see pool_core::resolve_claim_windows).
-    std::atomic<std::uint32_t> claiming{0};
-    std::atomic<std::uint64_t> chunk{0};
+    std::atomic<std::uint64_t> job{0};    // 1 + the job whose chunks it holds, 0 when idle
+    std::atomic<std::uint64_t> chunk{0};  // the chunk it is on
+    std::atomic<std::uint64_t> chunk_end{0};  // its batch's end: the chunks after `chunk` are held
     std::atomic<std::uint64_t> item{0};   // the item it is on, for crash reports
     std::atomic<std::int64_t> item_started{0};  // CLOCK_MONOTONIC ns, kept when tasks have a time limit
     std::atomic<std::int32_t> pid{0};
     std::atomic<std::uint32_t> state{worker_starting};
-    arena_span init_error;                // encoded (type, message) when state == worker_init_failed
+    // 1 from just before the worker tries to claim chunks until the chunks it claimed are named
+    // in `job` and marked running or held (or it found none): a worker that dies with it set may
+    // hold chunks that nothing names (see pool_core::resolve_claim_windows).
+    std::atomic<std::uint32_t> claiming{0};
     // Written by the parent as well as the worker: a line of its own, away from what the parent
     // polls above. One futex word per worker, so that a post wakes exactly the worker it picks.
     alignas(64) futex_word doorbell{doorbell_awake};
@@ -116,6 +123,7 @@ struct alignas(64) worker_slot {
                                            // until the parent pops it (see push_idle)
     std::atomic<std::uint32_t> below{0};   // the idle stack's link: 1 + the worker under it, or 0
     std::atomic<std::uint32_t> spinning{0};  // 1 while it holds a place in pool_control::spinning
+    arena_span init_error;                   // encoded (type, message) when state == worker_init_failed
 };
 
 struct alignas(64) pool_control {
@@ -154,8 +162,9 @@ struct alignas(64) pool_control {
 };
 
 /// Moments at which a test may kill a worker (tests only: the hook is null otherwise).
-/// chunk_claimed: a chunk is claimed, and nothing names it yet.
-enum class pool_point { chunk_claimed };
+/// chunk_claimed: chunks are claimed, and nothing names them yet. batch_chunk: a worker is about
+/// to start the next chunk of its batch (the ones after it still held).
+enum class pool_point { chunk_claimed, batch_chunk };
 using pool_fault_fn = void (*)(pool_point);
 inline constinit pool_fault_fn pool_fault_hook = nullptr;
 
@@ -164,14 +173,33 @@ inline void pool_fault(pool_point point) {
         hook(point);
 }
 
-/// A chunk a worker has claimed.
+/// Chunks a worker has claimed: `count` of them from `chunk` on; `left`: how many the job still
+/// had for others after the claim.
 struct claimed_chunk {
     std::uint64_t job;
     std::uint64_t chunk;
+    std::uint64_t count = 1;
+    std::uint64_t left = 0;
+};
+
+/// Batches. A worker whose chunks of a job end in less than batch_chunk_ns each claims the next
+/// ones in batches, doubling up to batch_max_chunks (one claim, one count and one log entry
+/// reservation for the batch instead of one of each per chunk: these shared words, not the work,
+/// are what a map of tiny chunks costs). A batch takes at most 1/(2 x workers) of the chunks left,
+/// so the job's end still spreads one chunk at a time, and jobs with a time limit are never
+/// batched (the limit is per task, watched by the parent).
+inline constexpr std::uint64_t batch_max_chunks = 64;
+inline constexpr std::int64_t batch_chunk_ns = 4'000;
+
+/// What a worker asks of its next claim: batches of `size` chunks for job `job`, one chunk of
+/// any other.
+struct batch_wish {
+    std::uint64_t job = ~std::uint64_t{0};
+    std::uint64_t size = 1;
 };
 
 /// Claims the next chunk of the oldest job that has one. Never blocks.
-[[nodiscard]] inline std::optional<claimed_chunk> claim_chunk(pool_control& ctl) noexcept {
+[[nodiscard]] inline std::optional<claimed_chunk> claim_chunk(pool_control& ctl, batch_wish wish = {}) noexcept {
     std::uint64_t at = ctl.head.load(std::memory_order_acquire);
     const std::uint64_t posted = ctl.posted.load(std::memory_order_acquire);
     for (; at < posted; ++at) {
@@ -184,8 +212,12 @@ struct claimed_chunk {
                 ctl.head.compare_exchange_strong(expected, at + 1, std::memory_order_acq_rel);
                 break;
             }
-            if (job.claim.compare_exchange_weak(w, w + claim_word::next_one, std::memory_order_acq_rel))
-                return claimed_chunk{id, claim_word::next(w)};
+            const std::uint64_t left = claim_word::count(w) - claim_word::next(w);
+            std::uint64_t k = 1;
+            if (wish.job == id && wish.size > 1)
+                k = std::min({wish.size, left, std::max<std::uint64_t>(1, left / (2 * ctl.worker_count))});
+            if (job.claim.compare_exchange_weak(w, w + k * claim_word::next_one, std::memory_order_acq_rel))
+                return claimed_chunk{id, claim_word::next(w), k, left - k};
         }
     }
     return std::nullopt;

@@ -223,16 +223,25 @@ inline void pool_core::on_worker_exit(unsigned index) {
         const std::uint64_t id = held - 1;
         job_record& r = record(id);
         if (r.live && r.id == id) {
+            // Chunks it published done are not counted yet (the count moves once per batch, and
+            // after the states): from now on the states are counted instead.
+            r.recount = true;
+            // The chunk it was on, unless done, and the rest of its batch (held, never started)
+            // are lost; the job fails with the first of them.
             const std::uint64_t chunk = slot.chunk.load(std::memory_order_relaxed);
-            auto& state = chunk_state_of(arena_, job(id), chunk);
-            if (state.load(std::memory_order_acquire) == chunk_done) {
-                r.recount = true;  // it died between publishing the chunk and counting it
-            } else {
+            const std::uint64_t end = std::max(chunk + 1, slot.chunk_end.load(std::memory_order_relaxed));
+            for (std::uint64_t c = chunk; c < end && c < r.chunks; ++c) {
+                auto& state = chunk_state_of(arena_, job(id), c);
+                const std::uint32_t was = state.load(std::memory_order_acquire);
+                if (was == chunk_done || was == chunk_lost) continue;
                 state.store(chunk_lost, std::memory_order_relaxed);  // counted here, not again
                 ++r.lost;
                 const auto& timed_out = timed_out_[index];
+                const std::uint64_t item = timed_out           ? *timed_out
+                                           : was == chunk_held ? chunk_items(arena_, job(id), c).first
+                                                               : slot.item.load(std::memory_order_relaxed);
                 fail_job(id, timed_out ? job_error_kind::timeout : job_error_kind::crash, w.pid(),
-                         w.exitcode().value_or(ProcessCrashed::lost_status), timed_out ? *timed_out : slot.item.load(std::memory_order_relaxed));
+                         w.exitcode().value_or(ProcessCrashed::lost_status), item);
             }
         }
     }
@@ -250,7 +259,8 @@ inline void pool_core::resolve_claim_windows() noexcept {
     if (!claim_check_) return;
     // The claimed counts first, then the workers: a live worker's claim that the counts include
     // happened after it set `claiming`, so it is seen inside its claim or done with it (its
-    // chunk named and marked running); a claim after the counts were read is not among them.
+    // chunks named and marked running or held, never pending); a claim after the counts were
+    // read is not among them.
     std::array<std::uint64_t, max_jobs> claimed{};  // per record: its chunks claimed so far
     for (std::size_t k = 0; k < records_.size(); ++k)
         if (records_[k].live) claimed[k] = claim_word::next(job(records_[k].id).claim.load(std::memory_order_seq_cst));

@@ -232,38 +232,56 @@ inline void unpark(worker_slot& me) noexcept {
     }
 }
 
-/// Runs a claimed chunk and publishes it done. The order of the stores is what lets the parent
-/// tell, after a worker died, whether its chunk was lost: the chunk's state says done before
-/// the counter moves and before the worker's slot says idle. With `may_list`, a worker that
-/// took the job's last chunk goes on the idle stack (list_idle) before the chunk is seen done:
-/// the parent's next post, which may follow at once, then finds it there, warm and spinning,
-/// instead of waking a sleeping one. Returns whether it listed itself.
-inline bool run_claimed_chunk(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed,
-                              bool may_list) {
+/// Runs claimed chunks (a batch of `claimed.count`) and publishes them done. The order of the
+/// stores is what lets the parent tell, after a worker died, which of its chunks were lost: the
+/// slot names the job, the chunk it is on and the batch's end before the claim window closes;
+/// the chunks after the first say held until the worker moves on to them; each chunk's state
+/// says done before the counter moves and before the worker's slot says idle. With `may_list`,
+/// a worker that took the job's last chunk goes on the idle stack (list_idle) before its chunks
+/// are seen done: the parent's next post, which may follow at once, then finds it there, warm
+/// and spinning, instead of waking a sleeping one. Returns whether it listed itself.
+inline bool run_claimed_chunks(shared_arena& arena, pool_control& ctl, unsigned worker, claimed_chunk claimed,
+                               bool may_list) {
     job_slot& job = ctl.jobs[claimed.job % max_jobs];
     worker_slot& me = ctl.workers()[worker];
+    const std::uint64_t end = claimed.chunk + claimed.count;
     // Item and start time first: the parent reads them once `job` names this job.
     me.chunk.store(claimed.chunk, std::memory_order_relaxed);
+    me.chunk_end.store(end, std::memory_order_relaxed);
     me.item.store(chunk_items(arena, job, claimed.chunk).first, std::memory_order_relaxed);
     if (job.timeout_ns != 0) me.item_started.store(monotonic_ns(), std::memory_order_relaxed);
     me.job.store(claimed.job + 1, std::memory_order_release);
-    auto& state = chunk_state_of(arena, job, claimed.chunk);
-    state.store(chunk_running, std::memory_order_relaxed);
+    for (std::uint64_t c = claimed.chunk + 1; c < end; ++c)
+        chunk_state_of(arena, job, c).store(chunk_held, std::memory_order_relaxed);
+    chunk_state_of(arena, job, claimed.chunk).store(chunk_running, std::memory_order_relaxed);
     // The claim is named and marked: a death from here on is on_worker_exit's to report.
     me.claiming.store(0, std::memory_order_release);
-    chunk_context context{arena, ctl, job, me, claimed.chunk, worker};
-    try {
-        resolve<chunk_runner>(job.runner)(context);
-    } catch (...) {
-        record_exception(context, me.item.load(std::memory_order_relaxed));
+    bool listed = false;
+    for (std::uint64_t c = claimed.chunk; c < end; ++c) {
+        auto& state = chunk_state_of(arena, job, c);
+        if (c != claimed.chunk) {
+            pool_fault(pool_point::batch_chunk);
+            me.chunk.store(c, std::memory_order_relaxed);  // a death before the next store: c is held, so lost
+            state.store(chunk_running, std::memory_order_relaxed);
+        }
+        chunk_context context{arena, ctl, job, me, c, worker};
+        try {
+            resolve<chunk_runner>(job.runner)(context);
+        } catch (...) {
+            record_exception(context, me.item.load(std::memory_order_relaxed));
+        }
+        if (c + 1 == end) {
+            listed = may_list && claim_word::exhausted(job.claim.load(std::memory_order_relaxed), claimed.job);
+            if (listed) list_idle(ctl, worker);
+        }
+        state.store(chunk_done, std::memory_order_release);
     }
-    const bool listed = may_list && claim_word::exhausted(job.claim.load(std::memory_order_relaxed), claimed.job);
-    if (listed) list_idle(ctl, worker);
-    state.store(chunk_done, std::memory_order_release);
-    const std::uint32_t position = job.log_tail.fetch_add(1, std::memory_order_relaxed);
-    arena.at<std::atomic<std::uint32_t>>(job.log)[position].store(
-        static_cast<std::uint32_t>(claimed.chunk + 1), std::memory_order_release);
-    const std::uint32_t done = job.chunks_done.fetch_add(1, std::memory_order_seq_cst) + 1;
+    const auto count = static_cast<std::uint32_t>(claimed.count);
+    const std::uint32_t position = job.log_tail.fetch_add(count, std::memory_order_relaxed);
+    auto* log = arena.at<std::atomic<std::uint32_t>>(job.log);
+    for (std::uint32_t i = 0; i < count; ++i)
+        log[position + i].store(static_cast<std::uint32_t>(claimed.chunk + i + 1), std::memory_order_release);
+    const std::uint32_t done = job.chunks_done.fetch_add(count, std::memory_order_seq_cst) + count;
     me.job.store(0, std::memory_order_release);
     if (done >= claim_word::count(job.claim.load(std::memory_order_relaxed)) ||
         job.failed.load(std::memory_order_relaxed) != job_ok ||
@@ -369,20 +387,33 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
     wake_parent(ctl);  // a Pool's constructor may be waiting for every initializer
     if (!ready) return 3;
     std::uint64_t tasks = 0;
-    bool listed = false;  // parked by run_claimed_chunk, before its chunk was seen done
+    bool listed = false;  // parked by run_claimed_chunks, before its chunks were seen done
     bool spin = true;     // not after a sleep that timed out
     std::int64_t spin_budget_ns = ctl.spin_ns;
+    batch_wish wish;
     for (;;) {
         if (ctl.shutdown.load(std::memory_order_acquire) != 0) return 0;
-        // Said before the claim, which nothing names until run_claimed_chunk stores `job`: a
-        // parent that sees this worker die with `claiming` set looks for a chunk lost between.
+        // Said before the claim, which nothing names until run_claimed_chunks stores `job`: a
+        // parent that sees this worker die with `claiming` set looks for chunks lost between.
         me.claiming.store(1, std::memory_order_release);
-        if (auto claimed = claim_chunk(ctl)) {
+        // A worker that recycles after max_tasks_per_child chunks never claims past the last.
+        if (ctl.max_tasks_per_child != 0) wish.size = std::min(wish.size, ctl.max_tasks_per_child - tasks);
+        if (auto claimed = claim_chunk(ctl, wish)) {
             pool_fault(pool_point::chunk_claimed);
             if (listed) unpark(me);  // work after all (another job): busy, not idle
-            const bool last = ++tasks == ctl.max_tasks_per_child;
-            listed = run_claimed_chunk(arena, ctl, worker, *claimed, !last);
+            tasks += claimed->count;
+            const bool last = tasks == ctl.max_tasks_per_child;
+            // Timed only while the job has chunks for a next claim, and never a job with a time
+            // limit: a submit's round trip does not pay for the clock.
+            const bool batchable = claimed->left != 0 && ctl.jobs[claimed->job % max_jobs].timeout_ns == 0;
+            const std::int64_t started = batchable ? monotonic_ns() : 0;
+            listed = run_claimed_chunks(arena, ctl, worker, *claimed, !last);
             if (last) return 0;
+            const auto quick_below = batch_chunk_ns * static_cast<std::int64_t>(claimed->count);
+            if (batchable && monotonic_ns() - started < quick_below)
+                wish = {claimed->job, std::min(batch_max_chunks, 2 * claimed->count)};
+            else
+                wish = {};
             spin = true;
             continue;
         }
