@@ -152,6 +152,20 @@ inline bool running(pid_t pid) {
     return state != 0 && state != 'Z' && state != 'X';
 }
 
+/// True once `pid` and every thread of it ended: its main thread is a zombie (or gone) before its
+/// other threads (a sanitizer's) have closed the descriptors they share, so a test that needs
+/// those closed (a peer's EPIPE) waits for this, not for !running(pid).
+inline bool ended_with_every_thread(pid_t pid) {
+    if (running(pid)) return false;
+    DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+    if (!dir) return true;
+    int threads = 0;
+    while (const dirent* entry = ::readdir(dir))
+        if (entry->d_name[0] != '.') ++threads;
+    ::closedir(dir);
+    return threads <= 1;
+}
+
 /// True when this process has no child left: no zombie of ours to reap, and none running but
 /// the forkserver, which serves the program for its whole life once started.
 inline bool no_children_left() {

@@ -482,8 +482,9 @@ void a_spare_child_takes_the_next_start() {
         std::this_thread::sleep_for(1ms);
     REQUIRE(mproc_test::process_state(server) == 'T');
     REQUIRE(::kill(doomed, SIGKILL) == 0);
-    while (running(doomed) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
-    REQUIRE_FALSE(running(doomed));
+    while (!mproc_test::ended_with_every_thread(doomed) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+    REQUIRE(mproc_test::ended_with_every_thread(doomed));
     mproc::Process after(square, 9);
     {
         mproc_test::ScopedSys sys;
