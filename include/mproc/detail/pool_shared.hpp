@@ -198,7 +198,8 @@ struct batch_wish {
     std::uint64_t size = 1;
 };
 
-/// Claims the next chunk of the oldest job that has one. Never blocks.
+/// Claims the next chunk of the oldest job that has one (of `wish.job`: the next `wish.size`
+/// chunks at most, see batch_max_chunks), in one compare-and-swap. Never blocks.
 [[nodiscard]] inline std::optional<claimed_chunk> claim_chunk(pool_control& ctl, batch_wish wish = {}) noexcept {
     std::uint64_t at = ctl.head.load(std::memory_order_acquire);
     const std::uint64_t posted = ctl.posted.load(std::memory_order_acquire);
