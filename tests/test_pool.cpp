@@ -257,63 +257,6 @@ TEST_CASE("Pool.map.worker_exit_mid_task", "[pool][fault]") {
 }
 
 namespace {
-// One-shot: the first worker to reach the moment dies there (a flag in memory shared with the
-// workers, which are forked after it is set).
-std::atomic<int>* die_at_claim = nullptr;
-void die_at_first_claim(mproc::detail::pool_point point) {
-    if (point == mproc::detail::pool_point::chunk_claimed && die_at_claim->exchange(0) == 1) ::raise(SIGKILL);
-}
-
-/// Installs die_at_first_claim for one scope (fork only: an exec'd worker has its own hook).
-class DieAtFirstClaim {
-public:
-    DieAtFirstClaim() {
-        void* shared = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        REQUIRE(shared != MAP_FAILED);
-        die_at_claim = new (shared) std::atomic<int>(1);
-        mproc::detail::pool_fault_hook = die_at_first_claim;
-    }
-    ~DieAtFirstClaim() {
-        mproc::detail::pool_fault_hook = nullptr;
-        ::munmap(die_at_claim, sizeof(std::atomic<int>));
-    }
-    [[nodiscard]] bool fired() const { return die_at_claim->load() == 0; }
-};
-}  // namespace
-
-// A worker killed after claiming a chunk and before naming it in its slot: nothing says whose
-// chunk it was, yet it is reported (never waited for) and the pool goes on. Made certain by
-// the pool's fault hook; found by kill_from_outside_100_trials below, which hung now and then
-// on a loaded machine.
-TEST_CASE("Pool.worker_killed_between_claim_and_naming_its_chunk", "[pool][fault]") {
-    SECTION("submit") {
-        DieAtFirstClaim hook;
-        mproc::Pool pool(2);
-        auto future = pool.submit(square, 6);
-        REQUIRE(future.wait_for(10s));
-        CHECK(hook.fired());
-        try {
-            (void)future.get();
-            FAIL("no crash reported");
-        } catch (const mproc::ProcessCrashed& e) {
-            CHECK(e.signal() == SIGKILL);
-            CHECK(e.task_index() == 0u);
-        }
-        CHECK(pool.apply(square, 7) == 49);
-        CHECK(pool.processes() == 2);
-    }
-    SECTION("map, while the other worker claims and runs the rest") {
-        DieAtFirstClaim hook;
-        mproc::Pool pool(2);
-        const auto t0 = std::chrono::steady_clock::now();
-        CHECK_THROWS_AS(pool.map(square, iota_vector(200), 1), mproc::ProcessCrashed);  // a hang: ctest's timeout
-        CHECK(std::chrono::steady_clock::now() - t0 < 10s);
-        CHECK(hook.fired());
-        CHECK(pool.map(square, iota_vector(4)) == std::vector<std::int64_t>{0, 1, 4, 9});
-    }
-}
-
-namespace {
 // Counts the workers' claims, and (when armed) kills the first worker that reaches `die_at`: in
 // a page shared with the workers, which are forked after it is set up.
 struct claim_probe {
@@ -355,6 +298,41 @@ std::int64_t spin_50us(std::int64_t x) {
     return x;
 }
 }  // namespace
+
+// A worker killed after claiming a chunk and before naming it in its slot: nothing says whose
+// chunk it was, yet it is reported (never waited for) and the pool goes on. Made certain by
+// the pool's fault hook; found by kill_from_outside_100_trials below, which hung now and then
+// on a loaded machine.
+TEST_CASE("Pool.worker_killed_between_claim_and_naming_its_chunk", "[pool][fault]") {
+    SECTION("submit") {
+        ClaimProbe hook;
+        hook.kill_first_at(mproc::detail::pool_point::chunk_claimed);
+        mproc::Pool pool(2);
+        auto future = pool.submit(square, 6);
+        REQUIRE(future.wait_for(10s));
+        CHECK(hook.fired());
+        try {
+            (void)future.get();
+            FAIL("no crash reported");
+        } catch (const mproc::ProcessCrashed& e) {
+            CHECK(e.signal() == SIGKILL);
+            CHECK(e.task_index() == 0u);
+        }
+        CHECK(pool.apply(square, 7) == 49);
+        CHECK(pool.processes() == 2);
+    }
+    SECTION("map, while the other worker claims and runs the rest") {
+        ClaimProbe hook;
+        hook.kill_first_at(mproc::detail::pool_point::chunk_claimed);
+        mproc::Pool pool(2);
+        const auto t0 = std::chrono::steady_clock::now();
+        CHECK_THROWS_AS(pool.map(square, iota_vector(200), 1), mproc::ProcessCrashed);  // a hang: ctest's timeout
+        CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+        CHECK(hook.fired());
+        CHECK(pool.map(square, iota_vector(4)) == std::vector<std::int64_t>{0, 1, 4, 9});
+    }
+}
+
 
 // chunksize=1 over tiny tasks: the chunks stay one item each (order, results and errors per
 // item), but a worker claims them in batches, so the shared claim word is not taken 20,000
