@@ -13,10 +13,12 @@
 //             producers move `reclaim` over every freed record in order, in batches
 //
 // Batches (put_many, get_many): a producer claims the records of up to batch_max messages one
-// after the other, each by the same CAS naming it and each spanned before the next is claimed,
-// then moves the tail once past them all; it writes them all, then publishes them in order and
-// wakes consumers once. A consumer claims the ready records behind the one at the head the same
-// way, then moves the head once. Nothing new is needed for a death: records of a batch are
+// after the other, the first by the CAS above and the others, which no one else can reach while
+// the tail is still at the first, by a store naming it, each spanned before the next is claimed
+// and one full barrier after the last; then it moves the tail once past them all, writes them
+// all, publishes them in order and wakes consumers once. A consumer claims the ready records
+// behind the one at the head the same way, then moves the head once: two locked instructions
+// a batch. Nothing new is needed for a death: records of a batch are
 // records, each naming its holder, so a dead one's are dropped one by one as above; only the
 // batch's last claimed record can lack its span (taken for one cell, which is all that was
 // claimed of it), and a consumer's death drops only records it claimed.
@@ -297,6 +299,11 @@ private:
     /// Drops every record taken by a consumer that died holding it (join() needs them done, and
     /// a put that found the spill window full their blocks). Returns how many it dropped.
     std::uint64_t drop_dead_readers();
+
+    /// A full barrier (a seq_cst read-modify-write that changes nothing) after a batch claimed
+    /// by stores, `last` being its last record: pairs with a sleeper's count-in as a claim's
+    /// CAS does. (Not atomic_thread_fence, which ThreadSanitizer does not model.)
+    static void full_barrier_after(queue_slot& last) noexcept { (void)last.state.fetch_add(0, std::memory_order_seq_cst); }
 
     /// Whether position `pos` is at or past `target` (positions wrap at 2^40).
     static bool reached(std::uint64_t pos, std::uint64_t target) noexcept {

@@ -60,17 +60,20 @@ std::size_t queue_ring::take(queue_slot& s, std::uint64_t pos, std::uint64_t hea
     std::uint64_t end = qadd(pos, span_cells(records[0].span));
     std::size_t count = 1;
     // The batch: the records ready right behind, each claimed (and so named) before the head
-    // moves past them all at once. A record published this lap sits below the tail.
+    // moves past them all at once. A record published this lap sits below the tail. While the
+    // head is ours no other consumer reaches them, their producers are done with them and a
+    // drop takes only records being written or read: a store claims each (see claim_more for
+    // why not a CAS), and one full barrier after the last stands for the CASes' barriers.
     for (const std::size_t limit = std::min(max, batch_max); count < limit; ++count) {
         queue_slot& next = m.slot(end);
         const std::uint64_t next_state = next.state.load(std::memory_order_acquire);
-        if (qpos(next_state) != end || status_of(next_state) != slot_status::ready ||
-            !claim_ready(next, end, next_state, me))
-            break;
+        if (qpos(next_state) != end || status_of(next_state) != slot_status::ready) break;
+        next.state.store(slot_state(end, slot_status::reading, in_slot_of(next_state) | me), std::memory_order_release);
         queue_fault(queue_point::get_many_claimed);
         records[count] = hold(next, end, next_state);
         end = qadd(end, span_cells(records[count].span));
     }
+    if (count > 1) full_barrier_after(*records[count - 1].slot);
     const bool putters_sleep = c.put_waiters.load(std::memory_order_seq_cst) != 0;
     queue_fault(queue_point::get_claimed);
     c.head.store(qpack(end, qlow(head) + count), std::memory_order_release);

@@ -106,9 +106,11 @@ inline std::size_t queue_ring::claim(std::span<const std::uint64_t> lengths, cla
             out[0] = claimed{&s, pos, to, in_slot ? queue_in_slot | static_cast<std::uint32_t>(length) : 0, getters_sleep};
             std::uint64_t end = qadd(pos, cells);
             const std::size_t count = spilled ? 1 : claim_more(lengths, out, tail, end, me);
-            // Read again after the batch's last claim (a full barrier as the first one was): a
-            // consumer that came to sleep on a record of the batch meanwhile is seen.
+            // Read again after the batch's last claim, behind a full barrier (as the first
+            // claim's CAS was): a consumer that came to sleep on a record of the batch meanwhile
+            // is seen.
             if (count > 1) {
+                full_barrier_after(*out[count - 1].slot);
                 const bool sleeping = c.get_waiters.load(std::memory_order_seq_cst) != 0;
                 for (std::size_t i = 0; i < count; ++i) out[i].getters_sleep = sleeping;
             }
@@ -168,14 +170,15 @@ inline std::size_t queue_ring::claim_more(std::span<const std::uint64_t> lengths
         // A spilled message goes in a claim of its own: its block may have to be waited for.
         if (next.spilled || ((qadd(end, next.cells) - reclaim) & queue_pos_mask) > m.cells()) break;
         queue_slot& s = m.slot(end);
-        std::uint64_t state = s.state.load(std::memory_order_acquire);
         // Free this lap: reclaimed, so no one but a producer at the tail claims it, and the tail
-        // is still ours. (A failed check or CAS cannot happen then; stopping is always safe.)
+        // is still ours. (A failed check cannot happen then; stopping is always safe.) So a
+        // store claims it: no one else writes this state until the tail passes it, and a CAS
+        // here would stall on each line the consumers just freed, one after the other (half
+        // of a batch's time on 2 cores). The caller's barrier after the batch stands for the
+        // full barrier a CAS was.
+        if (!before(qpos(s.state.load(std::memory_order_acquire)), end)) break;
         const std::uint32_t flag = next.in_slot ? queue_in_slot : 0;
-        if (!before(qpos(state), end) ||
-            !s.state.compare_exchange_strong(state, slot_state(end, slot_status::writing, flag | me),
-                                             std::memory_order_seq_cst))
-            break;
+        s.state.store(slot_state(end, slot_status::writing, flag | me), std::memory_order_release);
         queue_fault(queue_point::put_many_claimed);
         std::byte* to = reinterpret_cast<std::byte*>(&s.word);
         if (!next.in_slot) {
