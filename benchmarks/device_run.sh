@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every figure issue 14 asks of a many-core machine from a bundle made by
+# scripts/device-bundle.sh, on a machine with no toolchain or packages, in one call:
+#   bash benchmarks/device_run.sh BUNDLE OUT [--quick]
+# OUT gets machine.txt, scaling/ (scaling.sh's CSV, its table, the SVG when python3 is there)
+# and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3).
+# --quick: small sizes, to try the bundle out in a minute.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: device_run.sh BUNDLE OUT [--quick]" >&2; exit 2; }
+bundle=$(cd "$1" && pwd) out=$2 quick=${3:-}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+start=$(date +%s)
+step() { echo "== [$(( $(date +%s) - start )) s] $*"; }
+
+# Where the machine's glibc is older than the one the bundle was built with, its own loader and
+# C library run the programs: a wrapper per program (they only fork, never exec themselves).
+bin=$bundle
+if ! "$bundle/bench_queue" --benchmark_list_tests >/dev/null 2>"$out/loader.txt"; then
+    cat "$out/loader.txt"
+    bin=$(mktemp -d)
+    for p in scaling bench_pool bench_queue bench_process; do
+        printf '#!/bin/sh\nexec "%s/glibc/ld-linux-x86-64.so.2" --library-path "%s/lib:%s/glibc" "%s/%s" "$@"\n' \
+            "$bundle" "$bundle" "$bundle" "$bundle" "$p" >"$bin/$p"
+        chmod +x "$bin/$p"
+    done
+    "$bin/bench_queue" --benchmark_list_tests >/dev/null || { echo "device_run: the bundle does not run here"; exit 1; }
+    echo "device_run: running through the bundle's own glibc"
+fi
+
+{
+    echo "date: $(date -u)"
+    uname -a
+    echo "cores: $(nproc)"
+    grep -m1 'model name' /proc/cpuinfo
+    command -v lscpu >/dev/null && lscpu
+    echo "load: $(cat /proc/loadavg)"
+} >"$out/machine.txt" 2>&1
+cat "$out/machine.txt" | head -4
+
+reps=3 primes=10000000 py_primes=2000000 min_time=0.5
+[ "$quick" = --quick ] && reps=1 primes=200000 py_primes=20000 min_time=0.05
+step "scaling.sh"
+mkdir -p "$out/scaling"
+bash benchmarks/scaling.sh --bin "$bin/scaling" --out "$out/scaling" --reps "$reps" --primes "$primes" \
+    --python-primes "$py_primes" 2>&1 | tee "$out/scaling/table.txt"
+
+gbench() {  # program, filter: medians of 3 into OUT/program.json, the medians printed
+    step "$1 $2"
+    MPROC_BENCH_PRIMES=$primes "$bin/$1" --benchmark_filter="$2" --benchmark_repetitions=3 \
+        --benchmark_report_aggregates_only=true --benchmark_min_time="$min_time" \
+        --benchmark_out="$out/$1.json" --benchmark_out_format=json 2>&1 | grep -E 'median|ERROR|error' || true
+}
+gbench bench_pool 'SubmitGet|Raw_Futex|Chunksize1|TinyMap|Primes|ColdPool|Factorials'
+gbench bench_queue '.'
+gbench bench_process '.'
+step "done"
