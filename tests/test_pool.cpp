@@ -1,5 +1,6 @@
 #include "support.hpp"
 
+#include <mproc/fork_map.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/pool_like.hpp>
@@ -359,6 +360,46 @@ TEST_CASE("Pool.map.tiny_chunks_are_claimed_in_batches_long_ones_one_by_one", "[
     CHECK(probe.take_claims() == 2'000);
 }
 
+namespace {
+std::atomic<int>* tasks_finished = nullptr;  // in a page the workers share with the parent
+}  // namespace
+
+// MapOptions::batch_quick_tasks = false: tasks that wait for later tasks of the same call. Task
+// 100 waits until the 199 others are done; the others are tiny, so with batches a worker would
+// claim task 100 with tasks after it, which would then wait behind it (it gives up after 10 s).
+// Unbatched, every chunk is claimed alone: the other worker runs the rest meanwhile.
+TEST_CASE("Pool.map.unbatched_tasks_may_wait_for_later_ones", "[pool]") {
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+    tasks_finished = ::new (page) std::atomic<int>(0);
+    ClaimProbe probe;
+    mproc::Pool pool(2);  // forked now: the workers see the page
+    mproc::MapOptions unbatched;
+    unbatched.chunksize = 1;
+    unbatched.batch_quick_tasks = false;
+    const auto waits_for_the_others = [](int x) {
+        if (x != 100) {
+            tasks_finished->fetch_add(1);
+            return true;
+        }
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (tasks_finished->load() < 199 && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(100us);
+        return tasks_finished->load() == 199;
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto out = pool.map(waits_for_the_others, std::views::iota(0, 200), unbatched);
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK(std::count(out.begin(), out.end(), true) == 200);
+    CHECK(probe.take_claims() == 200);
+    tasks_finished->store(0);
+    for (int x : pool.imap_unordered(waits_for_the_others, std::views::iota(0, 200), unbatched)) CHECK(x);
+    CHECK(probe.take_claims() == 200);
+    // fork_map takes the same option (its workers are forked inside the call, with the probe).
+    CHECK(mproc::fork_map([](std::int64_t x) { return x; }, iota_vector(500), {}, unbatched) == iota_vector(500));
+    CHECK(probe.take_claims() == 500);
+    ::munmap(page, 4096);
+}
+
 // A worker killed between two chunks of its batch: the chunk it would have started and the rest
 // of its batch were never run, so the map fails there (never waits for them), in order for imap,
 // and the pool goes on with a replacement.
@@ -463,10 +504,6 @@ TEST_CASE("Pool.imap.ordered_then_error", "[pool]") {
     }
     CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
 }
-
-namespace {
-std::atomic<int>* tasks_finished = nullptr;  // in a page the workers share with the parent
-}  // namespace
 
 // Fork only: the tasks count themselves in a page the workers inherit (a fresh program by exec
 // has no such page; what differs between methods, the start, is covered by the tests above).

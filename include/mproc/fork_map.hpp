@@ -54,6 +54,7 @@ template <class F, std::ranges::random_access_range Range>
     Context context{f, inputs};
     const std::uint64_t seq = core->begin_job(detail::identify(&detail::run_fork_chunk<Context, R>), {}, n, call.chunksize);
     core->job(seq).context = reinterpret_cast<std::uint64_t>(&context);
+    core->job(seq).unbatched = call.batch_quick_tasks ? 0 : 1;
     detail::lay_out_outputs<R>(*core, seq);
     core->publish(seq);
     core->start_workers();  // forked now: they see `context` and everything it refers to

@@ -76,6 +76,7 @@ auto post_map(const std::shared_ptr<pool_core>& core, const Fn& fn, const Range&
     const std::uint64_t seq = core->begin_job(identify(&run_map_chunk<Fn, In, R, Star, input_layout_v<Range, In>>),
                                               function_identity(fn), n, options.chunksize);
     if (options.task_timeout.count() != 0) core->job(seq).timeout_ns = options.task_timeout.count();
+    core->job(seq).unbatched = options.batch_quick_tasks ? 0 : 1;
     core->record(seq).index_base = base;
     try {
         lay_out_inputs<In>(*core, seq, inputs);

@@ -261,6 +261,7 @@ inline std::uint64_t pool_core::begin_job(function_id runner, function_id fn, st
     j.runner = runner;
     j.fn = fn;
     j.timeout_ns = options_.task_timeout.count();
+    j.unbatched = 0;
     j.context = 0;
     j.items = items;
     j.chunk_size = chunk_size;

@@ -85,6 +85,7 @@ struct alignas(64) job_slot {
     std::uint64_t states = 0;    // std::atomic<std::uint32_t> per chunk (chunk_state)
     std::uint64_t log = 0;       // std::atomic<std::uint32_t> per chunk: 1 + chunks in completion order
     std::int64_t timeout_ns = 0; // per-task time limit, 0 for none
+    std::uint32_t unbatched = 0; // 1: never claimed in batches (MapOptions::batch_quick_tasks)
     std::uint64_t context = 0;   // fork_map only: the address of the call's state in the parent,
                                  // valid in its workers because they are forked after it exists
     // The first error, valid once failed == job_error_ready:

@@ -404,8 +404,10 @@ inline int worker_main(shared_arena& arena, pool_control& ctl, unsigned worker,
             tasks += claimed->count;
             const bool last = tasks == ctl.max_tasks_per_child;
             // Timed only while the job has chunks for a next claim, and never a job with a time
-            // limit: a submit's round trip does not pay for the clock.
-            const bool batchable = claimed->left != 0 && ctl.jobs[claimed->job % max_jobs].timeout_ns == 0;
+            // limit or one its caller wants unbatched: a submit's round trip does not pay for
+            // the clock.
+            const job_slot& job = ctl.jobs[claimed->job % max_jobs];
+            const bool batchable = claimed->left != 0 && job.timeout_ns == 0 && job.unbatched == 0;
             const std::int64_t started = batchable ? monotonic_ns() : 0;
             listed = run_claimed_chunks(arena, ctl, worker, *claimed, !last);
             if (last) return 0;
