@@ -109,11 +109,11 @@ struct MapOptions {
     /// at least 256 items and at most 65,536).
     std::size_t lookahead = 0;
     /// A worker whose chunks of this call end in under 4 us each claims the next ones in
-    /// batches (2, 4, ... up to 64 chunks in one claim), which is most of what a tiny task
-    /// saves: a chunksize=1 map of tiny tasks costs ~20 ns a task instead of ~240 on 2 cores. A
-    /// batch runs in order on its worker, so a task claimed behind one that turns slow waits
-    /// for it. false: each worker takes one chunk at a time, as Python's pool does; for tasks
-    /// that wait for other tasks of the same call.
+    /// batches (2, 4, ... up to 64 chunks in one claim instead of one claim each): a
+    /// chunksize=1 map of tiny tasks costs ~20 ns a task instead of ~240 on 2 cores. A batch
+    /// runs in order on its worker, so a task claimed behind one that turns slow waits for it.
+    /// false: each worker takes one chunk at a time, as Python's pool does; for tasks that wait
+    /// for other tasks of the same call.
     bool batch_quick_tasks = true;
 };
 

@@ -18,10 +18,10 @@
 // and one full barrier after the last; then it moves the tail once past them all, writes them
 // all, publishes them in order and wakes consumers once. A consumer claims the ready records
 // behind the one at the head the same way, then moves the head once: two locked instructions
-// a batch. Nothing new is needed for a death: records of a batch are
-// records, each naming its holder, so a dead one's are dropped one by one as above; only the
-// batch's last claimed record can lack its span (taken for one cell, which is all that was
-// claimed of it), and a consumer's death drops only records it claimed.
+// a batch. Nothing new is needed for a death: records of a batch are records, each naming its
+// holder, so a dead one's are dropped one by one as above; only the batch's last claimed
+// record can lack its span (taken for one cell, which is all that was claimed of it), and a
+// consumer's death drops only records it claimed.
 //
 // A message of up to 8 bytes is kept in slot.word itself and its state says so (in-slot: one
 // cell, no span); a longer one has a 16-byte header (length, spill block) in its first cell.
