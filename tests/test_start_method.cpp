@@ -307,6 +307,34 @@ TEST_CASE("StartMethod.process.executable_changed_on_disk", "[start_method]") {
     std::filesystem::remove(copy);
 }
 
+// A forkserver that ends before it says hello (here the program exec runs is /bin/true, as when
+// the executable cannot run as a server) is reported at once, never waited on: the caller must
+// not hold the server's ends of the sockets itself. Then the next start makes a new server. In a
+// forked child, whose forkserver connection is its own.
+TEST_CASE("StartMethod.forkserver.server_gone_before_hello_is_reported", "[start_method][fault]") {
+    mproc::Process<int> child([] {
+        ImageRestorer restore;
+        mproc::detail::record_image(restore.saved.argv0.c_str(), "/bin/true");
+        int outcome = 0;
+        try {
+            mproc::Process p(square, 4);
+            p.start(mproc::forkserver);
+            outcome = 1;  // started, which it cannot have
+        } catch (const mproc::EndOfStream&) {
+            outcome = 2;
+        }
+        mproc::detail::image() = restore.saved;
+        mproc::Process again(square, 5);
+        again.start(mproc::forkserver);
+        return again.result() == 25 ? outcome : 3;
+    });
+    child.start();
+    const bool ended = child.join(30s);
+    if (!ended) child.kill();
+    REQUIRE(ended);
+    CHECK(child.result() == 2);
+}
+
 TEST_CASE("StartMethod.process.threads_holding_a_lock", "[start_method]") {
     BusyThreads busy;
     SECTION("fork: the child inherits the lock held by another thread and hangs") {

@@ -910,6 +910,10 @@ private:
         auto statuses = seqpacket_pair();
         const char* role = forkserver_sends_statuses_for_tests ? "forkserver-statuses" : "forkserver";
         server_ = child_handle(spawn_self(role, {requests.second.get(), statuses.second.get()}));
+        // The server's ends are its own now: a copy kept here would keep the hello's read below
+        // from ever seeing the end of a server that died before saying it.
+        requests.second.reset();
+        statuses.second.reset();
         owner_ = current_pid();
         requests_ = std::move(requests.first);
         statuses_ = std::move(statuses.first);
