@@ -511,13 +511,16 @@ TEST_CASE("Pool.imap.error_after_later_results_are_done", "[pool]") {
     // Task 5 (in chunk [4, 6)) fails late, after the other worker has finished every task after
     // it (task 5 waits until the other 49 have counted themselves done, then 200 ms for the last
     // chunk to be published): the ordered reader still gets 0..4 and then the error, never the
-    // later results; the unordered one gets every other result once, and never a 5. The other
-    // tasks take 100 us each, so that no worker claims chunks in batches (a batch with chunk
-    // [4, 6) in it would hold tasks 6, 7 behind task 5, which waits for them).
+    // later results; the unordered one gets every other result once, and never a 5. Unbatched
+    // (MapOptions::batch_quick_tasks): a batch with chunk [4, 6) in it would hold tasks 6, 7
+    // behind task 5, which waits for them.
     void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(page != MAP_FAILED);
     tasks_finished = ::new (page) std::atomic<int>(0);
     mproc::Pool pool(2);  // forked now: the workers see the page
+    mproc::MapOptions pairs_one_at_a_time;
+    pairs_one_at_a_time.chunksize = 2;
+    pairs_one_at_a_time.batch_quick_tasks = false;
     for (bool unordered : {false, true}) {
         tasks_finished->store(0);
         std::vector<int> seen;
@@ -529,15 +532,14 @@ TEST_CASE("Pool.imap.error_after_later_results_are_done", "[pool]") {
                 std::this_thread::sleep_for(200ms);
                 throw std::runtime_error("five");
             }
-            std::this_thread::sleep_for(100us);
             tasks_finished->fetch_add(1);
             return x;
         };
         try {
             if (unordered) {
-                for (int x : pool.imap_unordered(slow_five, std::views::iota(0, 50), 2)) seen.push_back(x);
+                for (int x : pool.imap_unordered(slow_five, std::views::iota(0, 50), pairs_one_at_a_time)) seen.push_back(x);
             } else {
-                for (int x : pool.imap(slow_five, std::views::iota(0, 50), 2)) seen.push_back(x);
+                for (int x : pool.imap(slow_five, std::views::iota(0, 50), pairs_one_at_a_time)) seen.push_back(x);
             }
             FAIL("imap did not throw");
         } catch (const mproc::RemoteError& e) {
