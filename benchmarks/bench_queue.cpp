@@ -2,6 +2,7 @@
 //   - a hand-written lock-free SPSC ring of 8-byte slots (the floor of what shared memory costs)
 //   - Boost.Interprocess message_queue (when Boost is found; its /dev/shm names are removed)
 //   - a single-thread 1 MiB memcpy (for the 1 MiB workload)
+//   - bare MPMC rings claiming by ticket or by CAS on the cursor (the other designs weighed)
 // Goals: SPSC 8-byte >= 3x Boost; 1 MiB >= 1.2x Boost and >= 0.3x memcpy; 4x4 MPMC beside Boost.
 //   ./bench_queue --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Each iteration sends a batch and waits until the consumers have received all of it, so the
@@ -16,6 +17,7 @@
 #include <boost/interprocess/ipc/message_queue.hpp>
 #endif
 
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -253,6 +255,112 @@ void Mproc_queue_mpmc_4x4_8B_batch16(benchmark::State& state) {
     mpmc(state, 1 << 20, std::ref(send), [&] { return q.get_many(batch_size).size(); });
 }
 BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---- claim protocols, bare: issue 14's candidates for an MPMC queue that scales with cores ----
+// No crash safety, no close, no sizes: 8-byte messages in 64-byte slots, each with a turn word
+// (2 x lap: free for that lap's producer; 2 x lap + 1: ready for its consumer). A side claims
+// either with a ticket (fetch_add on its cursor, then it waits for its own slot's turn: no
+// claim ever fails, but that slot waits for this very process) or by a CAS on the cursor once
+// the slot there has its turn (Vyukov's: whoever runs takes what is there). mproc's queue does
+// neither: a CAS on the slot names the claimer (so a dead one is found), then a store moves the
+// cursor. These rows put the three side by side in one binary, on whatever machine it runs.
+// Waiting as mproc's does: polls spaced out, spin ~10 us, yield ~50 us, then a futex sleep on
+// the slot's turn word (sliced: a cursor that moves does not wake it).
+enum class claim_by { ticket, cursor_cas };
+
+template <claim_by Put, claim_by Get>
+struct bare_mpmc_ring {
+    static constexpr std::uint64_t slots = 1 << 16;
+    struct alignas(64) slot {
+        mproc::detail::futex_word turn{0};
+        std::int64_t value = 0;
+    };
+    alignas(64) std::atomic<std::uint64_t> tail{0};
+    alignas(64) std::atomic<std::uint64_t> head{0};
+    alignas(64) mproc::detail::futex_word sleepers{0};
+    slot ring[slots];
+
+    void put(std::int64_t v) {
+        const std::uint64_t t = claim<Put>(tail, 0);
+        ring[t % slots].value = v;
+        pass(ring[t % slots], turn_of(t, 1));
+    }
+    std::int64_t get() {
+        const std::uint64_t t = claim<Get>(head, 1);
+        const std::int64_t v = ring[t % slots].value;
+        pass(ring[t % slots], turn_of(t, 2));
+        return v;
+    }
+
+private:
+    static std::uint32_t turn_of(std::uint64_t ticket, std::uint32_t step) {
+        return static_cast<std::uint32_t>(ticket / slots * 2 + step);
+    }
+    template <claim_by How>
+    std::uint64_t claim(std::atomic<std::uint64_t>& cursor, std::uint32_t step) {
+        if constexpr (How == claim_by::ticket) {
+            const std::uint64_t t = cursor.fetch_add(1, std::memory_order_seq_cst);
+            slot& s = ring[t % slots];
+            wait_for(s, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
+            return t;
+        } else {
+            for (;;) {
+                std::uint64_t t = cursor.load(std::memory_order_acquire);
+                slot& s = ring[t % slots];
+                const std::uint32_t seen = s.turn.load(std::memory_order_acquire);
+                if (seen == turn_of(t, step)) {
+                    if (cursor.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) return t;
+                    continue;
+                }
+                if (seen != turn_of(t, step - 1)) continue;  // the cursor we read is stale
+                wait_for(s, [&] {
+                    return s.turn.load(std::memory_order_acquire) != seen || cursor.load(std::memory_order_relaxed) != t;
+                });
+            }
+        }
+    }
+    template <class Ready>
+    void wait_for(slot& s, Ready ready) {
+        for (int gap = 4; gap <= 64; gap *= 2) {
+            if (ready()) return;
+            for (int i = 0; i < gap; ++i) mproc::detail::cpu_relax();
+        }
+        const auto start = std::chrono::steady_clock::now();
+        for (auto now = start; now - start < std::chrono::microseconds(60); now = std::chrono::steady_clock::now()) {
+            if (ready()) return;
+            if (now - start < std::chrono::microseconds(10)) {
+                for (int i = 0; i < 64; ++i) mproc::detail::cpu_relax();
+            } else {
+                ::sched_yield();
+            }
+        }
+        while (!ready()) {
+            sleepers.fetch_add(1, std::memory_order_seq_cst);
+            const std::uint32_t seen = s.turn.load(std::memory_order_seq_cst);
+            if (!ready())
+                (void)mproc::detail::futex_wait(s.turn, seen, mproc::detail::Deadline::after(std::chrono::milliseconds(1)));
+            sleepers.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+    void pass(slot& s, std::uint32_t turn) {
+        s.turn.store(turn, std::memory_order_seq_cst);
+        if (sleepers.load(std::memory_order_seq_cst) != 0) mproc::detail::futex_wake(s.turn);
+    }
+};
+
+template <claim_by Put, claim_by Get>
+void bare_mpmc(benchmark::State& state) {
+    using ring = bare_mpmc_ring<Put, Get>;
+    mproc::detail::shared_mapping memory(sizeof(ring));
+    auto* r = new (memory.data()) ring;
+    mpmc(state, 1 << 20, [&](std::int64_t v) { r->put(v); }, [&] { benchmark::DoNotOptimize(r->get()); });
+}
+void Bare_ticket_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::ticket, claim_by::ticket>(state); }
+BENCHMARK(Bare_ticket_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
+void Bare_cursor_cas_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::cursor_cas, claim_by::cursor_cas>(state); }
+BENCHMARK(Bare_cursor_cas_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
+void Bare_ticket_put_cas_get_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::ticket, claim_by::cursor_cas>(state); }
+BENCHMARK(Bare_ticket_put_cas_get_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 #ifdef MPROC_HAVE_BOOST
 namespace bip = boost::interprocess;
