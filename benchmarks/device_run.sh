@@ -3,7 +3,9 @@
 # scripts/device-bundle.sh, on a machine with no toolchain or packages, in one call:
 #   bash benchmarks/device_run.sh BUNDLE OUT [--quick]
 # OUT gets machine.txt, scaling/ (scaling.sh's CSV, its table, the SVG when python3 is there)
-# and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3).
+# and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3),
+# then the 4x4 queue rows (mproc's queue, the bare ticket and CAS rings, Boost) again on 4 and 8
+# cores (bench_queue_4cores.json ...): where each claim protocol stops scaling.
 # --quick: small sizes, to try the bundle out in a minute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,13 +51,21 @@ mkdir -p "$out/scaling"
 bash benchmarks/scaling.sh --bin "$bin/scaling" --out "$out/scaling" --reps "$reps" --primes "$primes" \
     --python-primes "$py_primes" 2>&1 | tee "$out/scaling/table.txt"
 
-gbench() {  # program, filter: medians of 3 into OUT/program.json, the medians printed
-    step "$1 $2"
-    MPROC_BENCH_PRIMES=$primes "$bin/$1" --benchmark_filter="$2" --benchmark_repetitions=3 \
+gbench() {  # program, filter[, output name, command before it]: medians of 3 into OUT/name.json
+    local program=$1 filter=$2 name=${3:-$1}
+    shift $(( $# < 3 ? $# : 3 ))
+    step "$name $filter"
+    MPROC_BENCH_PRIMES=$primes "$@" "$bin/$program" --benchmark_filter="$filter" --benchmark_repetitions=3 \
         --benchmark_report_aggregates_only=true --benchmark_min_time="$min_time" \
-        --benchmark_out="$out/$1.json" --benchmark_out_format=json 2>&1 | grep -E 'median|ERROR|error' || true
+        --benchmark_out="$out/$name.json" --benchmark_out_format=json 2>&1 | grep -E 'median|ERROR|error' || true
 }
 gbench bench_pool 'SubmitGet|Raw_Futex|Chunksize1|TinyMap|Primes|ColdPool|Factorials'
 gbench bench_queue '.'
 gbench bench_process "$process_rows"
+cores=$(nproc)
+for k in 4 8; do
+    [ "$k" -lt "$cores" ] || continue
+    command -v taskset >/dev/null || { echo "device_run: no taskset, so no per-core-count queue rows"; break; }
+    gbench bench_queue 'mpmc_4x4_8B/' "bench_queue_${k}cores" taskset -c "0-$((k - 1))"
+done
 step "done"
