@@ -277,18 +277,21 @@ struct bare_mpmc_ring {
     };
     alignas(64) std::atomic<std::uint64_t> tail{0};
     alignas(64) std::atomic<std::uint64_t> head{0};
-    alignas(64) mproc::detail::futex_word sleepers{0};
+    struct alignas(64) count {
+        mproc::detail::futex_word value{0};
+    };
+    count sleeping[2];  // [0]: producers waiting for a free slot, [1]: consumers for a ready one
     slot ring[slots];
 
     void put(std::int64_t v) {
         const std::uint64_t t = claim<Put>(tail, 0);
         ring[t % slots].value = v;
-        pass(ring[t % slots], turn_of(t, 1));
+        pass(ring[t % slots], turn_of(t, 1), sleeping[1].value);
     }
     std::int64_t get() {
         const std::uint64_t t = claim<Get>(head, 1);
         const std::int64_t v = ring[t % slots].value;
-        pass(ring[t % slots], turn_of(t, 2));
+        pass(ring[t % slots], turn_of(t, 2), sleeping[0].value);
         return v;
     }
 
@@ -301,7 +304,7 @@ private:
         if constexpr (How == claim_by::ticket) {
             const std::uint64_t t = cursor.fetch_add(1, std::memory_order_seq_cst);
             slot& s = ring[t % slots];
-            wait_for(s, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
+            wait_for(s, sleeping[step].value, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
             return t;
         } else {
             for (;;) {
@@ -313,14 +316,14 @@ private:
                     continue;
                 }
                 if (seen != turn_of(t, step - 1)) continue;  // the cursor we read is stale
-                wait_for(s, [&] {
+                wait_for(s, sleeping[step].value, [&] {
                     return s.turn.load(std::memory_order_acquire) != seen || cursor.load(std::memory_order_relaxed) != t;
                 });
             }
         }
     }
     template <class Ready>
-    void wait_for(slot& s, Ready ready) {
+    void wait_for(slot& s, mproc::detail::futex_word& sleepers, Ready ready) {
         for (int gap = 4; gap <= 64; gap *= 2) {
             if (ready()) return;
             for (int i = 0; i < gap; ++i) mproc::detail::cpu_relax();
@@ -342,7 +345,7 @@ private:
             sleepers.fetch_sub(1, std::memory_order_relaxed);
         }
     }
-    void pass(slot& s, std::uint32_t turn) {
+    void pass(slot& s, std::uint32_t turn, mproc::detail::futex_word& sleepers) {
         s.turn.store(turn, std::memory_order_seq_cst);
         if (sleepers.load(std::memory_order_seq_cst) != 0) mproc::detail::futex_wake(s.turn);
     }
