@@ -2,7 +2,7 @@
 //   - a hand-written lock-free SPSC ring of 8-byte slots (the floor of what shared memory costs)
 //   - Boost.Interprocess message_queue (when Boost is found; its /dev/shm names are removed)
 //   - a single-thread 1 MiB memcpy (for the 1 MiB workload)
-//   - bare MPMC rings claiming by ticket or by CAS on the cursor (the other designs weighed)
+//   - bare MPMC rings claiming by ticket, by CAS on the cursor or, as the queue, on the slot
 // Goals: SPSC 8-byte >= 3x Boost; 1 MiB >= 1.2x Boost and >= 0.3x memcpy; 4x4 MPMC beside Boost.
 //   ./bench_queue --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Each iteration sends a batch and waits until the consumers have received all of it, so the
@@ -257,21 +257,26 @@ void Mproc_queue_mpmc_4x4_8B_batch16(benchmark::State& state) {
 BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ---- claim protocols, bare: issue 14's candidates for an MPMC queue that scales with cores ----
-// No crash safety, no close, no sizes: 8-byte messages in 64-byte slots, each with a turn word
-// (2 x lap: free for that lap's producer; 2 x lap + 1: ready for its consumer). A side claims
-// either with a ticket (fetch_add on its cursor, then it waits for its own slot's turn: no
-// claim ever fails, but that slot waits for this very process) or by a CAS on the cursor once
-// the slot there has its turn (Vyukov's: whoever runs takes what is there). mproc's queue does
-// neither: a CAS on the slot names the claimer (so a dead one is found), then a store moves the
-// cursor. These rows put the three side by side in one binary, on whatever machine it runs.
-// Waiting as mproc's does: polls spaced out, spin ~10 us, yield ~50 us, then a futex sleep on
-// the slot's turn word (sliced: a cursor that moves does not wake it).
-enum class claim_by { ticket, cursor_cas };
+// No crash safety, no close, no sizes: 8-byte messages in slots with a turn word (4 x lap: free
+// for that lap's producer, + 1 claimed by it, + 2 ready, + 3 claimed by a consumer), 64 bytes
+// each as in the prototypes the issue measured, 16 for the queue's own protocol as the queue
+// lays them out (on 2 cores the slot size moved no row). A side claims in one of three ways:
+//   ticket:     fetch_add on its cursor, then it waits for its own slot's turn: no claim ever
+//               fails, but that slot waits for this very process;
+//   cursor_cas: a CAS on the cursor once the slot there has its turn (Vyukov's): whoever runs
+//               takes what is there;
+//   slot_cas:   a CAS on the slot's turn, then a store moves the cursor: the queue's own protocol
+//               (its slot CAS also names the claimer, so that a dead one is found), stripped
+//               down; the others wait for that store, producers spinning a little first.
+// So the rows tell the protocols apart, and the slot_cas row tells the bare harness from the
+// queue. Waiting as the queue does: polls spaced out, spin ~10 us, yield ~50 us, then a futex
+// sleep on the slot's turn word (sliced: a cursor that moves does not wake it).
+enum class claim_by { ticket, cursor_cas, slot_cas };
 
-template <claim_by Put, claim_by Get>
+template <claim_by Put, claim_by Get, std::size_t SlotBytes>
 struct bare_mpmc_ring {
     static constexpr std::uint64_t slots = 1 << 16;
-    struct alignas(64) slot {
+    struct alignas(SlotBytes) slot {
         mproc::detail::futex_word turn{0};
         std::int64_t value = 0;
     };
@@ -284,42 +289,52 @@ struct bare_mpmc_ring {
     slot ring[slots];
 
     void put(std::int64_t v) {
-        const std::uint64_t t = claim<Put>(tail, 0);
+        const std::uint64_t t = claim<Put>(tail, 0, sleeping[0].value);
         ring[t % slots].value = v;
-        pass(ring[t % slots], turn_of(t, 1), sleeping[1].value);
+        pass(ring[t % slots], turn_of(t, 2), sleeping[1].value);
     }
     std::int64_t get() {
-        const std::uint64_t t = claim<Get>(head, 1);
+        const std::uint64_t t = claim<Get>(head, 2, sleeping[1].value);
         const std::int64_t v = ring[t % slots].value;
-        pass(ring[t % slots], turn_of(t, 2), sleeping[0].value);
+        pass(ring[t % slots], turn_of(t, 4), sleeping[0].value);
         return v;
     }
 
 private:
     static std::uint32_t turn_of(std::uint64_t ticket, std::uint32_t step) {
-        return static_cast<std::uint32_t>(ticket / slots * 2 + step);
+        return static_cast<std::uint32_t>(ticket / slots * 4 + step);
     }
+    // Returns the ticket of the slot claimed, whose turn was `4 x lap + step`.
     template <claim_by How>
-    std::uint64_t claim(std::atomic<std::uint64_t>& cursor, std::uint32_t step) {
+    std::uint64_t claim(std::atomic<std::uint64_t>& cursor, std::uint32_t step, mproc::detail::futex_word& sleepers) {
         if constexpr (How == claim_by::ticket) {
             const std::uint64_t t = cursor.fetch_add(1, std::memory_order_seq_cst);
             slot& s = ring[t % slots];
-            wait_for(s, sleeping[step].value, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
+            wait_for(s, sleepers, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
             return t;
-        } else {
-            for (;;) {
-                std::uint64_t t = cursor.load(std::memory_order_acquire);
-                slot& s = ring[t % slots];
-                const std::uint32_t seen = s.turn.load(std::memory_order_acquire);
-                if (seen == turn_of(t, step)) {
+        }
+        for (;;) {
+            std::uint64_t t = cursor.load(std::memory_order_acquire);
+            slot& s = ring[t % slots];
+            std::uint32_t seen = s.turn.load(std::memory_order_acquire);
+            const auto behind = static_cast<std::int32_t>(seen - turn_of(t, step));
+            if (behind == 0) {
+                if constexpr (How == claim_by::cursor_cas) {
                     if (cursor.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) return t;
-                    continue;
+                } else if (s.turn.compare_exchange_weak(seen, seen + 1, std::memory_order_seq_cst)) {
+                    cursor.store(t + 1, std::memory_order_release);
+                    return t;
                 }
-                if (seen != turn_of(t, step - 1)) continue;  // the cursor we read is stale
-                wait_for(s, sleeping[step].value, [&] {
+            } else if (How == claim_by::slot_cas && behind == 1) {
+                // Claimed, and its claimer has not moved the cursor yet.
+                for (int i = 0; i < 64 && step == 0 && cursor.load(std::memory_order_acquire) == t; ++i)
+                    mproc::detail::cpu_relax();
+                if (cursor.load(std::memory_order_acquire) == t) ::sched_yield();
+            } else if (behind < 0) {  // not this lap's turn yet: empty, or full
+                wait_for(s, sleepers, [&] {
                     return s.turn.load(std::memory_order_acquire) != seen || cursor.load(std::memory_order_relaxed) != t;
                 });
-            }
+            }  // else the cursor we read is stale
         }
     }
     template <class Ready>
@@ -345,19 +360,21 @@ private:
             sleepers.fetch_sub(1, std::memory_order_relaxed);
         }
     }
-    void pass(slot& s, std::uint32_t turn, mproc::detail::futex_word& sleepers) {
+    static void pass(slot& s, std::uint32_t turn, mproc::detail::futex_word& sleepers) {
         s.turn.store(turn, std::memory_order_seq_cst);
         if (sleepers.load(std::memory_order_seq_cst) != 0) mproc::detail::futex_wake(s.turn);
     }
 };
 
-template <claim_by Put, claim_by Get>
+template <claim_by Put, claim_by Get, std::size_t SlotBytes = 64>
 void bare_mpmc(benchmark::State& state) {
-    using ring = bare_mpmc_ring<Put, Get>;
+    using ring = bare_mpmc_ring<Put, Get, SlotBytes>;
     mproc::detail::shared_mapping memory(sizeof(ring));
     auto* r = new (memory.data()) ring;
     mpmc(state, 1 << 20, [&](std::int64_t v) { r->put(v); }, [&] { benchmark::DoNotOptimize(r->get()); });
 }
+void Bare_slot_cas_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::slot_cas, claim_by::slot_cas, 16>(state); }
+BENCHMARK(Bare_slot_cas_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 void Bare_ticket_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::ticket, claim_by::ticket>(state); }
 BENCHMARK(Bare_ticket_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 void Bare_cursor_cas_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::cursor_cas, claim_by::cursor_cas>(state); }
