@@ -267,11 +267,13 @@ BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMill
 //               takes what is there;
 //   slot_cas:   a CAS on the slot's turn, then a store moves the cursor: the queue's own protocol
 //               (its slot CAS also names the claimer, so that a dead one is found), stripped
-//               down; the others wait for that store, producers spinning a little first.
+//               down; the others wait for that store, producers spinning a little first;
+//   slot_cas_spinning: the same, consumers spinning a little too before they yield (the
+//               issue names their yield as a many-core cost; on 2 cores the spin costs).
 // So the rows tell the protocols apart, and the slot_cas row tells the bare harness from the
 // queue. Waiting as the queue does: polls spaced out, spin ~10 us, yield ~50 us, then a futex
 // sleep on the slot's turn word (sliced: a cursor that moves does not wake it).
-enum class claim_by { ticket, cursor_cas, slot_cas };
+enum class claim_by { ticket, cursor_cas, slot_cas, slot_cas_spinning };
 
 template <claim_by Put, claim_by Get, std::size_t SlotBytes>
 struct bare_mpmc_ring {
@@ -313,6 +315,8 @@ private:
             wait_for(s, sleepers, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
             return t;
         }
+        constexpr bool by_slot = How == claim_by::slot_cas || How == claim_by::slot_cas_spinning;
+        const bool spin = step == 0 || How == claim_by::slot_cas_spinning;
         for (;;) {
             std::uint64_t t = cursor.load(std::memory_order_acquire);
             slot& s = ring[t % slots];
@@ -325,9 +329,9 @@ private:
                     cursor.store(t + 1, std::memory_order_release);
                     return t;
                 }
-            } else if (How == claim_by::slot_cas && behind == 1) {
+            } else if (by_slot && behind == 1) {
                 // Claimed, and its claimer has not moved the cursor yet.
-                for (int i = 0; i < 64 && step == 0 && cursor.load(std::memory_order_acquire) == t; ++i)
+                for (int i = 0; i < 64 && spin && cursor.load(std::memory_order_acquire) == t; ++i)
                     mproc::detail::cpu_relax();
                 if (cursor.load(std::memory_order_acquire) == t) ::sched_yield();
             } else if (behind < 0) {  // not this lap's turn yet: empty, or full
@@ -375,6 +379,10 @@ void bare_mpmc(benchmark::State& state) {
 }
 void Bare_slot_cas_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::slot_cas, claim_by::slot_cas, 16>(state); }
 BENCHMARK(Bare_slot_cas_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
+void Bare_slot_cas_spinning_mpmc_4x4_8B(benchmark::State& state) {
+    bare_mpmc<claim_by::slot_cas_spinning, claim_by::slot_cas_spinning, 16>(state);
+}
+BENCHMARK(Bare_slot_cas_spinning_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 void Bare_ticket_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::ticket, claim_by::ticket>(state); }
 BENCHMARK(Bare_ticket_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 void Bare_cursor_cas_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::cursor_cas, claim_by::cursor_cas>(state); }
