@@ -260,7 +260,7 @@ BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMill
 // No crash safety, no close, no sizes: 8-byte messages in slots with a turn word (4 x lap: free
 // for that lap's producer, + 1 claimed by it, + 2 ready, + 3 claimed by a consumer), 64 bytes
 // each as in the prototypes the issue measured, 16 for the queue's own protocol as the queue
-// lays them out (on 2 cores the slot size moved no row). A side claims in one of three ways:
+// lays them out (on 2 cores the slot size moved no row). A side claims in one of these ways:
 //   ticket:     fetch_add on its cursor, then it waits for its own slot's turn: no claim ever
 //               fails, but that slot waits for this very process;
 //   cursor_cas: a CAS on the cursor once the slot there has its turn (Vyukov's): whoever runs
