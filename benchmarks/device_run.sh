@@ -5,7 +5,8 @@
 # OUT gets machine.txt, scaling/ (scaling.sh's CSV, its table, the SVG when python3 is there)
 # and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3),
 # then the 4x4 queue rows (mproc's queue, the bare ticket and CAS rings, Boost) again on 4 and 8
-# cores (bench_queue_4cores.json ...): where each claim protocol stops scaling.
+# cores (bench_queue_4cores.json ...): where each claim protocol stops scaling (a table of them:
+# `python3 benchmarks/queue_report.py OUT`, run here too when python3 is there).
 # --quick: small sizes, to try the bundle out in a minute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,4 +69,5 @@ for k in 4 8; do
     command -v taskset >/dev/null || { echo "device_run: no taskset, so no per-core-count queue rows"; break; }
     gbench bench_queue 'mpmc_4x4_8B/' "bench_queue_${k}cores" taskset -c "0-$((k - 1))"
 done
+command -v python3 >/dev/null && python3 benchmarks/queue_report.py "$out" | tee "$out/queue_table.md"
 step "done"
