@@ -269,11 +269,14 @@ BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMill
 //               (its slot CAS also names the claimer, so that a dead one is found), stripped
 //               down; the others wait for that store, producers spinning a little first;
 //   slot_cas_spinning: the same, consumers spinning a little too before they yield (the
-//               issue names their yield as a many-core cost; on 2 cores the spin costs).
+//               issue names their yield as a many-core cost; on 2 cores the spin costs);
+//   slot_cas_helping: the same claim, but whoever finds a slot claimed moves the cursor past
+//               it itself (a CAS, as the claimer's own move then is): no one waits for a
+//               claimer's store, and a claim still names its holder.
 // So the rows tell the protocols apart, and the slot_cas row tells the bare harness from the
 // queue. Waiting as the queue does: polls spaced out, spin ~10 us, yield ~50 us, then a futex
 // sleep on the slot's turn word (sliced: a cursor that moves does not wake it).
-enum class claim_by { ticket, cursor_cas, slot_cas, slot_cas_spinning };
+enum class claim_by { ticket, cursor_cas, slot_cas, slot_cas_spinning, slot_cas_helping };
 
 template <claim_by Put, claim_by Get, std::size_t SlotBytes>
 struct bare_mpmc_ring {
@@ -315,7 +318,8 @@ private:
             wait_for(s, sleepers, [&] { return s.turn.load(std::memory_order_acquire) == turn_of(t, step); });
             return t;
         }
-        constexpr bool by_slot = How == claim_by::slot_cas || How == claim_by::slot_cas_spinning;
+        constexpr bool by_slot = How != claim_by::cursor_cas;
+        constexpr bool helping = How == claim_by::slot_cas_helping;
         const bool spin = step == 0 || How == claim_by::slot_cas_spinning;
         for (;;) {
             std::uint64_t t = cursor.load(std::memory_order_acquire);
@@ -326,9 +330,16 @@ private:
                 if constexpr (How == claim_by::cursor_cas) {
                     if (cursor.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) return t;
                 } else if (s.turn.compare_exchange_weak(seen, seen + 1, std::memory_order_seq_cst)) {
-                    cursor.store(t + 1, std::memory_order_release);
+                    if (helping) {
+                        std::uint64_t expected = t;  // fails when a helper moved it already
+                        cursor.compare_exchange_strong(expected, t + 1, std::memory_order_acq_rel);
+                    } else {
+                        cursor.store(t + 1, std::memory_order_release);
+                    }
                     return t;
                 }
+            } else if (helping && behind == 1) {
+                cursor.compare_exchange_strong(t, t + 1, std::memory_order_acq_rel);
             } else if (by_slot && behind == 1) {
                 // Claimed, and its claimer has not moved the cursor yet.
                 for (int i = 0; i < 64 && spin && cursor.load(std::memory_order_acquire) == t; ++i)
@@ -383,6 +394,10 @@ void Bare_slot_cas_spinning_mpmc_4x4_8B(benchmark::State& state) {
     bare_mpmc<claim_by::slot_cas_spinning, claim_by::slot_cas_spinning, 16>(state);
 }
 BENCHMARK(Bare_slot_cas_spinning_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
+void Bare_slot_cas_helping_mpmc_4x4_8B(benchmark::State& state) {
+    bare_mpmc<claim_by::slot_cas_helping, claim_by::slot_cas_helping, 16>(state);
+}
+BENCHMARK(Bare_slot_cas_helping_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 void Bare_ticket_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::ticket, claim_by::ticket>(state); }
 BENCHMARK(Bare_ticket_mpmc_4x4_8B)->UseRealTime()->Unit(benchmark::kMillisecond);
 void Bare_cursor_cas_mpmc_4x4_8B(benchmark::State& state) { bare_mpmc<claim_by::cursor_cas, claim_by::cursor_cas>(state); }
