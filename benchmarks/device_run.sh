@@ -4,7 +4,7 @@
 #   bash benchmarks/device_run.sh BUNDLE OUT [--quick]
 # OUT gets machine.txt, scaling/ (scaling.sh's CSV, its table, the SVG when python3 is there)
 # and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3),
-# then the 4x4 queue rows (mproc's queue, the bare ticket and CAS rings, Boost) again on 4 and 8
+# then the 4x4 queue rows (mproc's queue, every bare ring of bench_queue, Boost) again on 4 and 8
 # cores (bench_queue_4cores.json ...): where each claim protocol stops scaling (a table of them:
 # `python3 benchmarks/queue_report.py OUT`, run here too when python3 is there).
 # --quick: small sizes, to try the bundle out in a minute.
