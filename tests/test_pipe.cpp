@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -348,4 +349,45 @@ TEST_CASE("Pipe.failure_inside_a_message_closes_the_end", "[pipe][fault]") {
     }
     CHECK(a.closed());
     CHECK_THROWS_AS((void)a.recv(), mproc::StateError);
+}
+
+// The wait behind mproc::mpi's abort (tests/mpi/abort_waits_for_reader.sh checks it end to end):
+// on a pipe or a socket it lasts until the reader has taken every byte, or until the deadline.
+TEST_CASE("Pipe.wait_until_read.pipe_socket_and_file", "[pipe]") {
+    using mproc::detail::Deadline;
+    using mproc::detail::unique_fd;
+    using mproc::detail::wait_until_read;
+    auto check_end = [](int write_end, int read_end) {
+        CHECK(wait_until_read(write_end, Deadline::after(0ms)));  // nothing written
+        write_raw(write_end, "abc", 3);
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_FALSE(wait_until_read(write_end, Deadline::after(50ms)));
+        CHECK(std::chrono::steady_clock::now() - start >= 50ms);
+        ssize_t got = 0;  // Catch2's assertions stay on the test's thread
+        std::thread reader([read_end, &got] {
+            std::this_thread::sleep_for(20ms);
+            char bytes[3];
+            got = ::read(read_end, bytes, sizeof bytes);
+        });
+        CHECK(wait_until_read(write_end, Deadline::after(10s)));
+        reader.join();
+        CHECK(got == 3);
+    };
+    SECTION("pipe") {
+        int ends[2];
+        REQUIRE(::pipe(ends) == 0);
+        unique_fd read_end(ends[0]), write_end(ends[1]);
+        check_end(write_end.get(), read_end.get());
+    }
+    SECTION("socket") {
+        auto [a, b] = mproc::detail::make_socketpair();
+        check_end(b.get(), a.get());
+    }
+    SECTION("a file keeps what it is given: nothing to wait for") {
+        std::FILE* file = std::tmpfile();
+        REQUIRE(file != nullptr);
+        write_raw(::fileno(file), "abc", 3);
+        CHECK(wait_until_read(::fileno(file), Deadline::after(10s)));
+        std::fclose(file);
+    }
 }

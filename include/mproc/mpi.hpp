@@ -15,6 +15,7 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/mpi_comm.hpp>  // first: it includes <mpi.h> without the C++ bindings
+#include <mproc/detail/fd.hpp>
 #include <mproc/detail/mpi_engine.hpp>
 #include <mproc/detail/mpi_identity.hpp>
 #include <mproc/detail/mpi_worker.hpp>
@@ -23,7 +24,10 @@
 #include <mproc/pool_like.hpp>
 #include <mproc/process.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <iterator>
@@ -582,9 +586,18 @@ auto Pool::start_imap(F&& f, Range&& inputs, std::size_t chunksize) {
 }
 
 namespace detail {
+/// How long a rank that aborts the job waits for the launcher to read its last output.
+inline constexpr std::chrono::seconds abort_output_wait{2};
+
 [[noreturn]] inline void abort_job(const std::string& what) noexcept {
     std::fprintf(stderr, "%s\n", what.c_str());
-    std::fflush(stderr);
+    std::fflush(nullptr);  // stdout too: what fn printed before it threw
+    // MPI_Abort has the launcher kill every rank, and MPICH's Hydra may do so before it has read
+    // this rank's pipes: the job then ends with no word of why (about one launch in a hundred on
+    // 2 cores, and once in CI). So wait, briefly, until the launcher has taken all from them.
+    const auto deadline = mproc::detail::Deadline::after(abort_output_wait);
+    (void)mproc::detail::wait_until_read(STDOUT_FILENO, deadline);
+    (void)mproc::detail::wait_until_read(STDERR_FILENO, deadline);
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::_Exit(1);  // MPI_Abort does not return; if it ever did, still never hang
 }

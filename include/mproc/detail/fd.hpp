@@ -5,12 +5,18 @@
 #include <mproc/detail/sys.hpp>
 #include <mproc/error.hpp>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
 #include <span>
+#include <thread>
 #include <utility>
 
 MPROC_NAMESPACE_BEGIN
@@ -133,6 +139,30 @@ inline void set_nonblocking(int fd, bool on) {
     if (flags < 0) throw_errno("fcntl");
     flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
     if (::fcntl(fd, F_SETFL, flags) < 0) throw_errno("fcntl");
+}
+
+/// Waits until whoever reads the pipe or socket `fd` has taken every byte written to it, or until
+/// the deadline. True when nothing is left unread or nothing can be told (a file or a terminal
+/// keeps what it was given; a failed ioctl); false when bytes were still unread at the deadline.
+/// For the last words of a process that is about to be killed by the very process reading its
+/// output: an MPI launcher ends the whole job on MPI_Abort and can drop what is still in the pipe.
+/// Polls every millisecond: it is for a process's final moments, not a hot path.
+inline bool wait_until_read(int fd, const Deadline& deadline) noexcept {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return true;
+    unsigned long request = 0;
+    if (S_ISFIFO(st.st_mode))
+        request = FIONREAD;  // on either end of a pipe: the bytes in it
+    else if (S_ISSOCK(st.st_mode))
+        request = SIOCOUTQ;  // sent, not yet taken by the peer (AF_UNIX) or not yet acknowledged
+    else
+        return true;
+    for (;;) {
+        int unread = 0;
+        if (::ioctl(fd, request, &unread) != 0 || unread <= 0) return true;
+        if (deadline.expired()) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 }  // namespace detail
