@@ -52,6 +52,10 @@ std::vector<std::int64_t> iota_vector(std::int64_t n) {
     return v;
 }
 
+void wait_if_slow(int x, int slow_one) {
+    if (x == slow_one) std::this_thread::sleep_for(40ms);
+}
+
 // Maps over 0..n-1 in one-item chunks where task `at` kills its own worker; returns the crash.
 mproc::ProcessCrashed crash_in_map(mproc::Pool& pool, int at, int n) {
     std::vector<std::pair<int, int>> tasks;
@@ -124,6 +128,38 @@ TEST_CASE("Pool.map.edge_sizes", "[pool]") {
     CHECK(pool.map(square, std::vector<std::int64_t>{}).empty());
     CHECK(pool.map(square, std::vector<std::int64_t>{9}) == std::vector<std::int64_t>{81});
     CHECK(pool.map(square, iota_vector(3)) == std::vector<std::int64_t>{0, 1, 4});  // fewer items than workers
+}
+
+// A map copies the chunks already done while the others still run (waking every few ms): a slow
+// chunk first, in the middle or last must neither be skipped nor let later ones in ahead of it,
+// for results copied as they are (int64), packed into bits (bool, chunks of odd sizes) or
+// decoded (strings).
+TEST_CASE("Pool.map.results_copied_while_later_chunks_run", "[pool]") {
+    mproc::Pool pool(2);
+    const int slow = GENERATE(0, 150, 299);
+    CAPTURE(slow);
+    std::vector<std::pair<int, int>> tasks;
+    for (int x = 0; x < 300; ++x) tasks.emplace_back(x, slow);
+    const auto numbers = pool.starmap([](int x, int slow_one) {
+        wait_if_slow(x, slow_one);
+        return std::int64_t{x} * 3;
+    }, tasks, 7);
+    const auto flags = pool.starmap([](int x, int slow_one) {
+        wait_if_slow(x, slow_one);
+        return x % 3 == 1;
+    }, tasks, 7);
+    const auto words = pool.starmap([](int x, int slow_one) {
+        wait_if_slow(x, slow_one);
+        return std::to_string(x);
+    }, tasks, 7);
+    REQUIRE(numbers.size() == 300);
+    REQUIRE(flags.size() == 300);
+    REQUIRE(words.size() == 300);
+    for (int x = 0; x < 300; ++x) {
+        const auto i = static_cast<std::size_t>(x);
+        if (numbers[i] != std::int64_t{x} * 3 || flags[i] != (x % 3 == 1) || words[i] != std::to_string(x))
+            FAIL("result " << x << " is wrong: " << numbers[i] << ", " << flags[i] << ", " << words[i]);
+    }
 }
 
 TEST_CASE("Pool.starmap.spreads_tuples", "[pool]") {
