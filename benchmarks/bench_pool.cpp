@@ -5,7 +5,8 @@
 //   8 and 16 workers (more workers than cores on purpose: the round trip must not grow with N)
 //   a cold Pool: start, one tiny map, teardown, at 2 and 16 workers, from a small caller and from
 //   one with 80 MB resident (fork copies page tables in proportion), and one mapping 10 MB of
-//   results (a new arena's pages); an idle pool's CPU use
+//   results (a new arena's pages), and the prime search's cold pool cut into its serial parts
+//   (start, results copied after the last item, teardown); an idle pool's CPU use
 //   factorials of every n < 12,000 with GMP (bit lengths): serial vs Pool::map
 // Run: ./bench_pool --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // MPROC_BENCH_PRIMES sets N (default 10,000,000). Primes_OpenMP_first_region is OpenMP's cold
@@ -21,14 +22,19 @@
 #include <gmpxx.h>
 #endif
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <cstdlib>
+#include <new>
 #include <numeric>
 #include <ranges>
 #include <vector>
@@ -164,6 +170,72 @@ static void ColdPool_Map10MBools(benchmark::State& state) {
     }
 }
 BENCHMARK(ColdPool_Map10MBools)->Arg(2)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+namespace {
+// Times the workers stamp on a page shared with the parent (mapped before the pool forks them):
+// when the first item started and when the last one ended, in CLOCK_MONOTONIC nanoseconds.
+struct item_stamps {
+    std::atomic<std::int64_t> first{INT64_MAX};
+    std::atomic<std::int64_t> last{0};
+};
+item_stamps* shared_stamps() {
+    static item_stamps* stamps = new (::mmap(nullptr, sizeof(item_stamps), PROT_READ | PROT_WRITE,
+                                             MAP_SHARED | MAP_ANONYMOUS, -1, 0)) item_stamps;
+    return stamps;
+}
+std::int64_t monotonic_now_ns() {
+    timespec t{};
+    ::clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1'000'000'000LL + t.tv_nsec;
+}
+// is_prime, stamping every 256th item's start and end (a clock read per item would cost about
+// 10% more CPU); the last stamp is at most 255 items early, tens of microseconds here.
+bool stamped_is_prime(std::uint64_t x) {
+    item_stamps& stamps = *shared_stamps();
+    if (x % 256 == 0) {
+        const std::int64_t now = monotonic_now_ns();
+        std::int64_t seen = stamps.first.load(std::memory_order_relaxed);
+        while (now < seen && !stamps.first.compare_exchange_weak(seen, now)) {
+        }
+    }
+    const bool prime = is_prime(x);
+    if (x % 256 == 255) {
+        const std::int64_t now = monotonic_now_ns();
+        std::int64_t seen = stamps.last.load(std::memory_order_relaxed);
+        while (now > seen && !stamps.last.compare_exchange_weak(seen, now)) {
+        }
+    }
+    return prime;
+}
+}  // namespace
+
+// Primes_Pool's cold pool cut into its serial parts, the time no worker computes: start (pool
+// construction to the first item), tail (the last item's end to map's return: the results copy
+// not yet done) and teardown, in ms as counters. At many cores the compute shrinks and these
+// do not. Arg: workers.
+static void ColdPool_Primes_SerialPath(benchmark::State& state) {
+    const std::uint64_t n = bench::prime_limit();
+    const auto workers = static_cast<unsigned>(state.range(0));
+    item_stamps& stamps = *shared_stamps();
+    for (auto _ : state) {
+        stamps.first = INT64_MAX;
+        stamps.last = 0;
+        const std::int64_t begun = monotonic_now_ns();
+        std::int64_t returned = 0;
+        {
+            mproc::Pool pool(workers);
+            auto flags = pool.map(stamped_is_prime, std::views::iota(std::uint64_t{0}, n));
+            returned = monotonic_now_ns();
+            benchmark::DoNotOptimize(flags.size());
+        }
+        const std::int64_t ended = monotonic_now_ns();
+        state.counters["start_ms"] = static_cast<double>(stamps.first - begun) / 1e6;
+        state.counters["tail_ms"] = static_cast<double>(returned - stamps.last) / 1e6;
+        state.counters["teardown_ms"] = static_cast<double>(ended - returned) / 1e6;
+        state.counters["serial_ms"] = static_cast<double>((stamps.first - begun) + (ended - stamps.last)) / 1e6;
+    }
+}
+BENCHMARK(ColdPool_Primes_SerialPath)->Arg(2)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 namespace {
 // utime + stime of a process, in clock ticks (/proc/<pid>/stat fields 14 and 15).
