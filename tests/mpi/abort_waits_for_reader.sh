@@ -19,18 +19,16 @@ running() {  # the timeout process lives as long as the program does
     local state
     state=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null) && [ "$state" != Z ]
 }
-if ! IFS= read -r -d ';' -t "$limit" head <&3; then
-    echo "FAIL: no ';' on stderr within ${limit}s"
-    kill -9 "$pid" 2>/dev/null
+fail() {  # timeout passes SIGTERM on to the program
+    echo; echo "FAIL: $*"
+    kill "$pid" 2>/dev/null
     exit 1
-fi
+}
+IFS= read -r -d ';' -t "$limit" head <&3 || fail "no ';' on stderr within ${limit}s"
 printf '%s;' "$head"
-if ! grep -Eq -- "$pattern" <<<"$head"; then echo; echo "FAIL: no line matches: $pattern"; exit 1; fi
+grep -Eq -- "$pattern" <<<"$head" || fail "no line matches: $pattern"
 sleep 0.5
-if ! running; then
-    echo; echo "FAIL: the program ended 0.5 s after writing its message, with the rest of it unread"
-    exit 1
-fi
+running || fail "the program ended 0.5 s after writing its message, with the rest of it unread"
 IFS= read -r -t "$limit" rest <&3
 printf '%s\n' "$rest"
 wait "$pid"
