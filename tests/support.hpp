@@ -34,18 +34,21 @@ inline int open_fd_count() {
     return count - 3;  // ".", ".." and the directory's own descriptor
 }
 
-/// A memory figure of this process in MiB, from /proc/self/status ("VmRSS:", "RssShmem:"...).
-inline long status_mib(const std::string& field) {
+/// A number from /proc/self/status ("VmRSS:" in KiB, "voluntary_ctxt_switches:"...); 0 if absent.
+inline long status_field(const std::string& field) {
     std::ifstream status("/proc/self/status");
     std::string key;
-    long kib = 0;
+    long value = 0;
     while (status >> key)
         if (key == field) {
-            status >> kib;
+            status >> value;
             break;
         }
-    return kib / 1024;
+    return value;
 }
+
+/// A memory figure of this process in MiB, from /proc/self/status ("VmRSS:", "RssShmem:"...).
+inline long status_mib(const std::string& field) { return status_field(field) / 1024; }
 
 /// The inode numbers of this process's open memfds whose name starts with `name`.
 inline std::set<ino_t> memfd_inodes(const std::string& name) {

@@ -162,6 +162,21 @@ TEST_CASE("Pool.map.results_copied_while_later_chunks_run", "[pool]") {
     }
 }
 
+// While a map waits, its parent wakes to copy done chunks; when nothing new is done (a task that
+// hangs) it must back off: about 15 wakes in 1.5 s, against 375 at a fixed 4 ms.
+TEST_CASE("Pool.map.a_map_stuck_on_one_task_wakes_its_parent_rarely", "[pool]") {
+    mproc::Pool pool(2);
+    (void)pool.map(square, iota_vector(2));  // workers up
+    const long before = mproc_test::status_field("voluntary_ctxt_switches:");
+    const auto results = pool.map([](std::int64_t x) {
+        if (x == 0) std::this_thread::sleep_for(1500ms);
+        return x;
+    }, iota_vector(4), 1);
+    const long wakes = mproc_test::status_field("voluntary_ctxt_switches:") - before;
+    CHECK(results == iota_vector(4));
+    CHECK(wakes < 100);
+}
+
 TEST_CASE("Pool.starmap.spreads_tuples", "[pool]") {
     mproc::Pool pool(2);
     std::vector<std::pair<int, int>> pairs{{2, 3}, {4, 5}, {6, 7}};

@@ -161,8 +161,12 @@ struct job_ticket {
             copied = upto;
         };
         try {
-            while (!core->wait(finished, Deadline::after(result_copy_slice))) {
+            auto slice = result_copy_slice;
+            while (!core->wait(finished, Deadline::after(slice))) {
+                const std::uint64_t before = copied;
                 copy_done_chunks(false);
+                // Nothing new to copy (a long first chunk, a task that hangs): wake less often.
+                slice = copied != before ? result_copy_slice : std::min(2 * slice, result_copy_slice_max);
                 if (progress.active()) progress.update(items_in_chunks(core->done_chunks(seq)));
             }
         } catch (...) {
@@ -178,7 +182,10 @@ struct job_ticket {
 
     /// How often a waiting map wakes to copy done chunks: a 250th of a second costs the parent
     /// well under 1% of a core, and leaves at most the chunks of the last 4 ms to copy at the end.
+    /// Wakes that find nothing new double it, up to a tenth of a second (as often as progress is
+    /// reported), so a map stuck on one task wakes its parent ten times a second, not 250.
     static constexpr std::chrono::milliseconds result_copy_slice{4};
+    static constexpr std::chrono::milliseconds result_copy_slice_max{100};
 };
 
 }  // namespace detail
