@@ -28,8 +28,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <ctime>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -173,7 +173,7 @@ BENCHMARK(ColdPool_Map10MBools)->Arg(2)->Arg(16)->Unit(benchmark::kMillisecond)-
 
 namespace {
 // Times the workers stamp on a page shared with the parent (mapped before the pool forks them):
-// when the first item started and when the last one ended, in CLOCK_MONOTONIC nanoseconds.
+// when the first item started and when the last one ended, in monotonic_ns.
 struct item_stamps {
     std::atomic<std::int64_t> first{INT64_MAX};
     std::atomic<std::int64_t> last{0};
@@ -183,28 +183,20 @@ item_stamps* shared_stamps() {
                                              MAP_SHARED | MAP_ANONYMOUS, -1, 0)) item_stamps;
     return stamps;
 }
-std::int64_t monotonic_now_ns() {
-    timespec t{};
-    ::clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1'000'000'000LL + t.tv_nsec;
+// Moves `word` to `now` if `now` is further in the direction `further` says.
+template <class Further>
+void keep_furthest(std::atomic<std::int64_t>& word, std::int64_t now, Further further) {
+    std::int64_t seen = word.load(std::memory_order_relaxed);
+    while (further(now, seen) && !word.compare_exchange_weak(seen, now)) {
+    }
 }
-// is_prime, stamping every 256th item's start and end (a clock read per item would cost about
-// 10% more CPU); the last stamp is at most 255 items early, tens of microseconds here.
+// is_prime, stamping every 256th item's start and end (a clock read for every item would add,
+// by estimate, a tenth to the CPU); the last stamp is at most 255 items early.
 bool stamped_is_prime(std::uint64_t x) {
     item_stamps& stamps = *shared_stamps();
-    if (x % 256 == 0) {
-        const std::int64_t now = monotonic_now_ns();
-        std::int64_t seen = stamps.first.load(std::memory_order_relaxed);
-        while (now < seen && !stamps.first.compare_exchange_weak(seen, now)) {
-        }
-    }
+    if (x % 256 == 0) keep_furthest(stamps.first, mproc::detail::monotonic_ns(), std::less<>());
     const bool prime = is_prime(x);
-    if (x % 256 == 255) {
-        const std::int64_t now = monotonic_now_ns();
-        std::int64_t seen = stamps.last.load(std::memory_order_relaxed);
-        while (now > seen && !stamps.last.compare_exchange_weak(seen, now)) {
-        }
-    }
+    if (x % 256 == 255) keep_furthest(stamps.last, mproc::detail::monotonic_ns(), std::greater<>());
     return prime;
 }
 }  // namespace
@@ -220,15 +212,15 @@ static void ColdPool_Primes_SerialPath(benchmark::State& state) {
     for (auto _ : state) {
         stamps.first = INT64_MAX;
         stamps.last = 0;
-        const std::int64_t begun = monotonic_now_ns();
+        const std::int64_t begun = mproc::detail::monotonic_ns();
         std::int64_t returned = 0;
         {
             mproc::Pool pool(workers);
             auto flags = pool.map(stamped_is_prime, std::views::iota(std::uint64_t{0}, n));
-            returned = monotonic_now_ns();
+            returned = mproc::detail::monotonic_ns();
             benchmark::DoNotOptimize(flags.size());
         }
-        const std::int64_t ended = monotonic_now_ns();
+        const std::int64_t ended = mproc::detail::monotonic_ns();
         state.counters["start_ms"] = static_cast<double>(stamps.first - begun) / 1e6;
         state.counters["tail_ms"] = static_cast<double>(returned - stamps.last) / 1e6;
         state.counters["teardown_ms"] = static_cast<double>(ended - returned) / 1e6;
