@@ -6,7 +6,9 @@
 # and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3),
 # then the 4x4 queue rows (mproc's queue, every bare ring of bench_queue, Boost) again on 4 and 8
 # cores (bench_queue_4cores.json ...): where each claim protocol stops scaling (a table of them:
-# `python3 benchmarks/queue_report.py OUT`, run here too when python3 is there).
+# `python3 benchmarks/queue_report.py OUT`, run here too when python3 is there). Where the bundle
+# has bench_queue_tickets (the ticket rewrite of the Queue, see device-bundle.sh), its SPSC and
+# 4x4 rows run beside today's on every core count (bench_queue_tickets*.json).
 # --quick: small sizes, to try the bundle out in a minute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,8 @@ bin=$bundle process_rows='.'
 if ! "$bundle/bench_queue" --benchmark_list_tests >/dev/null 2>"$out/loader.txt"; then
     cat "$out/loader.txt"
     bin=$(mktemp -d)
-    for p in scaling bench_pool bench_queue bench_process; do
+    for p in scaling bench_pool bench_queue bench_process bench_queue_tickets; do
+        [ -e "$bundle/$p" ] || continue
         printf '#!/bin/sh\nexec "%s/glibc/ld-linux-x86-64.so.2" --library-path "%s/lib:%s/glibc" "%s/%s" "$@"\n' \
             "$bundle" "$bundle" "$bundle" "$bundle" "$p" >"$bin/$p"
         chmod +x "$bin/$p"
@@ -62,12 +65,16 @@ gbench() {  # program, filter[, output name, command before it]: medians of 3 in
 }
 gbench bench_pool 'SubmitGet|Raw_Futex|Chunksize1|TinyMap|Primes|ColdPool|Factorials'
 gbench bench_queue '.'
+tickets=
+[ -e "$bundle/bench_queue_tickets" ] && tickets=bench_queue_tickets
+[ -n "$tickets" ] && gbench "$tickets" 'Mproc_queue_(spsc_8B|mpmc_4x4_8B)'
 gbench bench_process "$process_rows"
 cores=$(nproc)
 for k in 4 8; do
     [ "$k" -lt "$cores" ] || continue
     command -v taskset >/dev/null || { echo "device_run: no taskset, so no per-core-count queue rows"; break; }
     gbench bench_queue 'mpmc_4x4_8B/' "bench_queue_${k}cores" taskset -c "0-$((k - 1))"
+    [ -n "$tickets" ] && gbench "$tickets" 'Mproc_queue_mpmc_4x4_8B/' "${tickets}_${k}cores" taskset -c "0-$((k - 1))"
 done
 command -v python3 >/dev/null && python3 benchmarks/queue_report.py "$out" | tee "$out/queue_table.md"
 step "done"

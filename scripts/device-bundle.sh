@@ -26,5 +26,22 @@ for t in "${targets[@]}"; do
             esac
         done
 done
+# The ticket rewrite of the Queue (fetch_add claims, a turn word per 64-byte slot), kept out of
+# main because it was slower on 2 cores, is in main's history at 8e00ca7 (merged by 76323ca
+# without its tree): its bench_queue rides along as bench_queue_tickets, so the many-core run
+# measures a whole crash-safe ticket queue beside today's, which is what issue 14 must decide.
+tickets=8e00ca7
+if git rev-parse -q --verify "$tickets^{commit}" >/dev/null; then
+    src=build/ticket-queue-src
+    rm -rf "$src" && mkdir -p "$src"
+    git archive "$tickets" | tar -x -C "$src"
+    cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMPROC_BUILD_TESTS=OFF \
+        -DMPROC_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="-Wall -Wextra" \
+        -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" >/dev/null
+    cmake --build "$src/build" --target bench_queue >/dev/null
+    cp "$src/build/benchmarks/bench_queue" "$bundle/bench_queue_tickets"
+else
+    echo "device-bundle: commit $tickets is not in this clone: no bench_queue_tickets"
+fi
 strip --strip-unneeded "$bundle"/scaling "$bundle"/bench_* 2>/dev/null || true
 echo "device bundle: $bundle, $(du -sh "$bundle" | cut -f1) ($(ls "$bundle/lib" | tr '\n' ' '))"
