@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <iostream>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -590,8 +591,16 @@ namespace detail {
 inline constexpr std::chrono::seconds abort_output_wait{2};
 
 [[noreturn]] inline void abort_job(const std::string& what) noexcept {
+    // What fn printed before it threw comes first: std::cout's own buffer (a program that
+    // called sync_with_stdio(false) has one; MPI_Abort skips the exit that would flush it), then
+    // every stdio stream after the message.
+    try {
+        std::cout.flush();
+        std::clog.flush();
+    } catch (...) {  // a stream set to throw on failure: the abort goes on regardless
+    }
     std::fprintf(stderr, "%s\n", what.c_str());
-    std::fflush(nullptr);  // stdout too: what fn printed before it threw
+    std::fflush(nullptr);
     // MPI_Abort has the launcher kill every rank, and MPICH's Hydra may do so before it has read
     // this rank's pipes: the job then ends with no word of why (about one launch in a hundred on
     // 2 cores, and once in CI). So wait, briefly, until the launcher has taken all from them.
