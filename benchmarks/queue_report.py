@@ -4,7 +4,9 @@ second for the queue, each bare claim protocol and Boost, on every core count th
 (bench_queue_4cores.json, bench_queue_8cores.json, and bench_queue.json for all the machine's
 cores), and each row over Boost's in the same file. Medians, as device_run.sh wrote them. Rows from bench_queue_tickets*.json (the ticket
 rewrite of the Queue at 8e00ca7, when the bundle had it) are named "Tickets_8e00ca7 ..."; a
-second table puts the SPSC rows of both queues side by side.
+second table puts the SPSC rows of both queues side by side. Last, the reading: on the most cores
+measured, every single put/get row against issue 14's goal (>= 15 M msg/s and >= 10x Boost) and
+how far it grew from the fewest cores measured.
 
     python3 benchmarks/queue_report.py OUT
 """
@@ -70,6 +72,26 @@ def main():
     if spsc:
         print()
         table("SPSC, 8-byte messages, M msg/s (x today's queue)", spsc, "Mproc_queue_spsc_8B")
+    print()
+    reading(mpmc)
+
+
+def reading(mpmc):
+    """Issue 14's 4x4 goal (>= 15 M msg/s and >= 10x Boost) on the most cores measured: which
+    rows meet it, and how each scaled from the fewest cores measured."""
+    most, fewest = max(mpmc), min(mpmc)
+    rows = mpmc[most]
+    boost = rows.get("Boost_message_queue_mpmc_4x4_8B")
+    print("Issue 14's goal on %d cores: 4x4 >= 15 M msg/s and >= 10x Boost (single puts and gets)." % most)
+    for name in sorted(rows, key=lambda n: -rows[n]):
+        if name.startswith("Boost") or "batch" in name:
+            continue
+        value = rows[name]
+        meets = value >= 15e6 and (not boost or value >= 10 * boost)
+        grew = ""
+        if fewest != most and name in mpmc[fewest]:
+            grew = ", x%.2f from %d cores" % (value / mpmc[fewest][name], fewest)
+        print("- %s: %.1f M/s%s%s" % (name, value / 1e6, grew, " (meets it)" if meets else ""))
 
 
 if __name__ == "__main__":
