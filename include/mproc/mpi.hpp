@@ -591,9 +591,9 @@ namespace detail {
 inline constexpr std::chrono::seconds abort_output_wait{2};
 
 [[noreturn]] inline void abort_job(const std::string& what) noexcept {
-    // What fn printed before it threw comes first: std::cout's own buffer (a program that
-    // called sync_with_stdio(false) has one; MPI_Abort skips the exit that would flush it), then
-    // every stdio stream after the message.
+    // Nothing fn printed may be lost: first std::cout's own buffer (a program that called
+    // sync_with_stdio(false) has one, and MPI_Abort skips the exit that would flush it), then
+    // the message, then every stdio stream.
     try {
         std::cout.flush();
         std::clog.flush();
