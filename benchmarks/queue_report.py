@@ -2,11 +2,11 @@
 """The 4 producer x 4 consumer rows of a device run side by side: millions of 8-byte messages a
 second for the queue, each bare claim protocol and Boost, on every core count the run has
 (bench_queue_4cores.json, bench_queue_8cores.json, and bench_queue.json for all the machine's
-cores), and each row over Boost's in the same file. Medians, as device_run.sh wrote them. Rows from bench_queue_tickets*.json (the ticket
-rewrite of the Queue at 8e00ca7, when the bundle had it) are named "Tickets_8e00ca7 ..."; a
-second table puts the SPSC rows of both queues side by side. Last, the reading: on the most cores
-measured, every single put/get row against issue 14's goal (>= 15 M msg/s and >= 10x Boost) and
-how far it grew from the fewest cores measured.
+cores), and each row over Boost's in the same file. Medians, as device_run.sh wrote them. Rows
+from bench_queue_tickets*.json (the ticket rewrite of the Queue at 8e00ca7, when the bundle had
+it) are named "Tickets_8e00ca7 ..."; a second table puts the SPSC rows of both queues side by
+side. Last, the reading: on the most cores measured, every single put/get row against issue 14's
+goal (>= 15 M msg/s and >= 10x Boost) and how far it grew from the fewest cores measured.
 
     python3 benchmarks/queue_report.py OUT
 """
@@ -41,7 +41,7 @@ def gather(folder, kind):
 
 
 def table(title, runs, baseline):
-    """Markdown: a row per name, a column per core count, each cell over `baseline` if given."""
+    """Markdown: a row per name, a column per core count, each cell also over `baseline`."""
     counts = sorted(runs)
     names = sorted({n for rows in runs.values() for n in rows},
                    key=lambda n: (n.startswith("Boost"), n.startswith("Bare"), n))
