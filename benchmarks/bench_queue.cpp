@@ -256,6 +256,21 @@ void Mproc_queue_mpmc_4x4_8B_batch16(benchmark::State& state) {
 }
 BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// The rows above with the lanes given (above: automatic, one below 8 cores): a ring per
+// producer (4), two producers per ring (2), one ring (1), more rings than producers (8).
+void Mproc_queue_mpmc_4x4_8B_lanes(benchmark::State& state) {
+    mproc::Queue<std::int64_t> q(mproc::QueueOptions{.lanes = static_cast<std::size_t>(state.range(0))});
+    mpmc(state, 1 << 20, [&](std::int64_t v) { q.put(v); }, [&] { benchmark::DoNotOptimize(q.get()); });
+}
+BENCHMARK(Mproc_queue_mpmc_4x4_8B_lanes)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->ArgName("lanes")->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void Mproc_queue_mpmc_4x4_8B_batch16_lanes(benchmark::State& state) {
+    mproc::Queue<std::int64_t> q(mproc::QueueOptions{.lanes = static_cast<std::size_t>(state.range(0))});
+    batcher send(q, batch_size);
+    mpmc(state, 1 << 20, std::ref(send), [&] { return q.get_many(batch_size).size(); });
+}
+BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16_lanes)->Arg(1)->Arg(4)->ArgName("lanes")->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // ---- claim protocols, bare: issue 14's candidates for an MPMC queue that scales with cores ----
 // No crash safety, no close, no sizes: 8-byte messages in slots with a turn word (4 x lap: free
 // for that lap's producer, + 1 claimed by it, + 2 ready, + 3 claimed by a consumer), 64 bytes

@@ -8,9 +8,11 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
@@ -467,10 +469,10 @@ namespace {
 // 4 producers x 4 consumers, `each` messages per producer: nothing lost, nothing duplicated,
 // FIFO per producer as each consumer sees it. `batches`: producers put_many in batches of 1 to
 // 40, consumers get_many up to 16 (even ones) or 5 (odd ones).
-void mpmc_processes(int each, std::size_t ring_bytes, bool batches = false) {
+void mpmc_processes(int each, const mproc::QueueOptions& options, bool batches = false) {
     constexpr int producers = 4, consumers = 4;
     using Totals = std::vector<std::int64_t>;  // per producer: count, sum, sum of squares; then order errors
-    mproc::Queue<std::pair<std::int32_t, std::int32_t>> q(mproc::QueueOptions{.ring_bytes = ring_bytes});
+    mproc::Queue<std::pair<std::int32_t, std::int32_t>> q(options);
     std::vector<mproc::Process<void>> senders;
     std::vector<mproc::Process<Totals>> receivers;
     for (int p = 0; p < producers; ++p)
@@ -543,12 +545,12 @@ void mpmc_processes(int each, std::size_t ring_bytes, bool batches = false) {
 }  // namespace
 
 TEST_CASE("Queue.mpmc.four_by_four_checksums", "[queue]") {
-    mpmc_processes(20'000, std::size_t{4} << 20);
-    mpmc_processes(5'000, 4096);  // a tiny ring: producers wait for room all the time
+    mpmc_processes(20'000, {.ring_bytes = std::size_t{4} << 20});
+    mpmc_processes(5'000, {.ring_bytes = 4096});  // a tiny ring: producers wait for room all the time
 }
 
 TEST_CASE("Queue.mpmc.four_by_four_250k_each", "[queue][stress]") {
-    mpmc_processes(250'000, std::size_t{4} << 20);
+    mpmc_processes(250'000, {.ring_bytes = std::size_t{4} << 20});
 }
 
 namespace {
@@ -636,14 +638,14 @@ TEST_CASE("Queue.dead_producer.sigkill_mid_put", "[queue]") {
     }
 }
 
-TEST_CASE("Queue.dead_consumer.sigkill_mid_get", "[queue]") {
+TEST_CASE("Queue.dead_consumer.sigkill_mid_get", "[queue][one_ring]") {
     for (auto [point, bytes] : get_moments) {
         INFO("point " << static_cast<int>(point) << ", " << bytes << " bytes");
         dead_consumer_trial(point, bytes);
     }
 }
 
-TEST_CASE("Queue.dead_holders.one_hundred_trials_each", "[queue][stress]") {
+TEST_CASE("Queue.dead_holders.one_hundred_trials_each", "[queue][stress][one_ring]") {
     const auto names_before = our_shm_names();
     for (int trial = 0; trial < 100; ++trial) {
         INFO("trial " << trial);
@@ -776,7 +778,7 @@ TEST_CASE("Queue.dead_producer.spill_block_not_leaked", "[queue]") {
 
 // A producer of a spilled message that waits for room in the ring holds no block, so a death
 // there costs nothing.
-TEST_CASE("Queue.dead_producer.spill_block_not_held_while_waiting_for_room", "[queue]") {
+TEST_CASE("Queue.dead_producer.spill_block_not_held_while_waiting_for_room", "[queue][one_ring]") {
     const int fresh = fresh_spill_capacity();
     mproc::Queue<std::string> q(small_spill_window);
     int fillers = 0;
@@ -869,9 +871,9 @@ TEST_CASE("Queue.hygiene.no_names_no_descriptors_no_mappings_left", "[queue]") {
         child.start();
         CHECK(q.get().size() == (8u << 20));
         join_bounded(child);
-        // The memfd stays open while the queue lives (a process started by exec maps it from
-        // there), and nothing else does.
-        CHECK(mproc_test::open_fd_count() == fds_before + 1);
+        // The memfds (one per lane) stay open while the queue lives (a process started by exec
+        // maps them from there), and nothing else does.
+        CHECK(mproc_test::open_fd_count() == fds_before + static_cast<int>(q.lanes()));
     }
     CHECK(mproc_test::open_fd_count() == fds_before);
     CHECK(mappings_matching("mproc-queue") == 0);
@@ -1214,7 +1216,7 @@ TEST_CASE("Queue.batch.spilled_messages_in_a_batch", "[queue]") {
 
 TEST_CASE("Queue.batch.across_processes", "[queue]") {
     // 4 producers put_many in batches of 1 to 40, 4 consumers get_many up to 16 or 5.
-    mpmc_processes(20'000, std::size_t{16} << 10, true);
+    mpmc_processes(20'000, {.ring_bytes = std::size_t{16} << 10}, true);
 }
 
 TEST_CASE("Queue.batch.bounds_timeouts_and_close", "[queue]") {
@@ -1375,7 +1377,7 @@ void dead_batch_consumer_trial(queue_point point, int nth, std::size_t max, cons
 }
 }  // namespace
 
-TEST_CASE("Queue.dead_producer.sigkill_mid_batch", "[queue]") {
+TEST_CASE("Queue.dead_producer.sigkill_mid_batch", "[queue][one_ring]") {
     const auto ten = mixed_batch(10);
     // {point, nth, delivered, lost}: a claim of all ten, ten writes, then ten publishes.
     const std::vector<std::tuple<queue_point, int, std::size_t, std::size_t>> moments{
@@ -1416,4 +1418,191 @@ TEST_CASE("Queue.dead_consumer.sigkill_mid_batch", "[queue]") {
     std::vector<std::string> spilled = mixed_batch(4);
     spilled.insert(spilled.begin() + 1, std::string(spilled_bytes, 'S'));
     dead_batch_consumer_trial(queue_point::spill_releasing, 1, 3, spilled, 3, 2);
+}
+
+// Lanes (QueueOptions::lanes): producers dealt rings of their own. The ctest run with
+// MPROC_QUEUE_LANES=4 runs every test above with four lanes too (but those tagged [one_ring]).
+
+TEST_CASE("Queue.lanes.four_by_four_checksums", "[queue][lanes]") {
+    // Four lanes: a ring per producer; three: two producers share one. A tiny ring: producers
+    // wait for room in their lane all the time. Batches: one claim per batch in each lane.
+    mpmc_processes(20'000, {.ring_bytes = std::size_t{4} << 20, .lanes = 4});
+    mpmc_processes(20'000, {.ring_bytes = std::size_t{4} << 20, .lanes = 3});
+    mpmc_processes(5'000, {.ring_bytes = 4096, .lanes = 4});
+    mpmc_processes(20'000, {.ring_bytes = std::size_t{16} << 10, .lanes = 4}, true);
+}
+
+TEST_CASE("Queue.lanes.options_and_errors", "[queue][lanes]") {
+    CHECK(mproc::Queue<int>(mproc::QueueOptions{.lanes = 5}).lanes() == 5);
+    CHECK(mproc::Queue<int>(mproc::QueueOptions{.maxsize = 4}).lanes() == 1);
+    CHECK_THROWS_WITH(mproc::Queue<int>(mproc::QueueOptions{.maxsize = 4, .lanes = 2}),
+                      Catch::Contains("a queue with a maxsize has one lane"));
+    CHECK_THROWS_WITH(mproc::Queue<int>(mproc::QueueOptions{.lanes = 65}), Catch::Contains("lanes must be from 1 to 64"));
+    // Automatic: the environment variable, checked; else by the usable cores.
+    const char* before = std::getenv("MPROC_QUEUE_LANES");
+    const std::string saved = before ? before : "";
+    ::setenv("MPROC_QUEUE_LANES", "3", 1);
+    CHECK(mproc::Queue<int>().lanes() == 3);
+    CHECK(mproc::Queue<int>(4).lanes() == 1);  // a maxsize: one lane
+    for (const char* bad : {"0", "65", "four", "4x", ""}) {
+        ::setenv("MPROC_QUEUE_LANES", bad, 1);
+        CHECK_THROWS_WITH(mproc::Queue<int>(), Catch::Contains("MPROC_QUEUE_LANES must be a number from 1 to 64"));
+    }
+    ::unsetenv("MPROC_QUEUE_LANES");
+    const unsigned cpus = mproc::cpu_count();
+    CHECK(mproc::Queue<int>().lanes() == (cpus >= 8 ? std::min(8u, cpus / 2) : 1u));
+    if (before) ::setenv("MPROC_QUEUE_LANES", saved.c_str(), 1);
+}
+
+TEST_CASE("Queue.lanes.order_per_producer_and_a_blocked_get_takes_from_every_lane", "[queue][lanes]") {
+    mproc::Queue<std::pair<int, int>> q(mproc::QueueOptions{.lanes = 4});
+    // One consumer, blocked in get() (no timeout) before anything is put: each producer's first
+    // put, in a lane of its own, must wake it.
+    mproc::Process<std::vector<int>> consumer([q]() mutable {
+        std::vector<int> next(4, 0);
+        for (int n = 0; n < 4 * 1000; ++n) {
+            const auto [p, i] = q.get();
+            if (i != next[static_cast<std::size_t>(p)]++) return std::vector<int>{-1};
+        }
+        return next;
+    });
+    consumer.start();
+    std::this_thread::sleep_for(50ms);  // the consumer is asleep by now, most likely
+    std::vector<mproc::Process<void>> producers;
+    for (int p = 0; p < 4; ++p)
+        producers.emplace_back([q, p]() mutable {
+            for (int i = 0; i < 1000; ++i) {
+                q.put({p, i});
+                if (i % 100 == 0) std::this_thread::sleep_for(1ms);  // let the consumer sleep again
+            }
+        });
+    for (auto& p : producers) p.start();
+    for (auto& p : producers) join_bounded(p);
+    join_bounded(consumer);
+    CHECK(consumer.result() == std::vector<int>(4, 1000));
+    CHECK(q.empty());
+}
+
+TEST_CASE("Queue.lanes.close_drains_every_lane", "[queue][lanes]") {
+    mproc::Queue<int> q(mproc::QueueOptions{.lanes = 4});
+    std::vector<mproc::Process<void>> producers;
+    for (int p = 0; p < 4; ++p)
+        producers.emplace_back([q, p]() mutable {
+            for (int i = 0; i < 10; ++i) q.put(p * 100 + i);
+        });
+    for (auto& p : producers) p.start();
+    for (auto& p : producers) join_bounded(p);
+    q.close();
+    CHECK_THROWS_AS(q.put(1), mproc::EndOfStream);
+    std::vector<int> got;
+    try {
+        for (;;) got.push_back(q.get(10s));
+    } catch (const mproc::EndOfStream&) {
+    }
+    std::sort(got.begin(), got.end());
+    std::vector<int> want;
+    for (int p = 0; p < 4; ++p)
+        for (int i = 0; i < 10; ++i) want.push_back(p * 100 + i);
+    CHECK(got == want);
+    CHECK_THROWS_AS(q.try_get(), mproc::EndOfStream);
+}
+
+TEST_CASE("Queue.lanes.a_dead_producer_holds_up_only_its_lane_and_is_found_while_others_are_busy",
+          "[queue][lanes]") {
+    // Messages are producer * 1'000'000 + index (an int goes through put's halved copy, where
+    // the victim dies).
+    mproc::Queue<int> q(mproc::QueueOptions{.lanes = 4});
+    // The first producer is dealt lane 0 and dies with its record claimed at that lane's head
+    // (the tail moved past it, half the message written).
+    mproc::Process<void> victim([q]() mutable {
+        die_at(queue_point::put_copying);
+        q.put(-1);
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    // Producers 1 to 3 are dealt lanes 1 to 3 and producer 4 lane 0 again, behind the dead
+    // record (if they start in that order, which the pauses make likely; any order tests the
+    // same thing with another producer behind it). Producer 1 keeps its lane busy throughout.
+    constexpr int busy = 200'000;
+    std::vector<mproc::Process<void>> producers;
+    for (int p = 1; p <= 4; ++p) {
+        producers.emplace_back([q, p]() mutable {
+            for (int i = 0; i < (p == 1 ? busy : 100); ++i) q.put(p * 1'000'000 + i);
+        });
+        producers.back().start();
+        std::this_thread::sleep_for(20ms);
+    }
+    std::vector<int> next(5, 0);
+    std::vector<int> busy_seen_when_done(5, 0);
+    int out_of_order = 0;
+    while (next[1] < busy || next[2] < 100 || next[3] < 100 || next[4] < 100) {
+        const auto got = q.try_get_for(10s);
+        REQUIRE(got);
+        const auto p = static_cast<std::size_t>(*got / 1'000'000);
+        REQUIRE((p >= 1 && p <= 4));
+        if (*got % 1'000'000 != next[p]++) ++out_of_order;
+        if (p != 1 && next[p] == 100) busy_seen_when_done[p] = next[1];
+    }
+    for (auto& p : producers) join_bounded(p);
+    CHECK(out_of_order == 0);
+    // Whichever producer was behind the dead record was not left until the busy lane ran dry.
+    for (std::size_t p = 2; p <= 4; ++p) {
+        INFO("producer " << p);
+        CHECK(busy_seen_when_done[p] < busy);
+    }
+    CHECK(q.dropped() == 1);
+    CHECK_FALSE(q.try_get());
+    CHECK(q.empty());
+}
+
+TEST_CASE("Queue.lanes.a_dead_producer_is_found_by_a_get_that_finds_nothing_else", "[queue][lanes]") {
+    mproc::Queue<int> q(mproc::QueueOptions{.lanes = 4});
+    mproc::Process<void> victim([q]() mutable {
+        die_at(queue_point::put_copying);
+        q.put(1);
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    CHECK(q.qsize() == 1);     // claimed and counted, never to be published
+    CHECK_FALSE(q.try_get());  // looks at the stuck head at once: its holder is dead
+    CHECK(q.dropped() == 1);
+    CHECK(q.empty());
+    q.put(2);
+    CHECK(q.get(10s) == 2);
+}
+
+TEST_CASE("JoinableQueue.lanes.join_counts_every_lane_and_dead_consumers", "[queue][lanes]") {
+    mproc::JoinableQueue<int> q(mproc::QueueOptions{.lanes = 4});
+    std::vector<mproc::Process<void>> producers;
+    for (int p = 0; p < 4; ++p)
+        producers.emplace_back([q]() mutable {
+            for (int i = 0; i < 50; ++i) q.put(i);
+        });
+    for (auto& p : producers) p.start();
+    for (auto& p : producers) join_bounded(p);
+    CHECK_FALSE(q.join_for(0ms));
+    // This process is dealt the first lane to get from, so the victim's first look is lane 1.
+    (void)q.get(10s);
+    q.task_done();
+    // A consumer killed holding an item (the head already moved past it).
+    mproc::Process<void> victim([q]() mutable {
+        die_at(queue_point::get_moved);
+        (void)q.get();
+    });
+    victim.start();
+    join_bounded(victim);
+    REQUIRE(victim.exitcode() == -SIGKILL);
+    mproc::Process<void> worker([q]() mutable {
+        for (int i = 0; i < 198; ++i) {
+            (void)q.get(10s);
+            q.task_done();
+        }
+    });
+    worker.start();
+    CHECK(q.join_for(30s));
+    join_bounded(worker);
+    CHECK(q.dropped() == 1);
+    CHECK_THROWS_AS(q.task_done(), mproc::StateError);
 }

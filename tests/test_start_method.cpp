@@ -911,8 +911,10 @@ TEST_CASE("StartMethod.shared.hygiene", "[start_method]") {
         mproc::Lock lock;
         mproc::SharedValue<long> counter;
         mproc::SharedArray<int> squares(4);
-        // One descriptor each (a SharedValue's lock lives in its file), kept while they live.
-        CHECK(mproc_test::open_fd_count() == fds_before + 4);
+        // One descriptor each (a SharedValue's lock lives in its file; a queue has one per
+        // lane), kept while they live.
+        const int held = 3 + static_cast<int>(q.lanes());
+        CHECK(mproc_test::open_fd_count() == fds_before + held);
         {
             mproc::Process p(count_up, counter, lock, squares);
             p.start(method);
@@ -920,7 +922,7 @@ TEST_CASE("StartMethod.shared.hygiene", "[start_method]") {
             CHECK(p.result() == 3000);
         }
         mproc_test::settle_forkserver_spare();
-        CHECK(mproc_test::open_fd_count() == fds_before + 4);  // nothing left from the passing
+        CHECK(mproc_test::open_fd_count() == fds_before + held);  // nothing left from the passing
     }
     CHECK(mproc_test::open_fd_count() == fds_before);
     CHECK(mproc_test::our_shm_names() == names_before);

@@ -11,7 +11,8 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>
-#include <mproc/detail/queue_ring.hpp>
+#include <mproc/detail/child.hpp>
+#include <mproc/detail/queue_lanes.hpp>
 #include <mproc/detail/shared_handle.hpp>
 #include <mproc/error.hpp>
 #include <mproc/version.hpp>
@@ -21,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <cstdlib>
 #include <cstring>
 #include <span>
 #include <string>
@@ -49,9 +51,34 @@ struct QueueOptions {
     /// of a put or a get of such a message loses none of this space for good: its share comes
     /// back when its record is dropped (see Queue), or when a put finds the window full.
     std::size_t spill_bytes = std::size_t{16} << 30;
+    /// Rings the queue is made of, each of `ring_bytes`, dealt out to producers (and, as the
+    /// first lane each looks at, to consumers) in turn, so that producers on many cores do not
+    /// all claim at one place. One producer's messages stay in order; those of different
+    /// producers have no order between them (as in Python). 0: automatic: the environment
+    /// variable MPROC_QUEUE_LANES if set, else 1 below 8 usable cores and half of them (at most
+    /// 8) from there. A queue with a maxsize has one lane.
+    std::size_t lanes = 0;
 };
 
 namespace detail {
+/// The lanes a queue made with `options` has (see QueueOptions::lanes).
+/// @throws Error for a MPROC_QUEUE_LANES that is not a number from 1 to 64.
+[[nodiscard]] inline std::size_t queue_lane_count(const QueueOptions& options) {
+    if (options.lanes != 0 || options.maxsize != 0) return options.lanes == 0 ? 1 : options.lanes;
+    if (const char* text = std::getenv("MPROC_QUEUE_LANES")) {
+        char* end = nullptr;
+        const unsigned long n = std::strtoul(text, &end, 10);
+        if (end == text || *end != '\0' || n == 0 || n > queue_lanes::max_lanes)
+            throw Error("mproc::Queue: MPROC_QUEUE_LANES must be a number from 1 to " +
+                        std::to_string(queue_lanes::max_lanes) + " (is \"" + text + "\")");
+        return n;
+    }
+    // Below 8 cores producers rarely claim at the same moment (on 2, two processes run at a
+    // time), and a single ring keeps every message in one order.
+    const unsigned cpus = usable_cpu_count();
+    return cpus >= 8 ? std::min<std::size_t>(8, cpus / 2) : 1;
+}
+
 /// Elements whose codec encoding is their object's bytes.
 template <class T>
 inline constexpr bool queue_raw_v = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || std::is_same_v<T, std::byte>;
@@ -131,7 +158,7 @@ public:
     explicit Queue(std::size_t maxsize = 0) : Queue(QueueOptions{.maxsize = maxsize}) {}
     /// A queue sized by `options`. @throws Error for a ring size that is not a power of two.
     explicit Queue(const QueueOptions& options)
-        : ring_(options.ring_bytes, options.spill_bytes, options.maxsize) {}
+        : lanes_(detail::queue_lane_count(options), options.ring_bytes, options.spill_bytes, options.maxsize) {}
 
     // Copies share the queue; there is no empty, moved-from state.
     /// Another handle on the same queue (in this process and in children forked later).
@@ -189,7 +216,7 @@ public:
 
     /// Puts bytes that are already an encoding of T (from mproc::encode). Bytes that are not
     /// make the get() that receives them throw DecodeError. @throws EndOfStream when closed.
-    void put_encoded(std::span<const std::byte> bytes) { (void)ring_.put(bytes, detail::Deadline::never()); }
+    void put_encoded(std::span<const std::byte> bytes) { (void)lanes_.put(bytes, detail::Deadline::never()); }
 
     /// Takes the next message, blocking until there is one.
     /// @throws EndOfStream once the queue is closed and drained; DecodeError when the message
@@ -250,33 +277,35 @@ public:
 
     /// No more puts, in every process: every blocked putter and getter wakes now; getters drain
     /// what is queued, then see EndOfStream. Idempotent.
-    void close() noexcept { ring_.close(); }
+    void close() noexcept { lanes_.close(); }
 
     /// Whether close() was called (in any process).
-    [[nodiscard]] bool closed() const noexcept { return ring_.closed(); }
+    [[nodiscard]] bool closed() const noexcept { return lanes_.closed(); }
 
     /// Messages queued now: put (or being put) and not yet taken. A snapshot, like Python's.
-    [[nodiscard]] std::size_t qsize() const noexcept { return ring_.qsize(); }
+    [[nodiscard]] std::size_t qsize() const noexcept { return lanes_.qsize(); }
     /// qsize() == 0.
     [[nodiscard]] bool empty() const noexcept { return qsize() == 0; }
     /// Whether a put would block now: maxsize reached, or (unbounded) no free cell in the ring.
-    [[nodiscard]] bool full() const noexcept { return ring_.full(); }
+    [[nodiscard]] bool full() const noexcept { return lanes_.full(); }
     /// The maxsize given at construction (0: none).
-    [[nodiscard]] std::size_t maxsize() const noexcept { return ring_.maxsize(); }
-    /// The ring's size in bytes.
-    [[nodiscard]] std::size_t ring_bytes() const noexcept { return ring_.ring_bytes(); }
+    [[nodiscard]] std::size_t maxsize() const noexcept { return lanes_.maxsize(); }
+    /// The size in bytes of each lane's ring.
+    [[nodiscard]] std::size_t ring_bytes() const noexcept { return lanes_.ring_bytes(); }
+    /// The lanes the queue was made with (see QueueOptions::lanes).
+    [[nodiscard]] std::size_t lanes() const noexcept { return lanes_.count(); }
 
     /// Messages lost because the process putting or getting them died midway, since creation.
     /// @code
     /// if (q.dropped() != 0) std::fprintf(stderr, "%llu messages lost to crashed workers\n", ...);
     /// @endcode
-    [[nodiscard]] std::uint64_t dropped() const noexcept { return ring_.dropped(); }
+    [[nodiscard]] std::uint64_t dropped() const noexcept { return lanes_.dropped(); }
 
     /// @cond
 protected:
-    explicit Queue(detail::queue_ring ring) noexcept : ring_(std::move(ring)) {}
+    explicit Queue(detail::queue_lanes lanes) noexcept : lanes_(std::move(lanes)) {}
 
-    detail::queue_ring ring_;
+    detail::queue_lanes lanes_;
     /// @endcond
 
 private:
@@ -286,13 +315,13 @@ private:
     bool put_until(const T& value, const detail::Deadline& deadline) {
         using direct = detail::queue_direct<T>;
         if constexpr (direct::value) {
-            return ring_.put(
+            return lanes_.put(
                 direct::size(value), [&](std::byte* to) noexcept { direct::write(to, value); }, deadline);
         } else {
             // Any other T is encoded straight into its record too: sized first (before the
             // claim, so a codec that throws leaves the queue untouched), then written in place.
             const std::size_t length = encoded_size(value);
-            return ring_.put_or_give_up(
+            return lanes_.put_or_give_up(
                 length, [&](std::byte* to) { return encode_to(std::span<std::byte>(to, length), value) == length; },
                 deadline);
         }
@@ -311,7 +340,7 @@ private:
                 if constexpr (direct::value) lengths[i] = direct::size(chunk[i]);
                 else lengths[i] = encoded_size(chunk[i]);
             }
-            const std::size_t done = ring_.put_many(
+            const std::size_t done = lanes_.put_many(
                 std::span<const std::uint64_t>(lengths, chunk.size()),
                 [&](std::size_t i, std::byte* to) {
                     if constexpr (direct::value) {
@@ -341,7 +370,7 @@ private:
 
     std::optional<T> get_until(const detail::Deadline& deadline) {
         std::optional<T> out;
-        (void)ring_.get(deadline, [&](std::span<const std::byte> bytes) { out.emplace(decode_message(bytes)); });
+        (void)lanes_.get(deadline, [&](std::span<const std::byte> bytes) { out.emplace(decode_message(bytes)); });
         return out;
     }
 
@@ -352,8 +381,8 @@ private:
         out.reserve(std::min(max, batch));
         auto consume = [&](std::span<const std::byte> bytes) { out.push_back(decode_message(bytes)); };
         // The first claim waits; the next ones take only what is ready already.
-        std::size_t taken = ring_.get(deadline, consume, std::min(max, batch));
-        while (taken != 0 && out.size() < max) taken = ring_.get_ready(consume, std::min(max - out.size(), batch));
+        std::size_t taken = lanes_.get(deadline, consume, std::min(max, batch));
+        while (taken != 0 && out.size() < max) taken = lanes_.get_ready(consume, std::min(max - out.size(), batch));
         return out;
     }
 };
@@ -373,53 +402,60 @@ public:
 
     /// Marks one item taken by get() as done.
     /// @throws StateError when called more often than items were put.
-    void task_done() { this->ring_.task_done(1); }
+    void task_done() { this->lanes_.task_done(1); }
 
     /// Marks `n` items done at once (after a get_many(), say): task_done() `n` times.
     /// @throws StateError when that is more than items were put and not yet done (none marked).
-    void task_done(std::size_t n) { this->ring_.task_done(n); }
+    void task_done(std::size_t n) { this->lanes_.task_done(n); }
 
     /// Blocks until every item put so far is done (task_done() called, or dropped with a dead
     /// consumer). A consumer that exits after get() without task_done() keeps join() waiting,
     /// as in Python: use the timed form when that can happen.
-    void join() { (void)this->ring_.join(detail::Deadline::never()); }
+    void join() { (void)this->lanes_.join(detail::Deadline::never()); }
 
     /// join() waiting at most `timeout`; false when items were still pending.
     template <class Rep, class Period>
     [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> timeout) {
-        return this->ring_.join(detail::Deadline::after(timeout));
+        return this->lanes_.join(detail::Deadline::after(timeout));
     }
 
 private:
     template <class>
     friend struct detail::shared_handle;
-    explicit JoinableQueue(detail::queue_ring ring) noexcept : Queue<T>(std::move(ring)) {}
+    explicit JoinableQueue(detail::queue_lanes lanes) noexcept : Queue<T>(std::move(lanes)) {}
 };
 
 /// @cond
 namespace detail {
-/// A queue travels as its memfd and the sizes it was made with.
+/// A queue travels as its lanes' memfds and the sizes it was made with.
 template <class T>
 struct shared_handle<Queue<T>> : std::true_type {
     static void save(const Queue<T>& q, handle_writer& w) {
-        w.fd(q.ring_.memory_fd());
-        w.word(q.ring_.ring_bytes());
-        w.word(q.ring_.spill_bytes());
+        w.word(q.lanes_.count());
+        for (std::size_t i = 0; i < q.lanes_.count(); ++i) w.fd(q.lanes_.lane(i).memory_fd());
+        w.word(q.lanes_.ring_bytes());
+        w.word(q.lanes_.spill_bytes());
     }
-    static queue_ring load_ring(handle_reader& r) {
-        unique_fd fd(::fcntl(r.fd(), F_DUPFD_CLOEXEC, 3));
-        if (!fd) throw_errno("fcntl");
+    static queue_lanes load_lanes(handle_reader& r) {
+        const std::uint64_t count = r.word();
+        if (count == 0 || count > queue_lanes::max_lanes) throw DecodeError("mproc::Queue: a handle with a bad lane count");
+        std::vector<unique_fd> fds;
+        for (std::uint64_t i = 0; i < count; ++i) {
+            unique_fd fd(::fcntl(r.fd(), F_DUPFD_CLOEXEC, 3));
+            if (!fd) throw_errno("fcntl");
+            fds.push_back(std::move(fd));
+        }
         const std::uint64_t ring_bytes = r.word();
         const std::uint64_t spill_bytes = r.word();
-        return queue_ring(std::move(fd), ring_bytes, spill_bytes);
+        return queue_lanes(std::move(fds), ring_bytes, spill_bytes);
     }
-    static Queue<T> load(handle_reader& r) { return Queue<T>(load_ring(r)); }
+    static Queue<T> load(handle_reader& r) { return Queue<T>(load_lanes(r)); }
 };
 template <class T>
 struct shared_handle<JoinableQueue<T>> : std::true_type {
     static void save(const JoinableQueue<T>& q, handle_writer& w) { shared_handle<Queue<T>>::save(q, w); }
     static JoinableQueue<T> load(handle_reader& r) {
-        return JoinableQueue<T>(shared_handle<Queue<T>>::load_ring(r));
+        return JoinableQueue<T>(shared_handle<Queue<T>>::load_lanes(r));
     }
 };
 }  // namespace detail

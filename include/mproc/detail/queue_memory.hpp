@@ -138,6 +138,10 @@ struct queue_control {
     // not take turns cell by cell (each turn a wake-up and cache misses on both sides).
     std::atomic<std::uint64_t> space_target{0};
     alignas(64) futex_word done{0};         // task_done() calls plus dropped records, mod 2^24
+    // A queue with several lanes (queue_lanes.hpp), in its first lane only: producers and
+    // consumers seen so far, which deal out the lanes to processes in turn.
+    alignas(64) std::atomic<std::uint32_t> lane_producers{0};
+    std::atomic<std::uint32_t> lane_consumers{0};
     std::atomic<std::uint64_t> dropped{0};
     const std::uint64_t cells;
     const std::uint64_t maxsize;

@@ -95,6 +95,11 @@ struct queue_shared {
     queue_shared(unique_fd fd, std::size_t ring_bytes, std::size_t spill_bytes)
         : memory(std::move(fd), ring_bytes, spill_bytes) {}
     queue_memory memory;
+    // The words consumers sleep on and join() counts in: this ring's own, or, for a lane of a
+    // queue with several (queue_lanes.hpp), those of its first lane, kept mapped by bell_owner.
+    queue_control* bell = &memory.control();
+    std::shared_ptr<queue_shared> bell_owner;
+    bool lanes_share_bell = false;
     std::atomic<std::uint64_t> me{0};            // pid << 32 | registry id, of this process
     std::atomic<std::uint64_t> reclaim_seen{0};  // a recent reclaim cursor (never ahead of it)
     std::atomic<std::uint64_t> tail_seen{0};     // a recent tail position (never ahead of it)
@@ -108,6 +113,16 @@ public:
     /// The queue another process made, from its memfd (see queue_memory).
     queue_ring(unique_fd fd, std::size_t ring_bytes, std::size_t spill_bytes)
         : shared_(std::make_shared<queue_shared>(std::move(fd), ring_bytes, spill_bytes)) {}
+
+    /// Makes this ring a lane of the queue whose first lane is `first`: its consumers sleep on
+    /// first's data event, and its dropped records count as done in first's join() count.
+    /// Before any other process or thread uses it.
+    void ring_bell_of(const queue_ring& first) {
+        shared_->bell = &first.ctl();
+        shared_->bell_owner = first.shared_;
+        shared_->lanes_share_bell = true;
+        first.shared_->lanes_share_bell = true;
+    }
 
     /// What another process needs to map this queue: the memfd and the sizes.
     [[nodiscard]] int memory_fd() const noexcept { return mem().fd(); }
@@ -180,9 +195,45 @@ public:
     [[nodiscard]] std::size_t maxsize() const noexcept { return ctl().maxsize; }
     [[nodiscard]] std::size_t ring_bytes() const noexcept { return mem().cells() * queue_memory::cell_bytes; }
 
-    /// Counts `n` items done. @throws StateError when fewer are pending (nothing counted).
-    void task_done(std::size_t n);
-    bool join(const Deadline& deadline);
+    /// Records put into this ring so far, modulo 2^24 (dropped and given-up ones included).
+    [[nodiscard]] std::uint32_t records_put() const noexcept {
+        return static_cast<std::uint32_t>(qlow(ctl().tail.load(std::memory_order_seq_cst)));
+    }
+    /// What a consumer about to sleep watches: the head and its slot's state, which a
+    /// producer's claim on an empty ring changes (see the top of this file).
+    struct head_mark {
+        std::uint64_t head, state;
+        bool operator==(const head_mark&) const = default;
+        /// Something is at the head: ready, or claimed and not yet published (or stuck).
+        [[nodiscard]] bool claimed() const noexcept { return qpos(state) == qpos(head); }
+        [[nodiscard]] bool ready() const noexcept { return claimed() && status_of(state) == slot_status::ready; }
+    };
+    [[nodiscard]] head_mark mark() const noexcept {
+        const std::uint64_t head = ctl().head.load(std::memory_order_seq_cst);
+        return {head, mem().slot(qpos(head)).state.load(std::memory_order_seq_cst)};
+    }
+    /// Takes this process's registry entry now (get_ready() takes nothing without one).
+    void enroll_here() { (void)holder_id(); }
+    /// The first lane's words (this ring's own unless it is a later lane).
+    [[nodiscard]] queue_control& bell() const noexcept { return *shared_->bell; }
+    /// Drops every record taken by a consumer that died holding it (join() needs them done, and
+    /// a put that found the spill window full their blocks). Returns how many it dropped.
+    std::uint64_t drop_dead_readers();
+
+    /// Wakes sleepers on `event` if any: `count` of them (one per published message, so that
+    /// four idle consumers do not all wake for one message).
+    static void notify(futex_word& event, futex_word& waiters, int count = INT_MAX) noexcept {
+        if (waiters.load(std::memory_order_seq_cst) != 0) {
+            event.fetch_add(1, std::memory_order_seq_cst);
+            futex_wake(event, count);
+        }
+    }
+
+    /// The waiter's half of notify: spins a little, then sleeps on `event` until it moves, the
+    /// slice passes or changed() holds. False only when the deadline had passed already.
+    template <class Changed>
+    static bool sleep(futex_word& event, futex_word& waiters, const Deadline& deadline,
+                      std::chrono::milliseconds slice, Changed&& changed);
 
 private:
     enum class room_status { room, ring_full, bound_full };
@@ -296,10 +347,6 @@ private:
     /// Takes over the record at `pos` (state `state` seen, its span known) and frees it, moving
     /// the cursors past it: false when someone else took it first.
     bool discard(std::uint64_t pos, std::uint64_t state, std::uint64_t span, bool dropped) noexcept;
-    /// Drops every record taken by a consumer that died holding it (join() needs them done, and
-    /// a put that found the spill window full their blocks). Returns how many it dropped.
-    std::uint64_t drop_dead_readers();
-
     /// A full barrier (a seq_cst read-modify-write that changes nothing) after a batch claimed
     /// by stores, `last` being its last record: pairs with a sleeper's count-in as a claim's
     /// CAS does. (Not atomic_thread_fence, which ThreadSanitizer does not model.)
@@ -318,21 +365,6 @@ private:
             if (word.compare_exchange_weak(seen, target, std::memory_order_seq_cst)) return;
         }
     }
-
-    /// Wakes sleepers on `event` if any: `count` of them (one per published message, so that
-    /// four idle consumers do not all wake for one message).
-    static void notify(futex_word& event, futex_word& waiters, int count = INT_MAX) noexcept {
-        if (waiters.load(std::memory_order_seq_cst) != 0) {
-            event.fetch_add(1, std::memory_order_seq_cst);
-            futex_wake(event, count);
-        }
-    }
-
-    /// The waiter's half of notify: spins a little, then sleeps on `event` until it moves, the
-    /// slice passes or changed() holds. False only when the deadline had passed already.
-    template <class Changed>
-    static bool sleep(futex_word& event, futex_word& waiters, const Deadline& deadline,
-                      std::chrono::milliseconds slice, Changed&& changed);
 
     static constexpr std::chrono::microseconds spin_time{10};
     static constexpr std::chrono::microseconds yield_time{50};

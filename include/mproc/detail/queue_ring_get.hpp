@@ -131,7 +131,7 @@ std::size_t queue_ring::get_waiting(const Deadline& deadline, Consume& consume, 
             if (qpos(c.tail.load(std::memory_order_acquire)) != pos) continue;
             if (c.closed.load(std::memory_order_acquire))
                 throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(100), changed)) return 0;
+            if (!sleep(bell().data_event, bell().get_waiters, deadline, std::chrono::milliseconds(100), changed)) return 0;
             continue;
         }
         switch (status_of(state)) {
@@ -145,7 +145,7 @@ std::size_t queue_ring::get_waiting(const Deadline& deadline, Consume& consume, 
             }
             // Its producer publishes within nanoseconds unless preempted or copying a big
             // message; a short slice bounds what a wake-up missed in the race costs.
-            if (!sleep(c.data_event, c.get_waiters, deadline, std::chrono::milliseconds(1), changed)) return 0;
+            if (!sleep(bell().data_event, bell().get_waiters, deadline, std::chrono::milliseconds(1), changed)) return 0;
             continue;
         case slot_status::reading:
             if (watch.holder_dead(state, c.registry, deadline.expired())) {
@@ -235,16 +235,17 @@ inline bool queue_ring::discard(std::uint64_t pos, std::uint64_t state, std::uin
     if (dropped) c.dropped.fetch_add(1, std::memory_order_acq_rel);
     skip_record(c.head, pos, cells);
     free_record(s, pos, in_slot, span, true, dropped);
-    c.done.fetch_add(1, std::memory_order_seq_cst);  // a discarded item can never be task_done()
-    if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
-    notify(c.data_event, c.get_waiters);
+    queue_control& b = bell();
+    b.done.fetch_add(1, std::memory_order_seq_cst);  // a discarded item can never be task_done()
+    if (b.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(b.done);
+    notify(b.data_event, b.get_waiters);
     return true;
 }
 
 inline void queue_ring::close() noexcept {
     queue_control& c = ctl();
     c.closed.store(1, std::memory_order_seq_cst);
-    for (futex_word* event : {&c.data_event, &c.space_event}) {
+    for (futex_word* event : {&bell().data_event, &c.space_event}) {
         event->fetch_add(1, std::memory_order_seq_cst);
         futex_wake(*event);
     }
@@ -255,31 +256,6 @@ inline bool queue_ring::full() const noexcept {
     if (c.maxsize != 0) return qsize() >= c.maxsize;
     const std::uint64_t tail = qpos(c.tail.load(std::memory_order_acquire));
     return ((qadd(tail, 1) - c.reclaim.load(std::memory_order_acquire)) & queue_pos_mask) > mem().cells();
-}
-
-inline void queue_ring::task_done(std::size_t n) {
-    queue_control& c = ctl();
-    std::uint32_t done = c.done.load(std::memory_order_acquire);
-    do {
-        if (((qlow(c.tail.load(std::memory_order_acquire)) - done) & queue_low_mask) < n)
-            throw StateError("mproc::JoinableQueue: task_done() called more times than items were put");
-    } while (!c.done.compare_exchange_weak(done, static_cast<std::uint32_t>(done + n), std::memory_order_seq_cst));
-    if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
-}
-
-inline bool queue_ring::join(const Deadline& deadline) {
-    queue_control& c = ctl();
-    const auto finished = [&](std::uint32_t done) {
-        return ((qlow(c.tail.load(std::memory_order_seq_cst)) - done) & queue_low_mask) == 0;
-    };
-    for (;;) {
-        // Sliced: a dropped record counts as done a moment before the tail counts it as put,
-        // and an item held by a dead consumer is found only by looking.
-        if (wait_until(c.done, c.join_waiters, finished, bounded_slice(deadline, std::chrono::milliseconds(50))))
-            return true;
-        if (deadline.expired()) return false;
-        drop_dead_readers();
-    }
 }
 
 inline std::uint64_t queue_ring::drop_dead_readers() {

@@ -34,7 +34,7 @@ inline std::optional<queue_ring::claimed> queue_ring::claim_in_slot(std::uint64_
     if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::writing, queue_in_slot | static_cast<std::uint32_t>(me)),
                                          std::memory_order_seq_cst))
         return std::nullopt;
-    const bool getters_sleep = c.get_waiters.load(std::memory_order_seq_cst) != 0;
+    const bool getters_sleep = bell().get_waiters.load(std::memory_order_seq_cst) != 0;
     queue_fault(queue_point::put_claimed);
     queue_fault(queue_point::put_spanned);
     c.tail.store(qpack(qadd(pos, 1), qlow(tail) + 1), std::memory_order_release);
@@ -85,7 +85,7 @@ inline std::size_t queue_ring::claim(std::span<const std::uint64_t> lengths, cla
             if (!s.state.compare_exchange_strong(state, slot_state(pos, slot_status::writing, flag | me),
                                                  std::memory_order_seq_cst))
                 continue;
-            const bool getters_sleep = c.get_waiters.load(std::memory_order_seq_cst) != 0;
+            const bool getters_sleep = bell().get_waiters.load(std::memory_order_seq_cst) != 0;
             queue_fault(queue_point::put_claimed);
             std::byte* to = reinterpret_cast<std::byte*>(&s.word);
             if (!in_slot) {
@@ -111,7 +111,7 @@ inline std::size_t queue_ring::claim(std::span<const std::uint64_t> lengths, cla
             // is seen.
             if (count > 1) {
                 full_barrier_after(*out[count - 1].slot);
-                const bool sleeping = c.get_waiters.load(std::memory_order_seq_cst) != 0;
+                const bool sleeping = bell().get_waiters.load(std::memory_order_seq_cst) != 0;
                 for (std::size_t i = 0; i < count; ++i) out[i].getters_sleep = sleeping;
             }
             queue_fault(queue_point::put_spanned);
@@ -261,10 +261,12 @@ inline void queue_ring::publish(std::span<const claimed> records) noexcept {
     }
     // A consumer that counted itself in before our claim was seen then; a second look catches
     // one that came to wait for these records since.
-    queue_control& c = ctl();
-    if (records[0].getters_sleep || c.get_waiters.load(std::memory_order_seq_cst) != 0) {
-        c.data_event.fetch_add(1, std::memory_order_seq_cst);
-        futex_wake(c.data_event, static_cast<int>(records.size()));
+    queue_control& b = bell();
+    if (records[0].getters_sleep || b.get_waiters.load(std::memory_order_seq_cst) != 0) {
+        b.data_event.fetch_add(1, std::memory_order_seq_cst);
+        // Lanes: a woken consumer may be one waiting in another lane for a record being
+        // written there; everyone wakes, so that one that looks at every lane is among them.
+        futex_wake(b.data_event, shared_->lanes_share_bell ? INT_MAX : static_cast<int>(records.size()));
     }
 }
 

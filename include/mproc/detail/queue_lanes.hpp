@@ -1,0 +1,307 @@
+// A Queue's lanes: one queue made of several rings, so that producers on many cores do not all
+// claim at one tail.
+//
+// Every claim of a ring (queue_ring.hpp) is a compare-and-swap at its tail or head, followed
+// by a store of that cursor; others who read the cursor meanwhile wait for the store. With two
+// processes running at a time that costs nothing, but four producers on four cores queue up
+// behind each other's claims. A queue with lanes deals its lanes out to processes in turn, the
+// first time each puts: then each producer (up to the number of lanes) claims at a tail of its
+// own. Consumers are dealt lanes the same way, and take from their own while it has messages,
+// for at most `burst` gets in a row before they move on to the next lane with any, so that no
+// lane waits long for a consumer.
+//
+// What a producer puts stays in order (it always puts into its lane), which is all a Queue
+// promises: messages of different producers have no order between them, as in Python. Each
+// lane is a whole ring, with every crash-safety rule of its own; what the lanes share lives in
+// the first lane's control words: the futex word consumers sleep on (each lane's producers
+// wake it, all its sleepers at once, since a sleeper may be waiting in another lane), the
+// task_done() count that join() compares with the puts of every lane, and the counters that
+// deal out the lanes.
+//
+// A consumer that finds nothing ready in any lane looks at each lane's head: a record being
+// written there (or held by a process that died) is waited for in that lane for at most a
+// couple of milliseconds at a time, where that ring drops it if its holder died; otherwise it
+// sleeps on the shared word, having noted every lane's head, which the claim that ends the
+// sleep changes (the argument at the top of queue_ring.hpp, once per lane).
+#pragma once
+
+#include <mproc/detail/deadline.hpp>
+#include <mproc/detail/futex.hpp>
+#include <mproc/detail/queue_ring.hpp>
+#include <mproc/detail/sys.hpp>
+#include <mproc/error.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+MPROC_NAMESPACE_BEGIN
+namespace detail {
+
+class queue_lanes {
+public:
+    static constexpr std::size_t max_lanes = 64;
+    /// Gets in a row a consumer takes from one lane while others have messages too.
+    static constexpr std::uint32_t burst = 16;
+
+    /// A new queue of `lanes` rings, each of `ring_bytes` and `spill_bytes`.
+    queue_lanes(std::size_t lanes, std::size_t ring_bytes, std::size_t spill_bytes, std::size_t maxsize)
+        : local_(std::make_shared<local>()) {
+        check_count(lanes);
+        if (lanes > 1 && maxsize != 0)
+            throw Error("mproc::QueueOptions: a queue with a maxsize has one lane (lanes = " + std::to_string(lanes) +
+                        " asked for)");
+        local_->lanes.reserve(lanes);
+        for (std::size_t i = 0; i < lanes; ++i) local_->lanes.emplace_back(ring_bytes, spill_bytes, maxsize);
+        share_bell();
+    }
+    /// The queue another process made, from its lanes' memfds (see queue_memory).
+    queue_lanes(std::vector<unique_fd> fds, std::size_t ring_bytes, std::size_t spill_bytes)
+        : local_(std::make_shared<local>()) {
+        check_count(fds.size());
+        local_->lanes.reserve(fds.size());
+        for (unique_fd& fd : fds) local_->lanes.emplace_back(std::move(fd), ring_bytes, spill_bytes);
+        share_bell();
+    }
+
+    [[nodiscard]] std::size_t count() const noexcept { return lanes().size(); }
+    [[nodiscard]] const queue_ring& lane(std::size_t i) const noexcept { return lanes()[i]; }
+
+    // Puts go to this process's lane.
+    template <class Write>
+    bool put(std::uint64_t length, Write&& write, const Deadline& deadline) {
+        return producer_ring().put(length, std::forward<Write>(write), deadline);
+    }
+    template <class Write>
+    bool put_or_give_up(std::uint64_t length, Write&& write, const Deadline& deadline) {
+        return producer_ring().put_or_give_up(length, std::forward<Write>(write), deadline);
+    }
+    template <class Write>
+    std::size_t put_many(std::span<const std::uint64_t> lengths, Write&& write, const Deadline& deadline) {
+        return producer_ring().put_many(lengths, std::forward<Write>(write), deadline);
+    }
+    bool put(std::span<const std::byte> message, const Deadline& deadline) {
+        return producer_ring().put(message, deadline);
+    }
+
+    /// queue_ring::get over every lane: the first message ready in any lane (this consumer's
+    /// own first), waiting until the deadline when there is none.
+    template <class Consume>
+    std::size_t get(const Deadline& deadline, Consume&& consume, std::size_t max = 1);
+    /// queue_ring::get_ready over every lane.
+    template <class Consume>
+    std::size_t get_ready(Consume& consume, std::size_t max) {
+        if (count() == 1) return lanes()[0].get_ready(consume, max);
+        return get_ready_from(consumer_lane(), consume, max);
+    }
+
+    void close() noexcept {
+        for (queue_ring& ring : lanes()) ring.close();
+    }
+    [[nodiscard]] bool closed() const noexcept { return lanes()[0].closed(); }
+    [[nodiscard]] std::size_t qsize() const noexcept {
+        std::size_t n = 0;
+        for (const queue_ring& ring : lanes()) n += ring.qsize();
+        return n;
+    }
+    /// Whether a put of this process would block now (its lane is full).
+    [[nodiscard]] bool full() const noexcept { return producer_ring().full(); }
+    [[nodiscard]] std::uint64_t dropped() const noexcept {
+        std::uint64_t n = 0;
+        for (const queue_ring& ring : lanes()) n += ring.dropped();
+        return n;
+    }
+    [[nodiscard]] std::size_t maxsize() const noexcept { return lanes()[0].maxsize(); }
+    [[nodiscard]] std::size_t ring_bytes() const noexcept { return lanes()[0].ring_bytes(); }
+    [[nodiscard]] std::size_t spill_bytes() const noexcept { return lanes()[0].spill_bytes(); }
+
+    /// Counts `n` items done. @throws StateError when fewer are pending (nothing counted).
+    void task_done(std::size_t n);
+    /// Waits until every item put into any lane is done (or dropped). False at the deadline.
+    bool join(const Deadline& deadline);
+
+private:
+    /// What this process keeps of the queue, shared by its copies.
+    struct local {
+        std::vector<queue_ring> lanes;
+        std::atomic<std::uint64_t> put_lane{0};  // pid << 32 | lane + 1, once this process put
+        std::atomic<std::uint64_t> get_lane{0};  // pid << 32 | lane + 1, where its gets look first
+        std::atomic<std::uint32_t> taken_in_row{0};
+        // Per lane, a head record seen claimed and not ready, and since when (steady_clock
+        // nanoseconds): a get that finds it so for long looks whether its holder died, even
+        // while other lanes keep it busy.
+        struct stall {
+            std::atomic<std::uint64_t> state{~std::uint64_t{0}};
+            std::atomic<std::int64_t> since{0};
+        };
+        std::array<stall, max_lanes> stalls;
+    };
+
+    static void check_count(std::size_t lanes) {
+        if (lanes == 0 || lanes > max_lanes)
+            throw Error("mproc::QueueOptions: lanes must be from 1 to " + std::to_string(max_lanes) + " (was " +
+                        std::to_string(lanes) + ")");
+    }
+    void share_bell() {
+        for (std::size_t i = 1; i < count(); ++i) lanes()[i].ring_bell_of(lanes()[0]);
+    }
+    [[nodiscard]] std::vector<queue_ring>& lanes() const noexcept { return local_->lanes; }
+    [[nodiscard]] queue_control& first() const noexcept { return lanes()[0].bell(); }
+
+    /// This process's lane in `word` (put_lane or get_lane), dealt from `counter` the first time.
+    [[nodiscard]] std::size_t dealt(std::atomic<std::uint64_t>& word, std::atomic<std::uint32_t>& counter) const {
+        const auto pid = static_cast<std::uint64_t>(current_pid());
+        const std::uint64_t seen = word.load(std::memory_order_relaxed);
+        if (seen >> 32 == pid) [[likely]]
+            return static_cast<std::size_t>(static_cast<std::uint32_t>(seen) - 1);
+        const std::size_t lane = counter.fetch_add(1, std::memory_order_relaxed) % count();
+        word.store(pid << 32 | (lane + 1), std::memory_order_relaxed);
+        return lane;
+    }
+    [[nodiscard]] queue_ring& producer_ring() const {
+        if (count() == 1) return lanes()[0];
+        return lanes()[dealt(local_->put_lane, first().lane_producers)];
+    }
+    [[nodiscard]] std::size_t consumer_lane() {
+        const auto pid = static_cast<std::uint64_t>(current_pid());
+        if (local_->get_lane.load(std::memory_order_relaxed) >> 32 != pid) {
+            // get_ready takes from no ring this process has no registry entry in.
+            for (queue_ring& ring : lanes()) ring.enroll_here();
+        }
+        return dealt(local_->get_lane, first().lane_consumers);
+    }
+    /// After a get from `lane`: stay there for `burst` gets in a row, then move on.
+    void took_from(std::size_t lane) noexcept {
+        const auto pid = static_cast<std::uint64_t>(current_pid());
+        const std::uint64_t home = local_->get_lane.load(std::memory_order_relaxed);
+        if (static_cast<std::uint32_t>(home) - 1 != lane) {
+            local_->get_lane.store(pid << 32 | (lane + 1), std::memory_order_relaxed);
+            local_->taken_in_row.store(1, std::memory_order_relaxed);
+        } else if (local_->taken_in_row.fetch_add(1, std::memory_order_relaxed) + 1 >= burst) {
+            local_->get_lane.store(pid << 32 | ((lane + 1) % count() + 1), std::memory_order_relaxed);
+            local_->taken_in_row.store(0, std::memory_order_relaxed);
+        }
+    }
+    template <class Consume>
+    std::size_t get_ready_from(std::size_t start, Consume& consume, std::size_t max) {
+        for (std::size_t i = 0; i < count(); ++i) {
+            const std::size_t lane = (start + i) % count();
+            queue_ring& ring = lanes()[lane];
+            std::size_t n = ring.get_ready(consume, max);
+            // A head that stays claimed and unready may be a dead process's: that lane's ring
+            // looks (and drops it) at once. Without this, the lane's later messages would wait
+            // until every other lane ran dry.
+            if (n == 0 && stalled(lane, ring.mark())) {
+                try {
+                    n = ring.get(Deadline::after(std::chrono::seconds(0)), consume, max);
+                } catch (const EndOfStream&) {
+                    // Closed and drained: nothing to look at.
+                }
+            }
+            if (n != 0) {
+                took_from(lane);
+                return n;
+            }
+        }
+        return 0;
+    }
+    /// Whether the head `mark` of `lane` has been claimed and unready since a look at least
+    /// stall_time ago (then the look starts over, so that holders are looked at that often).
+    bool stalled(std::size_t lane, const queue_ring::head_mark& mark) noexcept {
+        if (!mark.claimed() || mark.ready()) return false;
+        local::stall& seen = local_->stalls[lane];
+        const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count();
+        if (seen.state.exchange(mark.state, std::memory_order_relaxed) != mark.state) {
+            seen.since.store(now, std::memory_order_relaxed);
+            return false;
+        }
+        if (now - seen.since.load(std::memory_order_relaxed) < stall_time_ns) return false;
+        seen.since.store(now, std::memory_order_relaxed);
+        return true;
+    }
+    static constexpr std::int64_t stall_time_ns = 2'000'000;
+    [[nodiscard]] std::uint32_t records_put() const noexcept {
+        std::uint32_t n = 0;
+        for (const queue_ring& ring : lanes()) n += ring.records_put();
+        return n;
+    }
+
+    std::shared_ptr<local> local_;
+};
+
+template <class Consume>
+std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::size_t max) {
+    if (count() == 1) return lanes()[0].get(deadline, consume, max);
+    const std::size_t start = consumer_lane();
+    std::array<queue_ring::head_mark, max_lanes> marks;
+    for (;;) {
+        if (const std::size_t n = get_ready_from(start, consume, max)) return n;
+        // Nothing ready: what is at each lane's head?
+        bool drained = true;
+        std::size_t stuck = max_lanes;
+        for (std::size_t i = 0; i < count(); ++i) {
+            const std::size_t lane = (start + i) % count();
+            const queue_ring& ring = lanes()[lane];
+            marks[lane] = ring.mark();
+            if (marks[lane].claimed() && stuck == max_lanes) stuck = lane;
+            if (!ring.closed() || ring.qsize() != 0) drained = false;
+        }
+        if (stuck != max_lanes) {
+            // A record not ready yet (being written, or its holder died): its ring waits for
+            // it, or drops it, as it does alone; briefly, so that a message put into another
+            // lane meanwhile waits at most that long.
+            try {
+                if (const std::size_t n = lanes()[stuck].get(bounded_slice(deadline, std::chrono::milliseconds(2)),
+                                                             consume, max)) {
+                    took_from(stuck);
+                    return n;
+                }
+            } catch (const EndOfStream&) {
+                // That lane is closed and drained; the others may not be.
+            }
+            if (deadline.expired()) return 0;
+            continue;
+        }
+        if (drained) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
+        queue_control& bell = first();
+        const bool slept = queue_ring::sleep(bell.data_event, bell.get_waiters, deadline, std::chrono::milliseconds(100), [&] {
+            if (closed()) return true;
+            for (std::size_t i = 0; i < count(); ++i)
+                if (!(lanes()[i].mark() == marks[i])) return true;
+            return false;
+        });
+        if (!slept) return 0;
+    }
+}
+
+inline void queue_lanes::task_done(std::size_t n) {
+    queue_control& c = first();
+    std::uint32_t done = c.done.load(std::memory_order_acquire);
+    do {
+        if (((records_put() - done) & queue_low_mask) < n)
+            throw StateError("mproc::JoinableQueue: task_done() called more times than items were put");
+    } while (!c.done.compare_exchange_weak(done, static_cast<std::uint32_t>(done + n), std::memory_order_seq_cst));
+    if (c.join_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(c.done);
+}
+
+inline bool queue_lanes::join(const Deadline& deadline) {
+    queue_control& c = first();
+    const auto finished = [&](std::uint32_t done) { return ((records_put() - done) & queue_low_mask) == 0; };
+    for (;;) {
+        // Sliced: a dropped record counts as done a moment before the tail counts it as put,
+        // and an item held by a dead consumer is found only by looking.
+        if (wait_until(c.done, c.join_waiters, finished, bounded_slice(deadline, std::chrono::milliseconds(50))))
+            return true;
+        if (deadline.expired()) return false;
+        for (queue_ring& ring : lanes()) ring.drop_dead_readers();
+    }
+}
+
+}  // namespace detail
+MPROC_NAMESPACE_END
