@@ -256,8 +256,8 @@ void Mproc_queue_mpmc_4x4_8B_batch16(benchmark::State& state) {
 }
 BENCHMARK(Mproc_queue_mpmc_4x4_8B_batch16)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// The rows above with the lanes given (above: automatic, one below 8 cores): a ring per
-// producer (4), two producers per ring (2), one ring (1), more rings than producers (8).
+// The rows above with the lanes given (above: the default, one): a ring per producer (4),
+// two producers per ring (2), one ring (1), more rings than producers (8).
 void Mproc_queue_mpmc_4x4_8B_lanes(benchmark::State& state) {
     mproc::Queue<std::int64_t> q(mproc::QueueOptions{.lanes = static_cast<std::size_t>(state.range(0))});
     mpmc(state, 1 << 20, [&](std::int64_t v) { q.put(v); }, [&] { benchmark::DoNotOptimize(q.get()); });

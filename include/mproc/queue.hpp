@@ -6,12 +6,12 @@
 // buffer that a process exit could lose. A put and a get each take one compare-and-swap that
 // names the claiming process, so a process killed in the middle of a put or a get is found out
 // (its pid, start time and a generation are checked in /proc) and its half-done message is
-// dropped and counted, instead of wedging the queue.
+// dropped and counted, instead of wedging the queue. A queue made with several lanes is that
+// many rings, one per producer process in turn (detail/queue_lanes.hpp).
 #pragma once
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>
-#include <mproc/detail/child.hpp>
 #include <mproc/detail/queue_lanes.hpp>
 #include <mproc/detail/shared_handle.hpp>
 #include <mproc/error.hpp>
@@ -51,12 +51,15 @@ struct QueueOptions {
     /// of a put or a get of such a message loses none of this space for good: its share comes
     /// back when its record is dropped (see Queue), or when a put finds the window full.
     std::size_t spill_bytes = std::size_t{16} << 30;
-    /// Rings the queue is made of, each of `ring_bytes`, dealt out to producers (and, as the
-    /// first lane each looks at, to consumers) in turn, so that producers on many cores do not
-    /// all claim at one place. One producer's messages stay in order; those of different
-    /// producers have no order between them (as in Python). 0: automatic: the environment
-    /// variable MPROC_QUEUE_LANES if set, else 1 below 8 usable cores and half of them (at most
-    /// 8) from there. A queue with a maxsize has one lane.
+    /// Rings the queue is made of, each of `ring_bytes`. With several, each producer process
+    /// is dealt a lane of its own in turn (consumers look at every lane, their own first), so
+    /// that producers on many cores do not all claim at one place: for a queue fed by several
+    /// processes at once on 8 cores or more, take half the cores, at most 8. The price is the
+    /// order: one producer's messages stay in order, but those of different producers have
+    /// none between them, even when one process put after another had finished (a sentinel
+    /// put after joining the producers may come before their last messages: end such a
+    /// stream with close(), which every lane drains first). 0: the environment variable
+    /// MPROC_QUEUE_LANES if set, else 1, a single order. A queue with a maxsize has one lane.
     std::size_t lanes = 0;
 };
 
@@ -73,10 +76,7 @@ namespace detail {
                         std::to_string(queue_lanes::max_lanes) + " (is \"" + text + "\")");
         return n;
     }
-    // Below 8 cores producers rarely claim at the same moment (on 2, two processes run at a
-    // time), and a single ring keeps every message in one order.
-    const unsigned cpus = usable_cpu_count();
-    return cpus >= 8 ? std::min<std::size_t>(8, cpus / 2) : 1;
+    return 1;
 }
 
 /// Elements whose codec encoding is their object's bytes.
@@ -123,7 +123,8 @@ struct queue_direct<std::basic_string<C>> : queue_direct_counted<std::basic_stri
 /// Make the queue before starting the processes that use it: a copy of the handle (a capture,
 /// an argument to Process) refers to the same queue, in this process and in forked children;
 /// a Process started by spawn or forkserver gets it as an argument (its memfd is passed).
-/// Order is kept per producer. Blocking calls have timed and non-blocking forms; every wait
+/// Order is kept per producer (with one lane, the default, there is one order for all: see
+/// QueueOptions::lanes). Blocking calls have timed and non-blocking forms; every wait
 /// resumes after signals (EINTR) and never outlasts its timeout.
 ///
 /// End of stream: close() instead of Python's sentinel per consumer. After close(), put throws
@@ -286,7 +287,8 @@ public:
     [[nodiscard]] std::size_t qsize() const noexcept { return lanes_.qsize(); }
     /// qsize() == 0.
     [[nodiscard]] bool empty() const noexcept { return qsize() == 0; }
-    /// Whether a put would block now: maxsize reached, or (unbounded) no free cell in the ring.
+    /// Whether a put would block now: maxsize reached, or (unbounded) no free cell in the ring
+    /// (of this process's lane, with several).
     [[nodiscard]] bool full() const noexcept { return lanes_.full(); }
     /// The maxsize given at construction (0: none).
     [[nodiscard]] std::size_t maxsize() const noexcept { return lanes_.maxsize(); }
