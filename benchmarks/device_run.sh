@@ -4,11 +4,12 @@
 #   bash benchmarks/device_run.sh BUNDLE OUT [--quick]
 # OUT gets machine.txt, scaling/ (scaling.sh's CSV, its table, the SVG when python3 is there)
 # and bench_pool.json, bench_queue.json, bench_process.json (Google Benchmark, medians of 3),
-# then the 4x4 queue rows (mproc's queue, every bare ring of bench_queue, Boost) again on 4 and 8
-# cores (bench_queue_4cores.json ...): where each claim protocol stops scaling (a table of them:
-# `python3 benchmarks/queue_report.py OUT`, run here too when python3 is there). Where the bundle
-# has bench_queue_tickets (the ticket rewrite of the Queue, see device-bundle.sh), its SPSC and
-# 4x4 rows run beside today's on every core count (bench_queue_tickets*.json).
+# then the 4x4 queue rows (mproc's queue, also with 1 to 8 lanes, every bare ring of bench_queue,
+# Boost) again on 4 and 8 cores (bench_queue_4cores.json ...): where each claim protocol stops
+# scaling (a table of them: `python3 benchmarks/queue_report.py OUT`, run here too when python3
+# is there). Where the bundle has bench_queue_tickets (the ticket rewrite of the Queue, see
+# device-bundle.sh), its SPSC and 4x4 rows run beside today's on every core count
+# (bench_queue_tickets*.json).
 # --quick: small sizes, to try the bundle out in a minute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +74,7 @@ cores=$(nproc)
 for k in 4 8; do
     [ "$k" -lt "$cores" ] || continue
     command -v taskset >/dev/null || { echo "device_run: no taskset, so no per-core-count queue rows"; break; }
-    gbench bench_queue 'mpmc_4x4_8B/' "bench_queue_${k}cores" taskset -c "0-$((k - 1))"
+    gbench bench_queue 'mpmc_4x4_8B(/|_lanes/)' "bench_queue_${k}cores" taskset -c "0-$((k - 1))"
     [ -n "$tickets" ] && gbench "$tickets" 'Mproc_queue_mpmc_4x4_8B/' "${tickets}_${k}cores" taskset -c "0-$((k - 1))"
 done
 command -v python3 >/dev/null && python3 benchmarks/queue_report.py "$out" | tee "$out/queue_table.md"

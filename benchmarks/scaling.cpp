@@ -11,6 +11,7 @@
 //   region of the process, threads created inside it), primes_openmp_ms (warm),
 //   submit_get_us (warm pool, one task at a time), chunksize1_ns (100,000 tiny tasks, chunksize 1),
 //   queue_mpmc_mmsg_s (k/2 producer and k/2 consumer processes, 8-byte messages, millions/s),
+//   queue_mpmc_lanes_mmsg_s (the same on a queue with a lane per producer, QueueOptions::lanes),
 //   and with --sweep submit_get_us for Pool(1), Pool(2), ... Pool(16) on these cores
 //   (oversubscribed when the pool is larger than the core count).
 #include "../examples/workloads.hpp"
@@ -158,19 +159,23 @@ void latency(const Settings& s, unsigned cores) {
     }
 }
 
-// k/2 producers and k/2 consumers (at least one of each) move `total` 8-byte messages; the clock
-// runs from the moment every process is ready until the last consumer has its share.
-double queue_mpmc_rate(unsigned cores) {
+// k/2 producers and k/2 consumers (at least one of each) move `total` 8-byte messages through a
+// queue of `lanes`; the clock runs from the moment every process is ready until the last
+// consumer has drained the queue after close().
+double queue_mpmc_rate(unsigned cores, std::size_t lanes) {
     const unsigned producers = std::max(1u, cores / 2), consumers = std::max(1u, cores / 2);
     const std::int64_t per_producer = 4'000'000 / producers;
-    mproc::Queue<std::int64_t> q;
+    mproc::Queue<std::int64_t> q(mproc::QueueOptions{.lanes = lanes});
     mproc::Barrier ready(producers + consumers + 1);
     mproc::Barrier done(consumers + 1);
     std::vector<mproc::Process<void>> procs;
     for (unsigned c = 0; c < consumers; ++c)
         procs.emplace_back([&] {
             ready.wait();
-            while (q.get() >= 0) {}
+            try {
+                for (;;) (void)q.get();
+            } catch (const mproc::EndOfStream&) {
+            }
             done.wait();
         });
     for (unsigned p = 0; p < producers; ++p)
@@ -182,7 +187,9 @@ double queue_mpmc_rate(unsigned cores) {
     ready.wait();
     const auto t0 = clock_type::now();
     for (unsigned p = 0; p < producers; ++p) procs[consumers + p].join();
-    for (unsigned c = 0; c < consumers; ++c) q.put(-1);  // one end marker per consumer
+    // close(), not an end marker per consumer: with lanes a marker put now may be taken before
+    // messages still queued in other lanes.
+    q.close();
     done.wait();
     const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
     for (auto& proc : procs) proc.join();
@@ -208,5 +215,7 @@ int main(int argc, char** argv) {
     std::printf("metric,workers,median,min,max,unit\n");
     primes(s, cores);
     latency(s, cores);
-    report("queue_mpmc_mmsg_s", cores, "M/s", s.reps, [&] { return queue_mpmc_rate(cores); });
+    report("queue_mpmc_mmsg_s", cores, "M/s", s.reps, [&] { return queue_mpmc_rate(cores, 1); });
+    report("queue_mpmc_lanes_mmsg_s", cores, "M/s", s.reps,
+           [&] { return queue_mpmc_rate(cores, std::max(1u, cores / 2)); });
 }

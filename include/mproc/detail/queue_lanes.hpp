@@ -152,6 +152,7 @@ private:
     }
     [[nodiscard]] std::vector<queue_ring>& lanes() const noexcept { return local_->lanes; }
     [[nodiscard]] queue_control& first() const noexcept { return lanes()[0].bell(); }
+    [[nodiscard]] std::size_t next_lane(std::size_t lane) const noexcept { return lane + 1 == count() ? 0 : lane + 1; }
 
     /// This process's lane in `word` (put_lane or get_lane), dealt from `counter` the first time.
     [[nodiscard]] std::size_t dealt(std::atomic<std::uint64_t>& word, std::atomic<std::uint32_t>& counter) const {
@@ -175,28 +176,35 @@ private:
         }
         return dealt(local_->get_lane, first().lane_consumers);
     }
-    /// After a get from `lane`: stay there for `burst` gets in a row, then move on.
+    /// After a get from `lane`: stay there for `burst` gets in a row, then move on. (Loads and
+    /// stores, no read-modify-write: a locked instruction would wait here for the stores to
+    /// the rings just made, and threads of one process sharing a count need no exact one.)
     void took_from(std::size_t lane) noexcept {
         const auto pid = static_cast<std::uint64_t>(current_pid());
         const std::uint64_t home = local_->get_lane.load(std::memory_order_relaxed);
+        const std::uint32_t in_row = local_->taken_in_row.load(std::memory_order_relaxed) + 1;
         if (static_cast<std::uint32_t>(home) - 1 != lane) {
             local_->get_lane.store(pid << 32 | (lane + 1), std::memory_order_relaxed);
             local_->taken_in_row.store(1, std::memory_order_relaxed);
-        } else if (local_->taken_in_row.fetch_add(1, std::memory_order_relaxed) + 1 >= burst) {
-            local_->get_lane.store(pid << 32 | ((lane + 1) % count() + 1), std::memory_order_relaxed);
+        } else if (in_row >= burst) {
+            local_->get_lane.store(pid << 32 | (next_lane(lane) + 1), std::memory_order_relaxed);
             local_->taken_in_row.store(0, std::memory_order_relaxed);
+        } else {
+            local_->taken_in_row.store(in_row, std::memory_order_relaxed);
         }
     }
     template <class Consume>
     std::size_t get_ready_from(std::size_t start, Consume& consume, std::size_t max) {
-        for (std::size_t i = 0; i < count(); ++i) {
-            const std::size_t lane = (start + i) % count();
+        // No division by count() on this path: at tens of millions of gets a second it shows.
+        for (std::size_t i = 0, lane = start; i < count(); ++i, lane = next_lane(lane)) {
             queue_ring& ring = lanes()[lane];
             std::size_t n = ring.get_ready(consume, max);
             // A head that stays claimed and unready may be a dead process's: that lane's ring
             // looks (and drops it) at once. Without this, the lane's later messages would wait
-            // until every other lane ran dry.
-            if (n == 0 && stalled(lane, ring.mark())) {
+            // until every other lane ran dry. Not the first lane looked at: a consumer at its
+            // producer's heels finds the head claimed all the time, and get() waits there
+            // anyway when nothing else is ready; the first lane moves on every `burst` gets.
+            if (n == 0 && i != 0 && stalled(lane, ring.mark())) {
                 try {
                     n = ring.get(Deadline::after(std::chrono::seconds(0)), consume, max);
                 } catch (const EndOfStream&) {
@@ -218,7 +226,8 @@ private:
         const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                      std::chrono::steady_clock::now().time_since_epoch())
                                      .count();
-        if (seen.state.exchange(mark.state, std::memory_order_relaxed) != mark.state) {
+        if (seen.state.load(std::memory_order_relaxed) != mark.state) {
+            seen.state.store(mark.state, std::memory_order_relaxed);
             seen.since.store(now, std::memory_order_relaxed);
             return false;
         }
@@ -227,6 +236,11 @@ private:
         return true;
     }
     static constexpr std::int64_t stall_time_ns = 2'000'000;
+    [[nodiscard]] bool drained() const noexcept {
+        for (const queue_ring& ring : lanes())
+            if (!ring.closed() || ring.qsize() != 0) return false;
+        return true;
+    }
     [[nodiscard]] std::uint32_t records_put() const noexcept {
         std::uint32_t n = 0;
         for (const queue_ring& ring : lanes()) n += ring.records_put();
@@ -244,14 +258,10 @@ std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::s
     for (;;) {
         if (const std::size_t n = get_ready_from(start, consume, max)) return n;
         // Nothing ready: what is at each lane's head?
-        bool drained = true;
         std::size_t stuck = max_lanes;
-        for (std::size_t i = 0; i < count(); ++i) {
-            const std::size_t lane = (start + i) % count();
-            const queue_ring& ring = lanes()[lane];
-            marks[lane] = ring.mark();
+        for (std::size_t i = 0, lane = start; i < count(); ++i, lane = next_lane(lane)) {
+            marks[lane] = lanes()[lane].mark();
             if (marks[lane].claimed() && stuck == max_lanes) stuck = lane;
-            if (!ring.closed() || ring.qsize() != 0) drained = false;
         }
         if (stuck != max_lanes) {
             // A record not ready yet (being written, or its holder died): its ring waits for
@@ -269,7 +279,9 @@ std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::s
             if (deadline.expired()) return 0;
             continue;
         }
-        if (drained) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
+        // Every lane empty now: the end, once every lane is closed (close() closes the first
+        // lane first, so that one is read before the others' tails, which a put moves).
+        if (closed() && drained()) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
         queue_control& bell = first();
         const bool slept = queue_ring::sleep(bell.data_event, bell.get_waiters, deadline, std::chrono::milliseconds(100), [&] {
             if (closed()) return true;
