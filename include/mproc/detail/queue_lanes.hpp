@@ -279,8 +279,8 @@ std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::s
             if (deadline.expired()) return 0;
             continue;
         }
-        // Every lane empty now: the end, once every lane is closed (close() closes the first
-        // lane first, so that one is read before the others' tails, which a put moves).
+        // Every lane empty: the end, once every lane is closed and empty (closed() reads the
+        // first lane's flag, a line no put writes: the others are read only after a close).
         if (closed() && drained()) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
         queue_control& bell = first();
         const bool slept = queue_ring::sleep(bell.data_event, bell.get_waiters, deadline, std::chrono::milliseconds(100), [&] {
