@@ -97,7 +97,8 @@ public:
     template <class Consume>
     std::size_t get_ready(Consume& consume, std::size_t max) {
         if (count() == 1) return lanes()[0].get_ready(consume, max);
-        return get_ready_from(consumer_lane(), consume, max);
+        std::array<queue_ring::head_mark, max_lanes> marks;
+        return get_ready_from(consumer_lane(), consume, max, marks.data());
     }
 
     void close() noexcept {
@@ -131,7 +132,6 @@ private:
         std::vector<queue_ring> lanes;
         std::atomic<std::uint64_t> put_lane{0};  // pid << 32 | lane + 1, once this process put
         std::atomic<std::uint64_t> get_lane{0};  // pid << 32 | lane + 1, where its gets look first
-        std::atomic<std::uint32_t> taken_in_row{0};
         // Per lane, a head record seen claimed and not ready, and since when (steady_clock
         // nanoseconds): a get that finds it so for long looks whether its holder died, even
         // while other lanes keep it busy.
@@ -168,43 +168,40 @@ private:
         if (count() == 1) return lanes()[0];
         return lanes()[dealt(local_->put_lane, first().lane_producers)];
     }
+    /// The lane this process's gets look at first (dealt, and every lane enrolled in, once).
     [[nodiscard]] std::size_t consumer_lane() {
-        const auto pid = static_cast<std::uint64_t>(current_pid());
-        if (local_->get_lane.load(std::memory_order_relaxed) >> 32 != pid) {
-            // get_ready takes from no ring this process has no registry entry in.
-            for (queue_ring& ring : lanes()) ring.enroll_here();
-        }
+        const std::uint64_t home = local_->get_lane.load(std::memory_order_relaxed);
+        if (home >> 32 == static_cast<std::uint64_t>(current_pid())) [[likely]]
+            return static_cast<std::uint32_t>(home) - 1;
+        // get_ready takes from no ring this process has no registry entry in.
+        for (queue_ring& ring : lanes()) ring.enroll_here();
         return dealt(local_->get_lane, first().lane_consumers);
     }
-    /// After a get from `lane`: stay there for `burst` gets in a row, then move on. (Loads and
-    /// stores, no read-modify-write: a locked instruction would wait here for the stores to
-    /// the rings just made, and threads of one process sharing a count need no exact one.)
-    void took_from(std::size_t lane) noexcept {
-        const auto pid = static_cast<std::uint64_t>(current_pid());
-        const std::uint64_t home = local_->get_lane.load(std::memory_order_relaxed);
-        const std::uint32_t in_row = local_->taken_in_row.load(std::memory_order_relaxed) + 1;
-        if (static_cast<std::uint32_t>(home) - 1 != lane) {
-            local_->get_lane.store(pid << 32 | (lane + 1), std::memory_order_relaxed);
-            local_->taken_in_row.store(1, std::memory_order_relaxed);
-        } else if (in_row >= burst) {
-            local_->get_lane.store(pid << 32 | (next_lane(lane) + 1), std::memory_order_relaxed);
-            local_->taken_in_row.store(0, std::memory_order_relaxed);
-        } else {
-            local_->taken_in_row.store(in_row, std::memory_order_relaxed);
-        }
+    /// After `n` records taken from `lane` at head word `head`, with `home` the lane looked at
+    /// first: stay while that lane's head has not crossed a multiple of `burst` records, then
+    /// move on to the next lane (or to `lane`, where the messages were). The lane's own count
+    /// decides, so nothing is written on most gets: a store here would be one more for the
+    /// claim's locked instruction to wait for.
+    void took_from(std::size_t lane, std::size_t home, std::uint64_t head, std::size_t n) noexcept {
+        const std::uint64_t got = qlow(head);
+        if (lane == home && (got + n) / burst == got / burst) return;
+        const std::size_t next = lane == home ? next_lane(lane) : lane;
+        local_->get_lane.store(static_cast<std::uint64_t>(current_pid()) << 32 | (next + 1), std::memory_order_relaxed);
     }
+    /// Takes from the first lane, from `start` on, whose head is ready; `marks` gets what was
+    /// at each head when nothing was taken.
     template <class Consume>
-    std::size_t get_ready_from(std::size_t start, Consume& consume, std::size_t max) {
+    std::size_t get_ready_from(std::size_t start, Consume& consume, std::size_t max, queue_ring::head_mark* marks) {
         // No division by count() on this path: at tens of millions of gets a second it shows.
         for (std::size_t i = 0, lane = start; i < count(); ++i, lane = next_lane(lane)) {
             queue_ring& ring = lanes()[lane];
-            std::size_t n = ring.get_ready(consume, max);
+            std::size_t n = ring.get_ready(consume, max, marks[lane]);
             // A head that stays claimed and unready may be a dead process's: that lane's ring
             // looks (and drops it) at once. Without this, the lane's later messages would wait
             // until every other lane ran dry. Not the first lane looked at: a consumer at its
             // producer's heels finds the head claimed all the time, and get() waits there
             // anyway when nothing else is ready; the first lane moves on every `burst` gets.
-            if (n == 0 && i != 0 && stalled(lane, ring.mark())) {
+            if (n == 0 && i != 0 && stalled(lane, marks[lane])) {
                 try {
                     n = ring.get(Deadline::after(std::chrono::seconds(0)), consume, max);
                 } catch (const EndOfStream&) {
@@ -212,7 +209,7 @@ private:
                 }
             }
             if (n != 0) {
-                took_from(lane);
+                took_from(lane, start, marks[lane].head, n);
                 return n;
             }
         }
@@ -255,22 +252,24 @@ std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::s
     if (count() == 1) return lanes()[0].get(deadline, consume, max);
     const std::size_t start = consumer_lane();
     std::array<queue_ring::head_mark, max_lanes> marks;
+    // The usual case first, apart, so that it compiles into the caller as a single ring's does.
+    if (const std::size_t n = lanes()[start].get_ready(consume, max, marks[start])) {
+        took_from(start, start, marks[start].head, n);
+        return n;
+    }
     for (;;) {
-        if (const std::size_t n = get_ready_from(start, consume, max)) return n;
-        // Nothing ready: what is at each lane's head?
+        if (const std::size_t n = get_ready_from(start, consume, max, marks.data())) return n;
+        // Nothing ready: a head claimed but not ready (being written, or its holder died)?
         std::size_t stuck = max_lanes;
-        for (std::size_t i = 0, lane = start; i < count(); ++i, lane = next_lane(lane)) {
-            marks[lane] = lanes()[lane].mark();
-            if (marks[lane].claimed() && stuck == max_lanes) stuck = lane;
-        }
+        for (std::size_t i = 0, lane = start; i < count() && stuck == max_lanes; ++i, lane = next_lane(lane))
+            if (marks[lane].claimed()) stuck = lane;
         if (stuck != max_lanes) {
-            // A record not ready yet (being written, or its holder died): its ring waits for
-            // it, or drops it, as it does alone; briefly, so that a message put into another
-            // lane meanwhile waits at most that long.
+            // Its ring waits for it, or drops it, as it does alone; briefly, so that a message
+            // put into another lane meanwhile waits at most that long.
             try {
-                if (const std::size_t n = lanes()[stuck].get(bounded_slice(deadline, std::chrono::milliseconds(2)),
-                                                             consume, max)) {
-                    took_from(stuck);
+                if (const std::size_t n = lanes()[stuck].get_waiting(
+                        bounded_slice(deadline, std::chrono::milliseconds(2)), consume, max)) {
+                    took_from(stuck, start, marks[stuck].head, n);
                     return n;
                 }
             } catch (const EndOfStream&) {

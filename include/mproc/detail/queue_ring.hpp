@@ -182,7 +182,10 @@ public:
     /// get() without waiting or helping: takes up to `max` messages only when the one at the
     /// head is ready now (0 otherwise; never throws EndOfStream).
     template <class Consume>
-    std::size_t get_ready(Consume& consume, std::size_t max);
+    std::size_t get_ready(Consume& consume, std::size_t max) {
+        head_mark seen;
+        return get_ready(consume, max, seen);
+    }
 
     void close() noexcept;
     [[nodiscard]] bool closed() const noexcept { return ctl().closed.load(std::memory_order_acquire) != 0; }
@@ -212,6 +215,13 @@ public:
         const std::uint64_t head = ctl().head.load(std::memory_order_seq_cst);
         return {head, mem().slot(qpos(head)).state.load(std::memory_order_seq_cst)};
     }
+    /// get_ready() that also tells what it found at the head when it took nothing (the lanes
+    /// of a queue look at each head once per pass: each look pulls a line a producer writes).
+    template <class Consume>
+    std::size_t get_ready(Consume& consume, std::size_t max, head_mark& seen);
+    /// get() once the short way failed: waits, helps, drops dead holders.
+    template <class Consume>
+    std::size_t get_waiting(const Deadline& deadline, Consume& consume, std::size_t max);
     /// Takes this process's registry entry now (get_ready() takes nothing without one).
     void enroll_here() { (void)holder_id(); }
     /// The first lane's words (this ring's own unless it is a later lane).
@@ -267,9 +277,6 @@ private:
         bool spilled;
     };
     [[nodiscard]] record_shape shape(std::uint64_t length) const noexcept;
-    /// get() once the short way failed: waits, helps, drops dead holders.
-    template <class Consume>
-    std::size_t get_waiting(const Deadline& deadline, Consume& consume, std::size_t max);
     /// A consumer's claim of the ready record at `pos` (state `state`): false when another won.
     [[nodiscard]] bool claim_ready(queue_slot& s, std::uint64_t pos, std::uint64_t state, std::uint32_t me) noexcept;
     /// Claims the ready records right behind the one at `pos` that this consumer claimed, up to

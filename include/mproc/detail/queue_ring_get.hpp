@@ -19,12 +19,13 @@ std::size_t queue_ring::get(const Deadline& deadline, Consume&& consume, std::si
 }
 
 template <class Consume>
-std::size_t queue_ring::get_ready(Consume& consume, std::size_t max) {
+std::size_t queue_ring::get_ready(Consume& consume, std::size_t max, head_mark& seen) {
     // The short way: the record at the head is ready, and this process has its id.
     const std::uint64_t me = shared_->me.load(std::memory_order_relaxed);
     const std::uint64_t head = ctl().head.load(std::memory_order_acquire);
     queue_slot& s = mem().slot(qpos(head));
     const std::uint64_t state = s.state.load(std::memory_order_acquire);
+    seen = head_mark{head, state};
     if (me >> 32 == static_cast<std::uint64_t>(current_pid()) && qpos(state) == qpos(head) &&
         status_of(state) == slot_status::ready && claim_ready(s, qpos(head), state, static_cast<std::uint32_t>(me)))
         return take(s, qpos(head), head, state, static_cast<std::uint32_t>(me), consume, max);
