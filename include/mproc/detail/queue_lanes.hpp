@@ -154,28 +154,33 @@ private:
     [[nodiscard]] queue_control& first() const noexcept { return lanes()[0].bell(); }
     [[nodiscard]] std::size_t next_lane(std::size_t lane) const noexcept { return lane + 1 == count() ? 0 : lane + 1; }
 
-    /// This process's lane in `word` (put_lane or get_lane), dealt from `counter` the first time.
-    [[nodiscard]] std::size_t dealt(std::atomic<std::uint64_t>& word, std::atomic<std::uint32_t>& counter) const {
-        const auto pid = static_cast<std::uint64_t>(current_pid());
+    /// This process's lane in `word` (put_lane or get_lane), or max_lanes before it has one.
+    [[nodiscard]] static std::size_t lane_in(const std::atomic<std::uint64_t>& word) noexcept {
         const std::uint64_t seen = word.load(std::memory_order_relaxed);
-        if (seen >> 32 == pid) [[likely]]
-            return static_cast<std::size_t>(static_cast<std::uint32_t>(seen) - 1);
+        if (seen >> 32 != static_cast<std::uint64_t>(current_pid())) return max_lanes;
+        return static_cast<std::uint32_t>(seen) - 1;
+    }
+    /// Deals this process a lane from `counter` and notes it in `word` (once per process).
+    [[gnu::cold, gnu::noinline]] std::size_t deal(std::atomic<std::uint64_t>& word,
+                                                  std::atomic<std::uint32_t>& counter) const {
         const std::size_t lane = counter.fetch_add(1, std::memory_order_relaxed) % count();
-        word.store(pid << 32 | (lane + 1), std::memory_order_relaxed);
+        word.store(static_cast<std::uint64_t>(current_pid()) << 32 | (lane + 1), std::memory_order_relaxed);
         return lane;
     }
     [[nodiscard]] queue_ring& producer_ring() const {
         if (count() == 1) return lanes()[0];
-        return lanes()[dealt(local_->put_lane, first().lane_producers)];
+        std::size_t lane = lane_in(local_->put_lane);
+        if (lane == max_lanes) [[unlikely]]
+            lane = deal(local_->put_lane, first().lane_producers);
+        return lanes()[lane];
     }
     /// The lane this process's gets look at first (dealt, and every lane enrolled in, once).
     [[nodiscard]] std::size_t consumer_lane() {
-        const std::uint64_t home = local_->get_lane.load(std::memory_order_relaxed);
-        if (home >> 32 == static_cast<std::uint64_t>(current_pid())) [[likely]]
-            return static_cast<std::uint32_t>(home) - 1;
+        if (const std::size_t lane = lane_in(local_->get_lane); lane != max_lanes) [[likely]]
+            return lane;
         // get_ready takes from no ring this process has no registry entry in.
         for (queue_ring& ring : lanes()) ring.enroll_here();
-        return dealt(local_->get_lane, first().lane_consumers);
+        return deal(local_->get_lane, first().lane_consumers);
     }
     /// After `n` records taken from `lane` at head word `head`, with `home` the lane looked at
     /// first: stay while that lane's head has not crossed a multiple of `burst` records, then
