@@ -1605,3 +1605,23 @@ TEST_CASE("JoinableQueue.lanes.join_counts_every_lane_and_dead_consumers", "[que
     CHECK(q.dropped() == 1);
     CHECK_THROWS_AS(q.task_done(), mproc::StateError);
 }
+
+TEST_CASE("Queue.lanes.full_is_the_lane_a_process_puts_into_and_asking_deals_nothing", "[queue][lanes]") {
+    mproc::Queue<int> q(mproc::QueueOptions{.ring_bytes = 4096, .lanes = 2});
+    CHECK_FALSE(q.full());
+    int put = 0;
+    while (q.try_put(put)) ++put;  // this process's lane (the first) until it is full
+    CHECK(put > 0);
+    CHECK(q.full());
+    // A process that only asks is dealt nothing: the next one to put gets the second lane,
+    // which has room, not the first again.
+    mproc::Process<bool> asker([q]() mutable { return q.full(); });
+    asker.start();
+    join_bounded(asker);
+    CHECK_FALSE(asker.result());
+    mproc::Process<bool> putter([q]() mutable { return q.try_put(-1) && !q.full(); });
+    putter.start();
+    join_bounded(putter);
+    CHECK(putter.result());
+    CHECK(q.qsize() == static_cast<std::size_t>(put) + 1);
+}

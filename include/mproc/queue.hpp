@@ -288,7 +288,7 @@ public:
     /// qsize() == 0.
     [[nodiscard]] bool empty() const noexcept { return qsize() == 0; }
     /// Whether a put would block now: maxsize reached, or (unbounded) no free cell in the ring
-    /// (of this process's lane, with several).
+    /// (with several lanes, the one this process puts into).
     [[nodiscard]] bool full() const noexcept { return lanes_.full(); }
     /// The maxsize given at construction (0: none).
     [[nodiscard]] std::size_t maxsize() const noexcept { return lanes_.maxsize(); }

@@ -110,8 +110,13 @@ public:
         for (const queue_ring& ring : lanes()) n += ring.qsize();
         return n;
     }
-    /// Whether a put of this process would block now (its lane is full).
-    [[nodiscard]] bool full() const noexcept { return producer_ring().full(); }
+    /// Whether a put of this process would block now: its lane is full (before its first put,
+    /// the lane it would be dealt next; asking deals nothing).
+    [[nodiscard]] bool full() const noexcept {
+        std::size_t lane = lane_in(local_->put_lane);
+        if (lane == max_lanes) lane = first().lane_producers.load(std::memory_order_relaxed) % count();
+        return lanes()[lane].full();
+    }
     [[nodiscard]] std::uint64_t dropped() const noexcept {
         std::uint64_t n = 0;
         for (const queue_ring& ring : lanes()) n += ring.dropped();
