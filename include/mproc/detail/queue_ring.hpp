@@ -61,6 +61,8 @@
 // after that store, which can miss only in a window of nanoseconds; such waits sleep in short
 // slices, so that costs at most a slice, never a hang. A producer that found the ring full
 // sleeps until a sixteenth of the ring is free again (space_target), not one cell at a time.
+// In a queue of several lanes (queue_lanes.hpp) the consumers' words (data event, waiter count)
+// and the join() count are the first lane's, the "bell" of every lane.
 //
 // Cache lines: slots are prefetched for writing only where the other side has finished with
 // them (behind the reclaim cursor for producers, two lines short of the tail for consumers).
