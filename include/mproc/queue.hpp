@@ -440,7 +440,8 @@ struct shared_handle<Queue<T>> : std::true_type {
     }
     static queue_lanes load_lanes(handle_reader& r) {
         const std::uint64_t count = r.word();
-        if (count == 0 || count > queue_lanes::max_lanes) throw DecodeError("mproc::Queue: a handle with a bad lane count");
+        if (count == 0 || count > queue_lanes::max_lanes)
+            throw DecodeError("mproc::Queue: a handle with a bad lane count");
         std::vector<unique_fd> fds;
         for (std::uint64_t i = 0; i < count; ++i) {
             unique_fd fd(::fcntl(r.fd(), F_DUPFD_CLOEXEC, 3));

@@ -5,11 +5,11 @@
 // by a store of that cursor; others who read the cursor meanwhile wait for the store. On 2
 // cores that hides (two processes run at a time); on 16, four producers and four consumers
 // queue up behind each other's claims (issue 14 measured an earlier ring fall from 31 M
-// messages/s on 2 cores to 3.4 M/s on 16). A queue with lanes deals its lanes out to processes in turn, the
-// first time each puts: then each producer (up to the number of lanes) claims at a tail of its
-// own. Consumers are dealt lanes the same way, and take from their own while it has messages,
-// for at most `burst` gets in a row before they move on to the next lane with any, so that no
-// lane waits long for a consumer.
+// messages/s on 2 cores to 3.4 M/s on 16). A queue with lanes deals its lanes out to
+// processes in turn, the first time each puts: then each producer (up to the number of lanes)
+// claims at a tail of its own. Consumers are dealt lanes the same way, and take from their own while it has messages,
+// moving on to the next lane with any every `burst` records of it, so that no lane waits long
+// for a consumer.
 //
 // What a producer puts stays in order (it always puts into its lane), which is all a Queue
 // promises: messages of different producers have no order between them, as in Python. Each
@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 MPROC_NAMESPACE_BEGIN
@@ -46,7 +47,8 @@ namespace detail {
 class queue_lanes {
 public:
     static constexpr std::size_t max_lanes = 64;
-    /// Gets in a row a consumer takes from one lane while others have messages too.
+    /// A consumer looks at the next lane first once its own lane's head has crossed a multiple
+    /// of this many records (so every lane with messages is served while others have some too).
     static constexpr std::uint32_t burst = 16;
 
     /// A new queue of `lanes` rings, each of `ring_bytes` and `spill_bytes`.
@@ -210,7 +212,7 @@ private:
             // looks (and drops it) at once. Without this, the lane's later messages would wait
             // until every other lane ran dry. Not the first lane looked at: a consumer at its
             // producer's heels finds the head claimed all the time, and get() waits there
-            // anyway when nothing else is ready; the first lane moves on every `burst` gets.
+            // anyway when nothing else is ready; the first lane moves on every `burst` records.
             if (n == 0 && i != 0 && stalled(lane, marks[lane])) {
                 try {
                     n = ring.get(Deadline::after(std::chrono::seconds(0)), consume, max);
@@ -292,13 +294,14 @@ std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::s
         // first lane's flag, a line no put writes: the others are read only after a close).
         if (closed() && drained()) throw EndOfStream("mproc::Queue: get() on a closed queue that is drained");
         queue_control& bell = first();
-        const bool slept = queue_ring::sleep(bell.data_event, bell.get_waiters, deadline, std::chrono::milliseconds(100), [&] {
+        const auto changed = [&] {
             if (closed()) return true;
             for (std::size_t i = 0; i < count(); ++i)
                 if (!(lanes()[i].mark() == marks[i])) return true;
             return false;
-        });
-        if (!slept) return 0;
+        };
+        if (!queue_ring::sleep(bell.data_event, bell.get_waiters, deadline, std::chrono::milliseconds(100), changed))
+            return 0;
     }
 }
 
