@@ -1,6 +1,7 @@
-// Queues between processes, three ways: one producer and one consumer of three strings; then one
+// Queues between processes, four ways: one producer and one consumer of three strings; then one
 // producer and two consumers that stop on a sentinel (one per consumer, as Python does it); then
-// the same ending on close(), which needs no sentinel.
+// the same ending on close(), which needs no sentinel; then four producers, each with a lane of
+// its own (QueueOptions::lanes), whose order holds per producer only.
 #include "example_util.hpp"
 
 #include <mproc/process.hpp>
@@ -8,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -76,6 +78,37 @@ int with_close(int items) {
     for (auto& c : consumers) total += c.result();
     return total;
 }
+
+// Lanes: four producers, each dealt a ring of its own, so they never claim at the same place.
+// Each producer's items stay in order; items of different producers come in any order, so the
+// end is close() after the producers are done (a sentinel from here could overtake their items).
+int with_lanes(int items) {
+    mproc::Queue<std::pair<int, int>> q(mproc::QueueOptions{.lanes = 4});
+    std::vector<mproc::Process<void>> producers;
+    for (int p = 0; p < 4; ++p)
+        producers.emplace_back([q, p, items]() mutable {
+            for (int i = 0; i < items; ++i) q.put({p, i});
+        });
+    for (auto& p : producers) p.start();
+    mproc::Process<int> consumer([q]() mutable {
+        int got = 0, out_of_order = 0;
+        std::vector<int> next(4, 0);
+        try {
+            for (;;) {
+                const auto [p, i] = q.get();
+                if (i != next[static_cast<std::size_t>(p)]++) ++out_of_order;
+                ++got;
+            }
+        } catch (const mproc::EndOfStream&) {
+        }
+        say("lanes: {} items from 4 producers, {} out of their producer's order\n", got, out_of_order);
+        return out_of_order == 0 ? got : -1;
+    });
+    consumer.start();
+    for (auto& p : producers) p.join();
+    q.close();
+    return consumer.result();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,6 +119,9 @@ int main(int argc, char** argv) {
     const int by_sentinel = with_sentinels(items);
     fmt::print("-- two consumers, close()\n");
     const int by_close = with_close(items);
-    fmt::print("received {} and {} of {} items\n", by_sentinel, by_close, items);
-    return by_sentinel == items && by_close == items ? 0 : 1;
+    fmt::print("-- four producers, four lanes\n");
+    const int by_lanes = with_lanes(items);
+    fmt::print("received {} and {} of {} items, and {} of {}\n", by_sentinel, by_close, items, by_lanes,
+               4 * items);
+    return by_sentinel == items && by_close == items && by_lanes == 4 * items ? 0 : 1;
 }
