@@ -53,10 +53,10 @@ struct QueueOptions {
     std::size_t spill_bytes = std::size_t{16} << 30;
     /// Rings the queue is made of, each of `ring_bytes`. With several, each producer process
     /// is dealt a lane of its own in turn (consumers look at every lane, their own first), so
-    /// that producers on many cores do not all claim at one place: for a queue fed by several
-    /// processes at once on 8 cores or more, take half the cores, at most 8. The price is the
-    /// order: one producer's messages stay in order, but those of different producers have
-    /// none between them, even when one process put after another had finished (a sentinel
+    /// that producers on many cores do not all claim at one place (meant for queues fed by
+    /// several processes at once on many cores; not yet measured on more than 2). The price
+    /// is the order: one producer's messages stay in order, but those of different producers
+    /// have none between them, even when one process put after another had finished (a sentinel
     /// put after joining the producers may come before their last messages: end such a
     /// stream with close(), which every lane drains first). 0: the environment variable
     /// MPROC_QUEUE_LANES if set, else 1, a single order. A queue with a maxsize has one lane.
@@ -122,7 +122,7 @@ struct queue_direct<std::basic_string<C>> : queue_direct_counted<std::basic_stri
 ///
 /// Make the queue before starting the processes that use it: a copy of the handle (a capture,
 /// an argument to Process) refers to the same queue, in this process and in forked children;
-/// a Process started by spawn or forkserver gets it as an argument (its memfd is passed).
+/// a Process started by spawn or forkserver gets it as an argument (its memfds are passed).
 /// Order is kept per producer (with one lane, the default, there is one order for all: see
 /// QueueOptions::lanes). Blocking calls have timed and non-blocking forms; every wait
 /// resumes after signals (EINTR) and never outlasts its timeout.
@@ -157,7 +157,8 @@ class Queue {
 public:
     /// A queue of at most `maxsize` messages (0: bounded only by the ring's bytes).
     explicit Queue(std::size_t maxsize = 0) : Queue(QueueOptions{.maxsize = maxsize}) {}
-    /// A queue sized by `options`. @throws Error for a ring size that is not a power of two.
+    /// A queue sized by `options`. @throws Error for a ring size that is not a power of two, or
+    /// lanes out of 1..64 (QueueOptions::lanes or MPROC_QUEUE_LANES), or lanes with a maxsize.
     explicit Queue(const QueueOptions& options)
         : lanes_(detail::queue_lane_count(options), options.ring_bytes, options.spill_bytes, options.maxsize) {}
 
