@@ -108,9 +108,7 @@ public:
     }
     [[nodiscard]] bool closed() const noexcept { return lanes()[0].closed(); }
     [[nodiscard]] std::size_t qsize() const noexcept {
-        std::size_t n = 0;
-        for (const queue_ring& ring : lanes()) n += ring.qsize();
-        return n;
+        return summed([](const queue_ring& ring) { return ring.qsize(); });
     }
     /// Whether a put of this process would block now: its lane is full (before its first put,
     /// the lane it would be dealt next; asking deals nothing).
@@ -120,9 +118,7 @@ public:
         return lanes()[lane].full();
     }
     [[nodiscard]] std::uint64_t dropped() const noexcept {
-        std::uint64_t n = 0;
-        for (const queue_ring& ring : lanes()) n += ring.dropped();
-        return n;
+        return summed([](const queue_ring& ring) { return ring.dropped(); });
     }
     [[nodiscard]] std::size_t maxsize() const noexcept { return lanes()[0].maxsize(); }
     [[nodiscard]] std::size_t ring_bytes() const noexcept { return lanes()[0].ring_bytes(); }
@@ -250,9 +246,15 @@ private:
             if (!ring.closed() || ring.qsize() != 0) return false;
         return true;
     }
+    /// Puts into every lane so far (compared modulo 2^24, like each lane's count).
     [[nodiscard]] std::uint32_t records_put() const noexcept {
-        std::uint32_t n = 0;
-        for (const queue_ring& ring : lanes()) n += ring.records_put();
+        return static_cast<std::uint32_t>(summed([](const queue_ring& ring) { return ring.records_put(); }));
+    }
+    /// The sum over every lane of what `of` says of it.
+    template <class Of>
+    [[nodiscard]] std::uint64_t summed(Of of) const noexcept {
+        std::uint64_t n = 0;
+        for (const queue_ring& ring : lanes()) n += of(ring);
         return n;
     }
 
