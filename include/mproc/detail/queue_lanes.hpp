@@ -71,7 +71,7 @@ public:
         share_bell();
     }
 
-    [[nodiscard]] std::size_t count() const noexcept { return lanes().size(); }
+    [[nodiscard]] std::size_t count() const noexcept { return count_; }
     [[nodiscard]] const queue_ring& lane(std::size_t i) const noexcept { return lanes()[i]; }
 
     // Puts go to this process's lane.
@@ -94,19 +94,25 @@ public:
     /// queue_ring::get over every lane: the first message ready in any lane (this consumer's
     /// own first), waiting until the deadline when there is none.
     template <class Consume>
-    std::size_t get(const Deadline& deadline, Consume&& consume, std::size_t max = 1);
+    std::size_t get(const Deadline& deadline, Consume&& consume, std::size_t max = 1) {
+        // One lane: the ring's own get, whose short way then compiles into the caller (the
+        // lanes' walk, not inlined, would take it along into a call of its own).
+        if (count() == 1) [[likely]]
+            return first_ring_->get(deadline, consume, max);
+        return get_from_lanes(deadline, consume, max);
+    }
     /// queue_ring::get_ready over every lane.
     template <class Consume>
     std::size_t get_ready(Consume& consume, std::size_t max) {
-        if (count() == 1) return lanes()[0].get_ready(consume, max);
-        std::array<queue_ring::head_mark, max_lanes> marks;
-        return get_ready_from(consumer_lane(), consume, max, marks.data());
+        if (count() == 1) [[likely]]
+            return first_ring_->get_ready(consume, max);
+        return get_ready_from_lanes(consume, max);
     }
 
     void close() noexcept {
         for (queue_ring& ring : lanes()) ring.close();
     }
-    [[nodiscard]] bool closed() const noexcept { return lanes()[0].closed(); }
+    [[nodiscard]] bool closed() const noexcept { return first_ring_->closed(); }
     [[nodiscard]] std::size_t qsize() const noexcept {
         return summed([](const queue_ring& ring) { return ring.qsize(); });
     }
@@ -120,9 +126,9 @@ public:
     [[nodiscard]] std::uint64_t dropped() const noexcept {
         return summed([](const queue_ring& ring) { return ring.dropped(); });
     }
-    [[nodiscard]] std::size_t maxsize() const noexcept { return lanes()[0].maxsize(); }
-    [[nodiscard]] std::size_t ring_bytes() const noexcept { return lanes()[0].ring_bytes(); }
-    [[nodiscard]] std::size_t spill_bytes() const noexcept { return lanes()[0].spill_bytes(); }
+    [[nodiscard]] std::size_t maxsize() const noexcept { return first_ring_->maxsize(); }
+    [[nodiscard]] std::size_t ring_bytes() const noexcept { return first_ring_->ring_bytes(); }
+    [[nodiscard]] std::size_t spill_bytes() const noexcept { return first_ring_->spill_bytes(); }
 
     /// Counts `n` items done. @throws StateError when fewer are pending (nothing counted).
     void task_done(std::size_t n);
@@ -150,11 +156,15 @@ private:
             throw Error("mproc::QueueOptions: lanes must be from 1 to " + std::to_string(max_lanes) + " (was " +
                         std::to_string(lanes) + ")");
     }
+    /// Once the lanes are made (the vector never grows after): notes what every put and get
+    /// reads in the handle itself, and makes every lane ring the first one's bell.
     void share_bell() {
-        for (std::size_t i = 1; i < count(); ++i) lanes()[i].ring_bell_of(lanes()[0]);
+        count_ = local_->lanes.size();
+        first_ring_ = &local_->lanes[0];
+        for (std::size_t i = 1; i < count(); ++i) lanes()[i].ring_bell_of(*first_ring_);
     }
     [[nodiscard]] std::vector<queue_ring>& lanes() const noexcept { return local_->lanes; }
-    [[nodiscard]] queue_control& first() const noexcept { return lanes()[0].bell(); }
+    [[nodiscard]] queue_control& first() const noexcept { return first_ring_->bell(); }
     [[nodiscard]] std::size_t next_lane(std::size_t lane) const noexcept { return lane + 1 == count() ? 0 : lane + 1; }
 
     /// This process's lane in `word` (put_lane or get_lane), or max_lanes before it has one.
@@ -171,7 +181,7 @@ private:
         return lane;
     }
     [[nodiscard]] queue_ring& producer_ring() const {
-        if (count() == 1) return lanes()[0];
+        if (count() == 1) return *first_ring_;
         std::size_t lane = lane_in(local_->put_lane);
         if (lane == max_lanes) [[unlikely]]
             lane = deal(local_->put_lane, first().lane_producers);
@@ -195,6 +205,14 @@ private:
         if (lane == home && (got + n) / burst == got / burst) return;
         const std::size_t next = lane == home ? next_lane(lane) : lane;
         local_->get_lane.store(static_cast<std::uint64_t>(current_pid()) << 32 | (next + 1), std::memory_order_relaxed);
+    }
+    /// get() and get_ready() of a queue with several lanes.
+    template <class Consume>
+    std::size_t get_from_lanes(const Deadline& deadline, Consume& consume, std::size_t max);
+    template <class Consume>
+    std::size_t get_ready_from_lanes(Consume& consume, std::size_t max) {
+        std::array<queue_ring::head_mark, max_lanes> marks;
+        return get_ready_from(consumer_lane(), consume, max, marks.data());
     }
     /// Takes from the first lane, from `start` on, whose head is ready; `marks` gets what was
     /// at each head when nothing was taken.
@@ -259,14 +277,17 @@ private:
     }
 
     std::shared_ptr<local> local_;
+    // Copies of what local_ holds, kept in the handle so that a one-lane queue (the default)
+    // reaches its ring without going through local_ first.
+    queue_ring* first_ring_ = nullptr;
+    std::size_t count_ = 0;
 };
 
 template <class Consume>
-std::size_t queue_lanes::get(const Deadline& deadline, Consume&& consume, std::size_t max) {
-    if (count() == 1) return lanes()[0].get(deadline, consume, max);
+std::size_t queue_lanes::get_from_lanes(const Deadline& deadline, Consume& consume, std::size_t max) {
     const std::size_t start = consumer_lane();
     std::array<queue_ring::head_mark, max_lanes> marks;
-    // The usual case first, apart, so that it compiles into the caller as a single ring's does.
+    // The usual case first: this consumer's own lane, before the walk over every lane.
     if (const std::size_t n = lanes()[start].get_ready(consume, max, marks[start])) {
         took_from(start, start, marks[start].head, n);
         return n;
