@@ -289,6 +289,24 @@ private:
     template <class Consume>
     std::size_t take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, std::uint32_t me,
                      Consume& consume, std::size_t max);
+    /// take() of one record (every plain get): none of the batch's bookkeeping, which cost a
+    /// single get a few percent of its rate.
+    template <class Consume>
+    std::size_t take_one(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, Consume& consume);
+    /// What a claimed record's read and free need. In-slot: the message copied, so that the
+    /// decoder never reads the slot once it is freed.
+    struct held {
+        queue_slot* slot;
+        std::uint64_t pos, word, span;
+        std::uint32_t in_slot, length;
+    };
+    [[nodiscard]] static held hold(queue_slot& at, std::uint64_t pos, std::uint64_t state) noexcept {
+        const std::uint32_t in_slot = in_slot_of(state);
+        const std::uint64_t word = at.word;
+        return held{&at, pos, word, in_slot ? 1 : word, in_slot, static_cast<std::uint32_t>(state & 15)};
+    }
+    /// The message of a held record: its copied word, or its cells or spill block.
+    [[nodiscard]] std::span<const std::byte> bytes_of(const held& r) const noexcept;
     /// claim()'s short way, for a message of up to 8 bytes when nothing is in the way (a free
     /// slot at the tail, room known, the queue open and below maxsize); nullopt sends the caller
     /// the long way, which waits, helps and reports.

@@ -42,21 +42,10 @@ inline bool queue_ring::claim_ready(queue_slot& s, std::uint64_t pos, std::uint6
 template <class Consume>
 std::size_t queue_ring::take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state,
                              std::uint32_t me, Consume& consume, std::size_t max) {
+    if (max <= 1) return take_one(s, pos, head, state, consume);
     queue_memory& m = mem();
     queue_control& c = ctl();
-    // What each claimed record's read and free need. In-slot: the message copied, so that the
-    // decoder never reads the slot once it is freed.
-    struct held {
-        queue_slot* slot;
-        std::uint64_t pos, word, span;
-        std::uint32_t in_slot, length;
-    };
     held records[batch_max];
-    const auto hold = [](queue_slot& at, std::uint64_t p, std::uint64_t st) {
-        const std::uint32_t in_slot = in_slot_of(st);
-        const std::uint64_t word = at.word;
-        return held{&at, p, word, in_slot ? 1 : word, in_slot, static_cast<std::uint32_t>(st & 15)};
-    };
     records[0] = hold(s, pos, state);
     std::uint64_t end = qadd(pos, span_cells(records[0].span));
     std::size_t count = 1;
@@ -95,19 +84,41 @@ std::size_t queue_ring::take(queue_slot& s, std::uint64_t pos, std::uint64_t hea
     } freeing{*this, records, 0, count, putters_sleep};
     queue_fault(queue_point::get_moved);
     while (freeing.next < count) {
-        const held& r = records[freeing.next];
-        std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&r.word), r.length);
-        if (!r.in_slot) {
-            const queue_cell_header& h = m.header(r.pos);
-            const std::byte* from = m.cell(r.pos) + queue_header_bytes;
-            if (span_spilled(r.span)) from = m.spill_block(atomic_word(h.spill).load(std::memory_order_relaxed));
-            bytes = std::span<const std::byte>(from, h.length);
-        }
-        consume(bytes);
+        consume(bytes_of(records[freeing.next]));
         queue_fault(queue_point::get_consumed);
         freeing.one();
     }
     return count;
+}
+
+template <class Consume>
+std::size_t queue_ring::take_one(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state,
+                                 Consume& consume) {
+    queue_control& c = ctl();
+    const held r = hold(s, pos, state);
+    const bool putters_sleep = c.put_waiters.load(std::memory_order_seq_cst) != 0;
+    queue_fault(queue_point::get_claimed);
+    c.head.store(qpack(qadd(pos, span_cells(r.span)), qlow(head) + 1), std::memory_order_release);
+    prefetch_published(pos);
+    struct release {  // frees the record also when consume throws
+        queue_ring& ring;
+        const held& r;
+        bool putters_sleep;
+        ~release() { ring.free_record(*r.slot, r.pos, r.in_slot, r.span, putters_sleep); }
+    } freeing{*this, r, putters_sleep};
+    queue_fault(queue_point::get_moved);
+    consume(bytes_of(r));
+    queue_fault(queue_point::get_consumed);
+    return 1;
+}
+
+inline std::span<const std::byte> queue_ring::bytes_of(const held& r) const noexcept {
+    if (r.in_slot) return {reinterpret_cast<const std::byte*>(&r.word), r.length};
+    const queue_memory& m = mem();
+    const queue_cell_header& h = m.header(r.pos);
+    const std::byte* from = m.cell(r.pos) + queue_header_bytes;
+    if (span_spilled(r.span)) from = m.spill_block(atomic_word(h.spill).load(std::memory_order_relaxed));
+    return {from, h.length};
 }
 
 template <class Consume>
