@@ -220,7 +220,7 @@ public:
     /// get_ready() that also tells what it found at the head when it took nothing (the lanes
     /// of a queue look at each head once per pass: each look pulls a line a producer writes).
     /// Always inlined: it is every get's short way, and once called from more than one place
-    /// the compiler made it a call of its own (a fifth of a one-lane queue's rate, measured).
+    /// the compiler made it a call of its own (SPSC 58.6 against 68.5 M msg/s on 2 cores).
     template <class Consume>
     [[gnu::always_inline]] inline std::size_t get_ready(Consume& consume, std::size_t max, head_mark& seen);
     /// get() once the short way failed: waits, helps, drops dead holders.
@@ -289,8 +289,8 @@ private:
     template <class Consume>
     std::size_t take(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, std::uint32_t me,
                      Consume& consume, std::size_t max);
-    /// take() of one record (every plain get): none of the batch's bookkeeping, which cost a
-    /// single get a few percent of its rate.
+    /// take() of one record (every plain get): none of the batch's bookkeeping, which cost
+    /// single gets about 5% of their rate (SPSC on 2 cores).
     template <class Consume>
     std::size_t take_one(queue_slot& s, std::uint64_t pos, std::uint64_t head, std::uint64_t state, Consume& consume);
     /// What a claimed record's read and free need. In-slot: the message copied, so that the
