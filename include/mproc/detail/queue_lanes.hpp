@@ -278,7 +278,8 @@ private:
 
     std::shared_ptr<local> local_;
     // Copies of what local_ holds, kept in the handle so that a one-lane queue (the default)
-    // reaches its ring without going through local_ first.
+    // reaches its ring without going through local_ first: without them the 4x4 batch row of
+    // bench_queue ran 0.91x in two runs of six rounds on 2 cores (single puts and gets: same).
     queue_ring* first_ring_ = nullptr;
     std::size_t count_ = 0;
 };
